@@ -1,0 +1,167 @@
+//! What the examples share: the command line every server example takes, and
+//! running a server until SIGINT or SIGTERM.
+//!
+//! ```text
+//! [--addr 127.0.0.1:7000] [--acceptors 1024]
+//! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
+//! ```
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token};
+use netpool::{Builder, Handler, Overflow, Server};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+/// How long a stop waits for connections to flush before closing them anyway.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// The options every server example takes.
+#[derive(Debug)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub builder: Builder,
+}
+
+const USAGE: &str = "\
+usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
+       [--refuse-message TEXT] [--max-line BYTES]
+
+  --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
+  --acceptors N          connections served at once (default 1024)
+  --overflow STRATEGY    when all acceptors are busy: refuse (default), grow[:STEP[:MAX]]
+                         (STEP default 50, MAX default 10 x acceptors), or pause
+  --refuse-message TEXT  line written to refused clients (a newline is added)
+  --max-line BYTES       longest line accepted (default 65536)
+
+Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
+
+impl Options {
+    /// Parses the process's arguments; on a bad one, prints the usage and
+    /// exits with status 2.
+    pub fn from_args() -> Options {
+        match Self::parse(std::env::args_os().skip(1)) {
+            Ok(options) => options,
+            Err(e) => {
+                eprintln!("error: {e}\n\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Options, lexopt::Error> {
+        use lexopt::prelude::*;
+        let mut addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let mut acceptors = 1024usize;
+        let mut overflow = None::<String>;
+        let mut refuse_message = None::<String>;
+        let mut max_line = 65536usize;
+        let mut parser = lexopt::Parser::from_args(args);
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("addr") => addr = parser.value()?.parse()?,
+                Long("acceptors") => acceptors = parser.value()?.parse()?,
+                Long("overflow") => overflow = Some(parser.value()?.string()?),
+                Long("refuse-message") => refuse_message = Some(parser.value()?.string()?),
+                Long("max-line") => max_line = parser.value()?.parse()?,
+                Long("help") | Short('h') => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                _ => return Err(arg.unexpected()),
+            }
+        }
+        let overflow = match overflow.as_deref() {
+            None | Some("refuse") => Overflow::Refuse,
+            Some("pause") => Overflow::Pause,
+            Some(grow) if grow == "grow" || grow.starts_with("grow:") => {
+                let mut parts = grow.split(':').skip(1);
+                let mut number = |default: usize| -> Result<usize, lexopt::Error> {
+                    match parts.next() {
+                        None => Ok(default),
+                        Some(n) => n.parse().map_err(|_| {
+                            lexopt::Error::from(format!("--overflow {grow}: {n:?} is not a number"))
+                        }),
+                    }
+                };
+                let step = number(50)?;
+                let max = number(acceptors.saturating_mul(10))?;
+                if step == 0 || max < acceptors || parts.next().is_some() {
+                    return Err(format!(
+                        "--overflow {grow}: STEP must be at least 1 and MAX at least --acceptors"
+                    )
+                    .into());
+                }
+                Overflow::Grow { step, max }
+            }
+            Some(other) => {
+                return Err(format!("--overflow {other}: expected refuse, grow[:STEP[:MAX]] or pause").into())
+            }
+        };
+        let mut builder = Server::builder()
+            .acceptors(acceptors)
+            .overflow(overflow)
+            .max_line_len(max_line);
+        if let Some(mut message) = refuse_message {
+            message.push('\n');
+            builder = builder.refuse_message(message);
+        }
+        Ok(Options { addr, builder })
+    }
+}
+
+/// Sets up logging: warnings by default, `RUST_LOG` for more.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+}
+
+/// Binds, prints `listening on ADDR`, serves until SIGINT or SIGTERM, stops
+/// gracefully and prints the final stats to stderr.
+pub fn serve_until_signal<H: Handler + Send>(options: Options, handler: H) {
+    let server = match options.builder.bind(options.addr) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", options.addr);
+            std::process::exit(1);
+        }
+    };
+    // Register for signals before announcing the address, so that a script
+    // that starts us, waits for the line and sends SIGTERM is never early.
+    let mut signals = Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
+    let mut poll = Poll::new().expect("poll");
+    poll.registry()
+        .register(&mut signals, Token(0), Interest::READABLE)
+        .expect("register signals");
+
+    let running = server.spawn(handler).expect("spawn the server thread");
+    println!("listening on {}", running.local_addr());
+    std::io::stdout().flush().expect("stdout");
+
+    // This thread has nothing else to do: it waits in its own poll for a
+    // signal, through signal-hook's self-pipe, then asks the loop to stop.
+    let mut events = Events::with_capacity(4);
+    'wait: loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+        if let Some(signal) = signals.pending().next() {
+            log::info!("signal {signal}: stopping");
+            break 'wait;
+        }
+    }
+    let handle = running.handle().clone();
+    match running.stop(GRACE) {
+        Ok(report) => {
+            eprintln!("stopped: {report:?}");
+            eprintln!("stats: {:?}", handle.stats());
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The main job: a line echo server on netpool.
+//!
+//! Every line a client sends comes back, followed by `\n`.
+//!
+//! ```text
+//! cargo run --release --example echo -- [--addr 127.0.0.1:7000] [--acceptors 1024]
+//!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
+//! ```
+//!
+//! Poke it with `nc 127.0.0.1 7000` and type lines. Try `--acceptors 1
+//! --refuse-message busy` and open a second `nc` to see a refusal; or
+//! `--overflow pause` and watch the second one wait until the first quits.
+//! Ctrl-C (or SIGTERM) stops it gracefully and prints the final stats.
+
+mod common;
+
+use netpool::Conn;
+
+fn main() {
+    common::init_logging();
+    let options = common::Options::from_args();
+    common::serve_until_signal(options, |line: &[u8], conn: &mut Conn| {
+        conn.send(line);
+        conn.send(b"\n");
+    });
+}

@@ -1,0 +1,243 @@
+//! Configuration: every limit the loop enforces, with its default and how to
+//! size it. [`Builder`] sets them and binds the listener.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::budget::Overflow;
+use crate::error::Error;
+use crate::server::Server;
+
+/// The loop's settings, frozen when the server is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) acceptors: usize,
+    pub(crate) overflow: Overflow,
+    pub(crate) refuse_message: Vec<u8>,
+    pub(crate) backlog: i32,
+    pub(crate) nodelay: bool,
+    pub(crate) max_line_len: usize,
+    pub(crate) read_buffer: usize,
+    pub(crate) high_water: usize,
+    pub(crate) low_water: usize,
+    pub(crate) output_limit: usize,
+    pub(crate) linger: Duration,
+    pub(crate) accept_backoff: Duration,
+    pub(crate) events_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            acceptors: 1024,
+            overflow: Overflow::Refuse,
+            refuse_message: Vec::new(),
+            backlog: 1024,
+            nodelay: true,
+            max_line_len: 64 * 1024,
+            read_buffer: 64 * 1024,
+            high_water: 64 * 1024,
+            low_water: 16 * 1024,
+            output_limit: 1024 * 1024,
+            linger: Duration::from_secs(2),
+            accept_backoff: Duration::from_millis(100),
+            events_capacity: 1024,
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |why: &str| Err(Error::InvalidConfig(why.to_string()));
+        if self.max_line_len == 0 {
+            return bad("max_line_len must be at least 1");
+        }
+        if self.read_buffer < 512 {
+            return bad("read_buffer must be at least 512 bytes");
+        }
+        if self.low_water > self.high_water {
+            return bad("the low-water mark must not exceed the high-water mark");
+        }
+        if self.high_water > self.output_limit {
+            return bad("the high-water mark must not exceed output_limit");
+        }
+        if let Overflow::Grow { max, .. } = self.overflow {
+            if max < self.acceptors {
+                return bad("Overflow::Grow's max must be at least the number of acceptors");
+            }
+        }
+        if self.events_capacity == 0 {
+            return bad("events_capacity must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Configures and binds a [`Server`].
+///
+/// ```
+/// use netpool::{Overflow, Server};
+///
+/// let server = Server::builder()
+///     .acceptors(2)
+///     .overflow(Overflow::Refuse)
+///     .refuse_message(b"-ERR max number of clients reached\r\n".to_vec())
+///     .bind("127.0.0.1:0".parse().unwrap())?;
+/// assert_ne!(server.local_addr().port(), 0);
+/// # Ok::<(), netpool::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// A builder with the defaults documented on each method.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of acceptor slots: the most connections served at once.
+    /// Default 1024. Each idle connection costs a few hundred bytes of user
+    /// memory plus the kernel's socket buffers; size it to the descriptors
+    /// you can spare (`ulimit -n`) and to what your handler can serve.
+    pub fn acceptors(mut self, slots: usize) -> Self {
+        self.config.acceptors = slots;
+        self
+    }
+
+    /// What to do when every slot is busy. Default [`Overflow::Refuse`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.config.overflow = overflow;
+        self
+    }
+
+    /// Bytes written to a refused connection before it is closed (as Redis
+    /// writes `-ERR max number of clients reached`). Default: none. It is
+    /// written once, without waiting: keep it well under the socket's send
+    /// buffer (a few KiB are always safe).
+    pub fn refuse_message(mut self, message: impl Into<Vec<u8>>) -> Self {
+        self.config.refuse_message = message.into();
+        self
+    }
+
+    /// The listen backlog: connections the kernel queues before they are
+    /// accepted. Default 1024 (the kernel caps it at `net.core.somaxconn`).
+    /// Under [`Overflow::Pause`] this is the waiting room.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.config.backlog = backlog;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on accepted sockets, so small replies leave at once
+    /// instead of waiting for Nagle's algorithm. Default on.
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.config.nodelay = on;
+        self
+    }
+
+    /// The longest line accepted, in bytes, counted without its `\n`.
+    /// Default 64 KiB (Redis's inline limit). A longer line closes the
+    /// connection with [`CloseReason::LineTooLong`](crate::CloseReason::LineTooLong).
+    /// It also bounds the per-connection buffer of an incomplete line.
+    pub fn max_line_len(mut self, bytes: usize) -> Self {
+        self.config.max_line_len = bytes;
+        self
+    }
+
+    /// The size of the loop's one shared read buffer. Default 64 KiB. It is
+    /// allocated once per loop, not per connection; larger values mean fewer
+    /// `read` calls for bulk input.
+    pub fn read_buffer(mut self, bytes: usize) -> Self {
+        self.config.read_buffer = bytes;
+        self
+    }
+
+    /// Backpressure marks for a connection's unsent output. Above `high`
+    /// bytes the loop stops reading from that connection; at or below `low`
+    /// it reads again. Defaults 64 KiB and 16 KiB (Netty uses 64/32 KiB).
+    ///
+    /// # Backpressure
+    ///
+    /// A client that sends requests but never reads replies would otherwise
+    /// make the server buffer replies without bound. With the marks, its
+    /// requests simply stay in the kernel's buffers until it reads.
+    pub fn output_water_marks(mut self, low: usize, high: usize) -> Self {
+        self.config.low_water = low;
+        self.config.high_water = high;
+        self
+    }
+
+    /// The hard cap on a connection's unsent output, in bytes. Default 1 MiB.
+    /// Past it the output is dropped and the connection is closed with
+    /// [`CloseReason::OutputOverflow`](crate::CloseReason::OutputOverflow).
+    /// Reading stops at the high-water mark, so only a handler that sends a
+    /// lot per line, or [`ConnHandle::send`](crate::ConnHandle::send) to a
+    /// peer that does not read, can reach it.
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.config.output_limit = bytes;
+        self
+    }
+
+    /// How long a closing connection waits for the peer to finish after the
+    /// server has shut down its side. Default 2 s. Closing a socket that
+    /// still has unread input makes the kernel send a reset, which can
+    /// destroy replies the peer has not read yet; so the loop shuts down
+    /// writing, reads and discards until the peer closes, and closes at the
+    /// latest after this long (nginx calls it lingering close).
+    pub fn linger(mut self, timeout: Duration) -> Self {
+        self.config.linger = timeout;
+        self
+    }
+
+    /// How long to stop accepting after `accept` fails for lack of resources
+    /// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`). Default 100 ms (Ranch's
+    /// figure). The loop retries on its own timer, so connections that queued
+    /// meanwhile are accepted even if no new one arrives.
+    pub fn accept_backoff(mut self, backoff: Duration) -> Self {
+        self.config.accept_backoff = backoff;
+        self
+    }
+
+    /// How many readiness events one `poll` call can return. Default 1024.
+    pub fn events_capacity(mut self, events: usize) -> Self {
+        self.config.events_capacity = events;
+        self
+    }
+
+    /// Binds a new listening socket to `addr` (IPv4 or IPv6; port 0 picks a
+    /// free port, see [`Server::local_addr`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for inconsistent settings; [`Error::Io`] if
+    /// the socket cannot be created, bound or put to listen.
+    pub fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
+        self.config.validate()?;
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // Restarting a server must not wait for old connections in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(self.config.backlog)?;
+        Server::new(self.config, socket.into())
+    }
+
+    /// Adopts a listener that is already bound and listening: socket
+    /// activation, or a hand-over from a parent process. It is switched to
+    /// non-blocking mode; its backlog is left as it was.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for inconsistent settings; [`Error::Io`] if
+    /// the listener cannot be made non-blocking or has no local address.
+    pub fn listener(self, listener: StdListener) -> Result<Server, Error> {
+        self.config.validate()?;
+        // mio's `from_std` does not do this, and a blocking listener would
+        // stall the whole loop in `accept`.
+        listener.set_nonblocking(true)?;
+        Server::new(self.config, listener)
+    }
+}

@@ -1,0 +1,367 @@
+//! One connection's state machine.
+//!
+//! A connection is always in exactly one [`Phase`]; every change goes through
+//! [`Connection::set_phase`], which traces `old => new`. The phase alone
+//! decides what the loop may do with the socket, and so which readiness
+//! ([`Interest`]) to ask the poll for:
+//!
+//! ```text
+//!            output > high water              output <= low water
+//!   Open ───────────────────────────▶ Throttled ─────────────────▶ Open
+//!    │  close(), line too long, stop,                 │
+//!    │  peer EOF                                      │ (same)
+//!    ▼                                                ▼
+//!   Closing ── output flushed ──▶ shutdown(Write) ──▶ Lingering ── peer EOF
+//!    │           (peer already closed: skip lingering)   │      or linger timeout
+//!    ▼                                                   ▼
+//!   Closed ◀──────── reset, I/O error, output overflow, panic (at once)
+//! ```
+//!
+//! The socket work itself (reading, writing, calling the handler) is in
+//! `event_loop.rs`; what is here has no I/O but the socket it owns, and is
+//! tested without one.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use crate::handler::{CloseReason, ConnId};
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading lines and writing replies.
+    Open,
+    /// Not reading: unsent output is above the high-water mark. Only writing
+    /// until it drops to the low-water mark.
+    Throttled,
+    /// No more lines are read; pending output is being flushed. Then the
+    /// write side is shut down, and the connection lingers (if the peer may
+    /// still send) or closes.
+    Closing { reason: CloseReason, linger: bool },
+    /// Our side is shut down. Reading and discarding until the peer closes,
+    /// so that closing never turns into a reset that could destroy replies
+    /// the peer has not read yet.
+    Lingering { reason: CloseReason },
+    /// Done: the loop removes it.
+    Closed { reason: CloseReason },
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Open => f.write_str("open"),
+            Phase::Throttled => f.write_str("throttled"),
+            Phase::Closing { reason, .. } => write!(f, "closing ({reason})"),
+            Phase::Lingering { reason } => write!(f, "lingering ({reason})"),
+            Phase::Closed { reason } => write!(f, "closed ({reason})"),
+        }
+    }
+}
+
+/// Unsent output: a buffer and how much of it has been written.
+///
+/// Empty most of the time: replies go from the loop's shared write buffer
+/// straight to the socket, and only what the socket would not take lands
+/// here. When it drains, its memory is freed, so an idle connection owns no
+/// output buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    buf: Vec<u8>,
+    written: usize,
+}
+
+impl Outbox {
+    /// Bytes not yet written.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.written == self.buf.len()
+    }
+
+    /// The bytes to write next.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.buf[self.written..]
+    }
+
+    /// Marks `n` bytes as written, freeing the buffer once all are.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.written += n;
+        debug_assert!(self.written <= self.buf.len());
+        if self.written == self.buf.len() {
+            *self = Outbox::default();
+        }
+    }
+
+    /// The buffer to append to, with the written prefix dropped so that its
+    /// `len()` is exactly the unsent output.
+    pub(crate) fn for_append(&mut self) -> &mut Vec<u8> {
+        if self.written > 0 {
+            self.buf.drain(..self.written);
+            self.written = 0;
+        }
+        &mut self.buf
+    }
+}
+
+/// One connection: its socket, its phase, its buffers, the user's state.
+#[derive(Debug)]
+pub(crate) struct Connection<S> {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) id: ConnId,
+    phase: Phase,
+    /// What the poll has been asked for, to re-register only on change.
+    registered: Interest,
+    /// The incomplete last line (no `\n` in it yet); see `framing.rs`.
+    pub(crate) partial: Vec<u8>,
+    pub(crate) out: Outbox,
+    pub(crate) state: S,
+}
+
+impl<S: Default> Connection<S> {
+    /// A connection just registered for `READABLE`.
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, id: ConnId) -> Self {
+        Connection {
+            stream,
+            peer,
+            id,
+            phase: Phase::Open,
+            registered: Interest::READABLE,
+            partial: Vec::new(),
+            out: Outbox::default(),
+            state: S::default(),
+        }
+    }
+}
+
+impl<S> Connection<S> {
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The one place a phase changes.
+    pub(crate) fn set_phase(&mut self, next: Phase) {
+        if self.phase != next {
+            log::trace!("{} {}: {} => {}", self.id, self.peer, self.phase, next);
+            self.phase = next;
+        }
+    }
+
+    /// Begins closing for `reason`. Graceful reasons flush first; the others
+    /// close at once. A connection already closing keeps its first reason,
+    /// except that an abortive reason cuts a graceful close short.
+    pub(crate) fn begin_close(&mut self, reason: CloseReason, peer_gone: bool) {
+        let next = if !reason.is_graceful() {
+            Phase::Closed { reason }
+        } else {
+            match self.phase {
+                Phase::Open | Phase::Throttled => Phase::Closing {
+                    reason,
+                    linger: !peer_gone,
+                },
+                _ => return,
+            }
+        };
+        if !matches!(self.phase, Phase::Closed { .. }) {
+            self.set_phase(next);
+        }
+    }
+
+    /// Applies the backpressure marks after the output changed. Returns true
+    /// when reading resumes, so the loop reads what waited in the kernel
+    /// (no new edge will announce it).
+    pub(crate) fn apply_water_marks(&mut self, low: usize, high: usize) -> bool {
+        match self.phase {
+            Phase::Open if self.out.len() > high => {
+                self.set_phase(Phase::Throttled);
+                false
+            }
+            Phase::Throttled if self.out.len() <= low => {
+                self.set_phase(Phase::Open);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The readiness this phase needs, or `None` when the socket needs no
+    /// events at all (closed, or about to be).
+    pub(crate) fn wanted_interest(&self) -> Option<Interest> {
+        let writing = !self.out.is_empty();
+        match self.phase {
+            Phase::Open if writing => Some(Interest::READABLE | Interest::WRITABLE),
+            Phase::Open | Phase::Lingering { .. } => Some(Interest::READABLE),
+            Phase::Throttled | Phase::Closing { .. } if writing => Some(Interest::WRITABLE),
+            // A closing connection with nothing to write is finished on the
+            // spot by the loop; a throttled one always has output.
+            Phase::Throttled | Phase::Closing { .. } => None,
+            Phase::Closed { .. } => None,
+        }
+    }
+
+    /// Records the interest just registered; returns the previous one.
+    pub(crate) fn swap_registered(&mut self, interest: Interest) -> Interest {
+        std::mem::replace(&mut self.registered, interest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    mod outbox {
+        use super::*;
+
+        #[test]
+        fn drained_output_frees_its_memory() {
+            let mut o = Outbox::default();
+            o.for_append().extend_from_slice(b"hello");
+            o.advance(2);
+            assert_eq!(o.pending(), b"llo");
+            assert_eq!(o.len(), 3);
+            o.advance(3);
+            assert!(o.is_empty());
+            assert_eq!(o.buf.capacity(), 0);
+        }
+
+        #[test]
+        fn appending_keeps_order_and_drops_the_written_prefix() {
+            let mut o = Outbox::default();
+            o.for_append().extend_from_slice(b"abc");
+            o.advance(1);
+            let buf = o.for_append();
+            assert_eq!(buf.as_slice(), b"bc");
+            buf.extend_from_slice(b"d");
+            assert_eq!(o.pending(), b"bcd");
+        }
+    }
+
+    /// A connected pair of sockets, so a `Connection` can be built; the state
+    /// machine itself never touches them.
+    fn connection() -> (Connection<()>, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        let stream = TcpStream::from_std(server);
+        (Connection::new(stream, peer, ConnId(1)), client)
+    }
+
+    mod open {
+        use super::*;
+
+        #[test]
+        fn reads_and_writes_only_when_output_waits() {
+            let (mut c, _peer) = connection();
+            assert_eq!(c.wanted_interest(), Some(Interest::READABLE));
+            c.out.for_append().extend_from_slice(b"x");
+            assert_eq!(
+                c.wanted_interest(),
+                Some(Interest::READABLE | Interest::WRITABLE)
+            );
+        }
+
+        #[test]
+        fn high_water_throttles_and_low_water_resumes() {
+            let (mut c, _peer) = connection();
+            c.out.for_append().extend_from_slice(&[0; 10]);
+            assert!(!c.apply_water_marks(2, 8));
+            assert_eq!(c.phase(), Phase::Throttled);
+            assert_eq!(c.wanted_interest(), Some(Interest::WRITABLE));
+            c.out.advance(7);
+            assert!(!c.apply_water_marks(2, 8), "3 bytes is still above low water");
+            c.out.advance(1);
+            assert!(c.apply_water_marks(2, 8), "resuming asks for a read");
+            assert_eq!(c.phase(), Phase::Open);
+        }
+    }
+
+    mod closing {
+        use super::*;
+
+        #[test]
+        fn graceful_close_lingers_unless_the_peer_is_gone() {
+            let (mut c, _peer) = connection();
+            c.begin_close(CloseReason::Closed, false);
+            assert_eq!(
+                c.phase(),
+                Phase::Closing {
+                    reason: CloseReason::Closed,
+                    linger: true
+                }
+            );
+            let (mut c, _peer) = connection();
+            c.begin_close(CloseReason::PeerClosed, true);
+            assert_eq!(
+                c.phase(),
+                Phase::Closing {
+                    reason: CloseReason::PeerClosed,
+                    linger: false
+                }
+            );
+        }
+
+        #[test]
+        fn the_first_graceful_reason_wins() {
+            let (mut c, _peer) = connection();
+            c.begin_close(CloseReason::LineTooLong, false);
+            c.begin_close(CloseReason::Stopped, false);
+            assert!(matches!(
+                c.phase(),
+                Phase::Closing {
+                    reason: CloseReason::LineTooLong,
+                    ..
+                }
+            ));
+        }
+
+        #[test]
+        fn an_abortive_reason_cuts_a_graceful_close_short() {
+            let (mut c, _peer) = connection();
+            c.out.for_append().extend_from_slice(b"unsent");
+            c.begin_close(CloseReason::Closed, false);
+            c.begin_close(CloseReason::Reset, false);
+            assert_eq!(
+                c.phase(),
+                Phase::Closed {
+                    reason: CloseReason::Reset
+                }
+            );
+            assert_eq!(c.wanted_interest(), None);
+        }
+
+        #[test]
+        fn closing_only_writes() {
+            let (mut c, _peer) = connection();
+            c.out.for_append().extend_from_slice(b"bye");
+            c.begin_close(CloseReason::Stopped, false);
+            assert_eq!(c.wanted_interest(), Some(Interest::WRITABLE));
+            c.out.advance(3);
+            assert_eq!(c.wanted_interest(), None);
+        }
+    }
+
+    mod lingering {
+        use super::*;
+
+        #[test]
+        fn lingering_reads_to_see_the_peer_close() {
+            let (mut c, _peer) = connection();
+            c.set_phase(Phase::Lingering {
+                reason: CloseReason::Closed,
+            });
+            assert_eq!(c.wanted_interest(), Some(Interest::READABLE));
+            c.begin_close(CloseReason::Stopped, false);
+            assert!(
+                matches!(c.phase(), Phase::Lingering { .. }),
+                "a stop does not restart a close"
+            );
+        }
+    }
+}

@@ -1,0 +1,950 @@
+//! The poll loop: one thread, one `mio::Poll`, one listening socket and a
+//! slab of connections.
+//!
+//! Read this file top to bottom to learn the reactor pattern. The loop sleeps
+//! in `poll` until the kernel reports *readiness* on some tokens, then does
+//! the work each token's owner can now do without blocking, then sleeps
+//! again. Nothing here ever blocks except `poll` itself, and `poll` wakes up
+//! when there is I/O, a command from another thread (through the waker), or a
+//! timer due (through `poll`'s timeout). There is no `sleep` anywhere.
+//!
+//! # Tokens
+//!
+//! `Token(0)` is the listener, `Token(1)` the waker, and a connection in slab
+//! slot `k` is `Token(k + 2)`. The slab hands out the lowest free slot, so
+//! tokens stay small and lookups are an index, not a hash.
+//!
+//! # Draining readiness
+//!
+//! mio is edge-triggered: an event says "something changed", once. After it,
+//! the loop must repeat the operation (accept, read, write) until the kernel
+//! says `WouldBlock`, or it may never hear about that socket again. Two
+//! well-known shortcuts are taken, as tokio takes them on epoll: a `read` that
+//! returns less than the buffer could hold, or a `write` that takes less than
+//! it was given, already proves the socket drained (or full), so the extra
+//! syscall that would only say `WouldBlock` is skipped. Where the loop stops
+//! early on purpose (fairness, backpressure), it notes the connection in
+//! `again` and comes back to it without waiting for an edge that may never
+//! come.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::budget::Admission;
+use crate::config::Config;
+use crate::conn::{Connection, Phase};
+use crate::error::Error;
+use crate::framing::{split_lines, Flow, FrameError};
+use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
+use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+
+/// The listening socket's token.
+pub(crate) const LISTENER: Token = Token(0);
+/// The waker's token: another thread queued a command.
+pub(crate) const WAKER: Token = Token(1);
+/// Slab slot `k` is `Token(k + FIRST_CONN)`.
+const FIRST_CONN: usize = 2;
+
+/// Reads of one connection per turn of the loop (× the read buffer: 1 MiB by
+/// default). A client that sends faster than the loop can serve would
+/// otherwise keep it in one connection forever; past this, the connection
+/// goes to the back of the line (`again`) and the others get their turn.
+const READS_PER_TURN: usize = 16;
+
+/// Accepts per turn, for the same fairness: a flood of connects (say, a
+/// storm of clients being refused) must not starve the connections already
+/// served.
+const ACCEPTS_PER_TURN: usize = 128;
+
+/// What an event says a connection can do now.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The peer shut down (or the socket failed): a short read no longer
+    /// proves the socket drained, because end-of-stream is still to be read.
+    read_closed: bool,
+}
+
+impl From<&Event> for Readiness {
+    fn from(e: &Event) -> Self {
+        // An error is reported to whichever syscall comes next, so let both
+        // directions try.
+        Readiness {
+            readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+            writable: e.is_writable() || e.is_write_closed() || e.is_error(),
+            read_closed: e.is_read_closed() || e.is_error(),
+        }
+    }
+}
+
+/// The accept side's state.
+#[derive(Debug, Default)]
+struct AcceptState {
+    /// Every slot is busy under `Overflow::Pause`: not accepting.
+    paused: bool,
+    /// Refusing since the last served connection (to log once per episode).
+    refusing: bool,
+    /// `accept` failed for lack of resources; retrying at `retry_at`.
+    failing: bool,
+    retry_at: Option<Instant>,
+    /// Accept again at the end of this turn without waiting for an event:
+    /// a slot freed while paused, the budget changed, or a turn was cut short.
+    again: bool,
+}
+
+/// A stop in progress.
+#[derive(Debug)]
+struct Stopping {
+    deadline: Instant,
+    open_at_stop: usize,
+    waiters: Vec<std::sync::mpsc::Sender<StopReport>>,
+}
+
+/// One event loop and everything it owns.
+pub(crate) struct EventLoop<H: Handler> {
+    poll: Poll,
+    /// `None` once a stop has begun.
+    listener: Option<TcpListener>,
+    /// The connections. A slot's key is its token minus `FIRST_CONN`.
+    conns: Slab<Connection<H::State>>,
+    handler: H,
+    config: Config,
+    server: Arc<ServerShared>,
+    shared: Arc<LoopShared>,
+    /// The one read buffer of the loop, shared by all its connections: a
+    /// connection owns memory only for an incomplete line or unsent output.
+    read_buf: Box<[u8]>,
+    /// Replies produced while one read is handled, written in one `write`
+    /// when the handler is done with that read.
+    write_buf: Vec<u8>,
+    /// Ids are unique per server: loop `i` of `n` hands out `i+1, i+1+n, ...`.
+    next_id: u64,
+    id_step: u64,
+    accept: AcceptState,
+    /// Connections to drive again this turn without an event (see `# Draining
+    /// readiness`). The id guards against a slot reused meanwhile.
+    again: Vec<(usize, ConnId)>,
+    /// Lingering closes, by deadline. Every entry has the same timeout, so
+    /// arrival order *is* deadline order: a FIFO is a complete timer queue,
+    /// O(1) to add and to expire. Entries whose connection closed earlier are
+    /// skipped when they come up (lazy deletion).
+    lingering: VecDeque<(Instant, usize, ConnId)>,
+    stopping: Option<Stopping>,
+    /// A spare vector the command queue is swapped into.
+    commands: Vec<Command>,
+}
+
+impl<H: Handler> EventLoop<H> {
+    pub(crate) fn new(
+        poll: Poll,
+        listener: TcpListener,
+        handler: H,
+        config: Config,
+        server: Arc<ServerShared>,
+        index: usize,
+    ) -> Self {
+        let shared = server.loops[index].clone();
+        let read_buf = vec![0; config.read_buffer].into_boxed_slice();
+        EventLoop {
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            handler,
+            next_id: index as u64 + 1,
+            id_step: server.loops.len() as u64,
+            config,
+            server,
+            shared,
+            read_buf,
+            write_buf: Vec::new(),
+            accept: AcceptState::default(),
+            again: Vec::new(),
+            lingering: VecDeque::new(),
+            stopping: None,
+            commands: Vec::new(),
+        }
+    }
+
+    /// Runs until stopped. The answer to every `stop()` caller, and what this
+    /// returns, is the same report.
+    pub(crate) fn run(mut self) -> Result<StopReport, Error> {
+        let _ = self.shared.thread.set(std::thread::current().id());
+        let result = self.turn_until_stopped();
+        // Close the queue first, so that no `stop()` can wait on a command
+        // nobody will read; the `Sender`s in what was left are dropped here,
+        // which wakes their callers.
+        let leftover = self.shared.close();
+        if let Ok(report) = &result {
+            *self.shared.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(*report);
+            let waiters = self.stopping.take().map(|s| s.waiters).unwrap_or_default();
+            for waiter in waiters {
+                let _ = waiter.send(*report);
+            }
+        }
+        drop(leftover);
+        result
+    }
+
+    fn turn_until_stopped(&mut self) -> Result<StopReport, Error> {
+        let mut events = Events::with_capacity(self.config.events_capacity);
+        loop {
+            match self.poll.poll(&mut events, self.next_timeout()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("poll failed, the loop exits: {e}");
+                    return Err(e.into());
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_connections(),
+                    WAKER => self.run_commands(),
+                    // An event for a slot that is empty (the connection closed
+                    // earlier in this batch) is ignored; one for a slot reused
+                    // meanwhile is merely spurious: the read says WouldBlock.
+                    Token(t) => self.connection_event(t - FIRST_CONN, Readiness::from(event)),
+                }
+            }
+            self.run_deferred();
+            if let Some(report) = self.finish_stop() {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// How long `poll` may sleep: not at all if work is deferred to this
+    /// loop, else until the nearest timer, else until an event.
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.again.is_empty() || self.accept.again {
+            return Some(Duration::ZERO);
+        }
+        let deadlines = [
+            self.accept.retry_at,
+            self.lingering.front().map(|l| l.0),
+            self.stopping.as_ref().map(|s| s.deadline),
+        ];
+        let next = deadlines.into_iter().flatten().min()?;
+        // mio rounds a sub-millisecond timeout up, never down to a busy spin.
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    // ----- Accepting ------------------------------------------------------
+
+    /// Accepts until the kernel's queue is empty (`WouldBlock`), the budget
+    /// says pause, or this turn's share is used.
+    ///
+    /// The budget is consulted *before* `accept`: a slot is reserved first,
+    /// so a connection is never registered with the poll unless it will be
+    /// served, and the count of served connections is exact.
+    fn accept_connections(&mut self) {
+        self.accept.again = false;
+        if self.accept.retry_at.is_some() {
+            return; // backing off after EMFILE & co; the timer brings us back
+        }
+        for _ in 0..ACCEPTS_PER_TURN {
+            let admission = self.server.budget.try_acquire();
+            if admission == Admission::Pause {
+                if !self.accept.paused {
+                    self.accept.paused = true;
+                    self.shared.counters.pause_episodes.add(1);
+                    log::debug!(
+                        "all {} acceptor slots busy: accept paused",
+                        self.server.budget.limit()
+                    );
+                }
+                return;
+            }
+            if self.accept.paused {
+                self.accept.paused = false;
+                log::debug!("a slot is free: accept resumed");
+            }
+            let Some(listener) = &self.listener else {
+                self.release_unused(admission);
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.accept.failing {
+                        self.accept.failing = false;
+                        log::info!("accepting again after resource errors");
+                    }
+                    match admission {
+                        Admission::Serve => self.serve(stream, peer),
+                        _ => self.refuse(stream, peer),
+                    }
+                }
+                Err(e) => {
+                    self.release_unused(admission);
+                    match AcceptError::classify(&e) {
+                        AcceptError::Drained => return,
+                        AcceptError::Retry => continue,
+                        AcceptError::BackOff => {
+                            self.back_off_accept(&e);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        // The turn's share is used; the queue may hold more.
+        self.accept.again = true;
+    }
+
+    fn release_unused(&self, admission: Admission) {
+        if admission == Admission::Serve {
+            self.server.budget.release();
+        }
+    }
+
+    /// Out of descriptors or memory: stop accepting for a while. Retrying at
+    /// once would spin (the error repeats until something closes), and
+    /// waiting for the next event could wait forever: the edge for the
+    /// connections already queued has been consumed. So the poll timeout
+    /// brings the loop back.
+    fn back_off_accept(&mut self, e: &io::Error) {
+        self.shared.counters.accept_errors.add(1);
+        if !self.accept.failing {
+            self.accept.failing = true;
+            log::warn!(
+                "accept failed ({e}); not accepting for {:?}, then retrying",
+                self.config.accept_backoff
+            );
+        } else {
+            log::debug!("accept still failing: {e}");
+        }
+        self.accept.retry_at = Some(Instant::now() + self.config.accept_backoff);
+    }
+
+    /// Registers a newly accepted connection and greets the handler.
+    fn serve(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        self.accept.refusing = false;
+        if self.config.nodelay {
+            if let Err(e) = stream.set_nodelay(true) {
+                log::debug!("{peer}: TCP_NODELAY not set: {e}");
+            }
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        // Registered for READABLE only; WRITABLE is asked for only while
+        // output waits. Input that arrived before this call is reported at
+        // once: epoll checks readiness when a socket is added.
+        let token = Token(key + FIRST_CONN);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            log::warn!("{peer}: could not register the connection: {e}");
+            self.server.budget.release();
+            return;
+        }
+        let id = ConnId(self.next_id);
+        self.next_id += self.id_step;
+        let conn = entry.insert(Connection::new(stream, peer, id));
+        self.shared.counters.accepted.add(1);
+        log::debug!("{id} {peer}: accepted");
+
+        let handler = &mut self.handler;
+        with_conn(
+            conn,
+            &mut self.write_buf,
+            &self.config,
+            key,
+            &self.shared,
+            |ctx, _| handler.on_connect(ctx),
+        );
+        flush(conn, &mut self.write_buf, &self.shared.counters);
+        self.after_output(key);
+        self.settle(key);
+    }
+
+    /// Refuses a connection: one best-effort write of the refusal message,
+    /// then close. It is never registered with the poll.
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.shared.counters.refused.add(1);
+        if !self.accept.refusing {
+            self.accept.refusing = true;
+            log::warn!(
+                "all {} acceptor slots busy: refusing new connections",
+                self.server.budget.limit()
+            );
+        }
+        log::debug!("{peer}: refused");
+        let message = &self.config.refuse_message;
+        if !message.is_empty() {
+            // Read what the client may have sent already: closing a socket
+            // with unread input sends a reset, which can destroy the message
+            // before the client reads it. Neither call can block.
+            let _ = (&stream).read(&mut self.read_buf);
+            if let Err(e) = (&stream).write(message) {
+                log::debug!("{peer}: refusal message not sent: {e}");
+            }
+        }
+    }
+
+    // ----- Serving connections ---------------------------------------------
+
+    fn connection_event(&mut self, key: usize, ready: Readiness) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if ready.writable {
+            self.write_pending(key);
+        }
+        if ready.readable {
+            self.read_input(key, !ready.read_closed);
+        }
+        self.settle(key);
+    }
+
+    /// Reads and handles input until the socket is drained, the connection
+    /// stops reading (throttled, closing), or its turn is used.
+    ///
+    /// `short_read_drains`: the event said nothing about end-of-stream, so a
+    /// short read proves the socket empty (see `# Draining readiness`).
+    fn read_input(&mut self, key: usize, short_read_drains: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let counters = &self.shared.counters;
+        for _ in 0..READS_PER_TURN {
+            let lingering = match conn.phase() {
+                Phase::Open => false,
+                Phase::Lingering { .. } => true,
+                // Throttled waits for output to drain; Closing only writes.
+                _ => return,
+            };
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    end_of_stream(conn);
+                    return;
+                }
+                Ok(n) => {
+                    counters.bytes_in.add(n as u64);
+                    if !lingering {
+                        // A lingering connection's input is read only to
+                        // see the peer close; it is discarded.
+                        let handler = &mut self.handler;
+                        let chunk = &self.read_buf[..n];
+                        let max = self.config.max_line_len;
+                        let framed = with_conn(
+                            conn,
+                            &mut self.write_buf,
+                            &self.config,
+                            key,
+                            &self.shared,
+                            |ctx, partial| {
+                                let mut lines = 0;
+                                let framed = split_lines(partial, chunk, max, |line| {
+                                    lines += 1;
+                                    handler.on_line(line, ctx);
+                                    if ctx.is_closing() {
+                                        Flow::Stop
+                                    } else {
+                                        Flow::Continue
+                                    }
+                                });
+                                (framed, lines)
+                            },
+                        );
+                        if let Some((framed, lines)) = framed {
+                            counters.lines.add(lines);
+                            if framed == Err(FrameError::LineTooLong) {
+                                log::debug!(
+                                    "{} {}: line longer than {} bytes, closing",
+                                    conn.id,
+                                    conn.peer,
+                                    max
+                                );
+                                conn.begin_close(CloseReason::LineTooLong, false);
+                            }
+                        }
+                        flush(conn, &mut self.write_buf, counters);
+                        if apply_marks(conn, &self.config) {
+                            self.again.push((key, conn.id));
+                        }
+                    }
+                    if n < self.read_buf.len() && short_read_drains {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    conn.begin_close(CloseReason::from_io(&e), true);
+                    return;
+                }
+            }
+        }
+        // Turn used up with input perhaps still waiting.
+        self.again.push((key, conn.id));
+    }
+
+    /// Writes the connection's queued output until done or the socket is
+    /// full.
+    fn write_pending(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.out.is_empty() || matches!(conn.phase(), Phase::Closed { .. }) {
+            return;
+        }
+        match write_some(&mut conn.stream, conn.out.pending()) {
+            Ok(n) => {
+                self.shared.counters.bytes_out.add(n as u64);
+                conn.out.advance(n);
+            }
+            Err(e) => conn.begin_close(CloseReason::from_io(&e), true),
+        }
+        self.after_output(key);
+    }
+
+    /// Applies the water marks and the hard cap after output changed.
+    fn after_output(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if apply_marks(conn, &self.config) {
+            self.again.push((key, conn.id));
+        }
+    }
+
+    /// Brings the poll in line with the connection's phase, finishes a
+    /// graceful close whose output has drained, and removes a closed
+    /// connection. Called after anything happened to a connection.
+    fn settle(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Phase::Closing { reason, linger } = conn.phase() {
+            if conn.out.is_empty() {
+                // All replies are with the kernel: send our FIN after them.
+                let shut = conn.stream.shutdown(Shutdown::Write);
+                if linger && shut.is_ok() {
+                    conn.set_phase(Phase::Lingering { reason });
+                    let deadline = Instant::now() + self.config.linger;
+                    self.lingering.push_back((deadline, key, conn.id));
+                    // The peer's end-of-stream may already be waiting, its
+                    // edge consumed while we were only writing: look now.
+                    self.again.push((key, conn.id));
+                } else {
+                    conn.set_phase(Phase::Closed { reason });
+                }
+            }
+        }
+        let Some(wanted) = conn.wanted_interest() else {
+            self.remove(key);
+            return;
+        };
+        if conn.swap_registered(wanted) != wanted {
+            let token = Token(key + FIRST_CONN);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, wanted)
+            {
+                log::warn!("{} {}: re-register failed: {e}", conn.id, conn.peer);
+                conn.begin_close(CloseReason::from_io(&e), true);
+                self.remove(key);
+            }
+        }
+    }
+
+    /// Removes a connection, gives its slot back and tells the handler.
+    ///
+    /// Dropping the stream closes the descriptor, which also removes it from
+    /// the epoll set: no `deregister` call is needed, one syscall saved per
+    /// connection.
+    fn remove(&mut self, key: usize) {
+        let conn = self.conns.remove(key);
+        self.server.budget.release();
+        if self.accept.paused {
+            self.accept.again = true;
+        }
+        let reason = match conn.phase() {
+            Phase::Closed { reason }
+            | Phase::Lingering { reason }
+            | Phase::Closing { reason, .. } => reason,
+            Phase::Open | Phase::Throttled => CloseReason::Stopped,
+        };
+        log::debug!("{} {}: closed: {}", conn.id, conn.peer, reason);
+        let closed = Disconnect {
+            id: conn.id,
+            peer_addr: conn.peer,
+            state: conn.state,
+            reason,
+        };
+        let handler = &mut self.handler;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnect(closed))) {
+            self.shared.counters.handler_panics.add(1);
+            log::error!("handler panicked in on_disconnect: {}", panic_message(&*panic));
+        }
+    }
+
+    // ----- Commands from other threads --------------------------------------
+
+    fn run_commands(&mut self) {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.shared.take_commands(&mut commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::Send { key, id, data } => self.send_from_handle(key, id, &data),
+                Command::Close { key, id } => {
+                    if let Some(conn) = self.live(key, id) {
+                        conn.begin_close(CloseReason::Closed, false);
+                        self.settle(key);
+                    }
+                }
+                Command::Stop { grace, done } => self.begin_stop(grace, done),
+                Command::BudgetChanged => self.accept.again = true,
+            }
+        }
+        self.commands = commands;
+    }
+
+    /// The connection in slot `key`, if it is still the one with `id`.
+    fn live(&mut self, key: usize, id: ConnId) -> Option<&mut Connection<H::State>> {
+        match self.conns.get_mut(key) {
+            Some(conn) if conn.id == id => Some(conn),
+            _ => {
+                self.shared.counters.stale_handle_commands.add(1);
+                log::debug!("{id}: handle is stale (connection gone); command dropped");
+                None
+            }
+        }
+    }
+
+    fn send_from_handle(&mut self, key: usize, id: ConnId, data: &[u8]) {
+        let limit = self.config.output_limit;
+        let Some(conn) = self.live(key, id) else {
+            return;
+        };
+        match conn.phase() {
+            Phase::Open | Phase::Throttled | Phase::Closing { .. } => {}
+            // Its write side is shut: nothing more can be sent.
+            Phase::Lingering { .. } | Phase::Closed { .. } => return,
+        }
+        if conn.out.len() + data.len() > limit {
+            conn.begin_close(CloseReason::OutputOverflow, true);
+        } else {
+            conn.out.for_append().extend_from_slice(data);
+            self.write_pending(key);
+        }
+        self.settle(key);
+    }
+
+    // ----- Timers and deferred work -----------------------------------------
+
+    /// Work that does not come with an event: expired timers, accepts and
+    /// reads that were cut short or unblocked.
+    fn run_deferred(&mut self) {
+        if self.accept.retry_at.is_some() || !self.lingering.is_empty() {
+            let now = Instant::now();
+            if self.accept.retry_at.is_some_and(|t| t <= now) {
+                self.accept.retry_at = None;
+                self.accept.again = true;
+            }
+            while let Some(&(deadline, key, id)) = self.lingering.front() {
+                if deadline > now {
+                    break;
+                }
+                self.lingering.pop_front();
+                if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
+                    if let Phase::Lingering { reason } = conn.phase() {
+                        conn.set_phase(Phase::Closed { reason });
+                        self.remove(key);
+                    }
+                }
+            }
+        }
+        if self.accept.again {
+            self.accept_connections();
+        }
+        // Swap with an empty vector: entries pushed while we work wait for
+        // the next turn, after the poll has had its say.
+        for (key, id) in std::mem::take(&mut self.again) {
+            if self.conns.get(key).is_some_and(|c| c.id == id) {
+                self.read_input(key, false);
+                self.settle(key);
+            }
+        }
+    }
+
+    // ----- Shutdown ----------------------------------------------------------
+
+    /// Begins a graceful stop: close the listener, then close every
+    /// connection after flushing its output.
+    fn begin_stop(&mut self, grace: Duration, done: Option<std::sync::mpsc::Sender<StopReport>>) {
+        if let Some(stopping) = &mut self.stopping {
+            stopping.waiters.extend(done);
+            return;
+        }
+        // Connections still in the kernel's backlog were never served; the
+        // kernel resets them when the listener closes.
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        log::info!(
+            "stopping: {} connections open, grace {grace:?}",
+            self.conns.len()
+        );
+        self.stopping = Some(Stopping {
+            deadline: Instant::now() + grace,
+            open_at_stop: self.conns.len(),
+            waiters: done.into_iter().collect(),
+        });
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.conns[key].begin_close(CloseReason::Stopped, false);
+            self.settle(key);
+        }
+    }
+
+    /// Ends the stop when every connection is gone, or when the grace period
+    /// is over (closing the rest).
+    fn finish_stop(&mut self) -> Option<StopReport> {
+        let stopping = self.stopping.as_ref()?;
+        let mut report = StopReport {
+            open_at_stop: stopping.open_at_stop,
+            force_closed: 0,
+        };
+        if !self.conns.is_empty() {
+            if Instant::now() < stopping.deadline {
+                return None;
+            }
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                let conn = &mut self.conns[key];
+                // A lingering connection has delivered everything; only one
+                // with output still unsent is cut short.
+                if !matches!(conn.phase(), Phase::Lingering { .. }) {
+                    report.force_closed += 1;
+                }
+                conn.set_phase(Phase::Closed {
+                    reason: CloseReason::Stopped,
+                });
+                self.remove(key);
+            }
+            if report.force_closed > 0 {
+                log::warn!(
+                    "grace period over: {} connections closed with output unsent",
+                    report.force_closed
+                );
+            }
+        }
+        log::info!("stopped");
+        Some(report)
+    }
+}
+
+/// Runs `f` with a [`Conn`] context for `conn`, catching a handler panic.
+///
+/// Replies go to the loop's shared `write_buf` when the connection has no
+/// output queued (then `flush` writes them straight to the socket), or behind
+/// its queued output otherwise, so order is always kept. Returns `None` if
+/// the handler panicked; the connection is then closed.
+fn with_conn<S, R>(
+    conn: &mut Connection<S>,
+    write_buf: &mut Vec<u8>,
+    config: &Config,
+    key: usize,
+    shared: &Arc<LoopShared>,
+    f: impl FnOnce(&mut Conn<'_, S>, &mut Vec<u8>) -> R,
+) -> Option<R> {
+    let mut verdict = None;
+    let out = if conn.out.is_empty() {
+        write_buf
+    } else {
+        conn.out.for_append()
+    };
+    let mut ctx = Conn {
+        id: conn.id,
+        peer: conn.peer,
+        state: &mut conn.state,
+        out,
+        out_limit: config.output_limit,
+        verdict: &mut verdict,
+        key,
+        shared,
+    };
+    let partial = &mut conn.partial;
+    let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx, partial)));
+    match result {
+        Ok(r) => {
+            if let Some(reason) = verdict {
+                conn.begin_close(reason, false);
+            }
+            Some(r)
+        }
+        Err(panic) => {
+            shared.counters.handler_panics.add(1);
+            log::error!(
+                "{} {}: handler panicked, closing the connection: {}",
+                conn.id,
+                conn.peer,
+                panic_message(&*panic)
+            );
+            conn.begin_close(CloseReason::HandlerPanicked, false);
+            None
+        }
+    }
+}
+
+/// Writes what the handler produced into the shared write buffer; whatever
+/// the socket does not take moves to the connection's own output queue.
+fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counters) {
+    if write_buf.is_empty() {
+        return;
+    }
+    if !matches!(conn.phase(), Phase::Closed { .. }) {
+        match write_some(&mut conn.stream, write_buf) {
+            Ok(n) => {
+                counters.bytes_out.add(n as u64);
+                if n < write_buf.len() {
+                    conn.out.for_append().extend_from_slice(&write_buf[n..]);
+                }
+            }
+            Err(e) => conn.begin_close(CloseReason::from_io(&e), true),
+        }
+    }
+    write_buf.clear();
+}
+
+/// Applies the water marks; true when reading should resume.
+fn apply_marks<S>(conn: &mut Connection<S>, config: &Config) -> bool {
+    conn.apply_water_marks(config.low_water, config.high_water)
+}
+
+/// The peer closed its side. An open connection has handled every complete
+/// line already; it flushes and closes. A lingering one was waiting for
+/// exactly this.
+fn end_of_stream<S>(conn: &mut Connection<S>) {
+    match conn.phase() {
+        Phase::Lingering { reason } => conn.set_phase(Phase::Closed { reason }),
+        _ => {
+            if !conn.partial.is_empty() {
+                log::debug!(
+                    "{} {}: {} bytes without a newline dropped at end of stream",
+                    conn.id,
+                    conn.peer,
+                    conn.partial.len()
+                );
+            }
+            conn.begin_close(CloseReason::PeerClosed, true);
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes without blocking.
+///
+/// Stops at `WouldBlock`, and also after a short write: on a stream socket
+/// that already proves the send buffer full, and the next call would only say
+/// `WouldBlock` (tokio skips it too).
+fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match stream.write(&data[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                done += n;
+                if done < data.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// What to do after `accept` failed.
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// The queue is empty: wait for the next event.
+    Drained,
+    /// That one connection failed (aborted or reset while queued, or a
+    /// network error Linux passes on from the new socket): take the next.
+    Retry,
+    /// The process or system is out of a resource: back off, then retry.
+    BackOff,
+}
+
+impl AcceptError {
+    fn classify(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => return AcceptError::Drained,
+            io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused => return AcceptError::Retry,
+            _ => {}
+        }
+        // accept(2), "Error handling": Linux passes pending network errors
+        // on the new socket as accept errors; retry them like EAGAIN.
+        const ENONET: i32 = 64;
+        const EPROTO: i32 = 71;
+        const ENOPROTOOPT: i32 = 92;
+        const EOPNOTSUPP: i32 = 95;
+        const ENETDOWN: i32 = 100;
+        const ENETUNREACH: i32 = 101;
+        const EHOSTDOWN: i32 = 112;
+        const EHOSTUNREACH: i32 = 113;
+        match e.raw_os_error() {
+            Some(
+                ENONET | EPROTO | ENOPROTOOPT | EOPNOTSUPP | ENETDOWN | ENETUNREACH | EHOSTDOWN
+                | EHOSTUNREACH,
+            ) => AcceptError::Retry,
+            // EMFILE, ENFILE, ENOBUFS, ENOMEM, and anything unexpected:
+            // back off rather than spin or give up serving.
+            _ => AcceptError::BackOff,
+        }
+    }
+}
+
+/// The text of a panic payload, for the log.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(AcceptError::classify(&os(11)), AcceptError::Drained); // EAGAIN
+        assert_eq!(AcceptError::classify(&os(103)), AcceptError::Retry); // ECONNABORTED
+        assert_eq!(AcceptError::classify(&os(104)), AcceptError::Retry); // ECONNRESET
+        assert_eq!(AcceptError::classify(&os(71)), AcceptError::Retry); // EPROTO
+        assert_eq!(AcceptError::classify(&os(24)), AcceptError::BackOff); // EMFILE
+        assert_eq!(AcceptError::classify(&os(23)), AcceptError::BackOff); // ENFILE
+        assert_eq!(AcceptError::classify(&os(105)), AcceptError::BackOff); // ENOBUFS
+        assert_eq!(AcceptError::classify(&os(12)), AcceptError::BackOff); // ENOMEM
+    }
+
+    #[test]
+    fn panic_messages_are_readable() {
+        let p = catch_unwind(|| panic!("boom")).unwrap_err();
+        assert_eq!(panic_message(&*p), "boom");
+        let p = catch_unwind(|| panic!("{}", 42)).unwrap_err();
+        assert_eq!(panic_message(&*p), "42");
+    }
+}

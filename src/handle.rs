@@ -1,0 +1,384 @@
+//! Reaching a running server from other threads: [`ServerHandle`],
+//! [`ConnHandle`], [`Stats`] and the command queue behind them.
+//!
+//! The event loop owns every socket and every connection; no other thread
+//! touches them. A handle instead *asks* the loop: it pushes a [`Command`] on
+//! a mutex-guarded queue and wakes the loop through mio's [`Waker`] (an
+//! `eventfd` on Linux, which the poll reports as one more readable token).
+//! This is the pattern of actix-server's `WakerQueue`.
+//!
+//! The waker is written only when the queue goes from empty to non-empty: the
+//! loop drains the whole queue per wake-up, so a burst of sends from a worker
+//! pool costs the loop one wake-up, not one per send.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use mio::Waker;
+
+use crate::budget::{Budget, Overflow};
+use crate::error::Error;
+use crate::handler::ConnId;
+
+/// A request from another thread to a loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Queue bytes on a connection, if it is still the one the handle names.
+    Send {
+        key: usize,
+        id: ConnId,
+        data: Vec<u8>,
+    },
+    /// Close a connection gracefully, if it is still the one the handle names.
+    Close { key: usize, id: ConnId },
+    /// Stop the loop gracefully within `grace`; report to `done`.
+    Stop {
+        grace: Duration,
+        done: Option<mpsc::Sender<StopReport>>,
+    },
+    /// The budget or overflow strategy changed: re-check a paused accept.
+    BudgetChanged,
+}
+
+/// A counter written by one thread (its loop) and read by any.
+///
+/// Only the loop writes, so a relaxed load plus store is enough: no locked
+/// read-modify-write instruction on the hot path.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One loop's counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: Counter,
+    pub(crate) refused: Counter,
+    pub(crate) pause_episodes: Counter,
+    pub(crate) accept_errors: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) lines: Counter,
+    pub(crate) stale_handle_commands: Counter,
+    pub(crate) handler_panics: Counter,
+}
+
+/// What one loop shares with the handles that point into it.
+#[derive(Debug)]
+pub(crate) struct LoopShared {
+    waker: Waker,
+    queue: Mutex<Queue>,
+    pub(crate) counters: Counters,
+    /// The loop's thread, once it runs: `stop()` from that thread would wait
+    /// for itself.
+    pub(crate) thread: OnceLock<ThreadId>,
+    /// The report of the last stop, for late `stop()` callers.
+    pub(crate) report: Mutex<Option<StopReport>>,
+}
+
+/// The command queue, and whether anyone still reads it. Both live under one
+/// lock so that a command is either seen by the loop or refused, never
+/// stranded in a queue that nobody will drain (a `stop()` waiting on it would
+/// wait forever).
+#[derive(Debug, Default)]
+struct Queue {
+    commands: Vec<Command>,
+    closed: bool,
+}
+
+impl LoopShared {
+    pub(crate) fn new(waker: Waker) -> Self {
+        LoopShared {
+            waker,
+            queue: Mutex::new(Queue::default()),
+            counters: Counters::default(),
+            thread: OnceLock::new(),
+            report: Mutex::new(None),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a command and wakes the loop if the queue was empty.
+    pub(crate) fn push(&self, cmd: Command) -> Result<(), Error> {
+        let was_empty = {
+            let mut queue = self.queue();
+            if queue.closed {
+                return Err(Error::Stopped);
+            }
+            queue.commands.push(cmd);
+            queue.commands.len() == 1
+        };
+        if was_empty {
+            self.waker.wake().map_err(Error::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Swaps the queued commands into `into` (an empty spare vector, so the
+    /// queue's allocation is reused rather than freed and grown again).
+    pub(crate) fn take_commands(&self, into: &mut Vec<Command>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.queue().commands, into);
+    }
+
+    /// Marks the loop as gone and returns what was still queued; later
+    /// pushes fail with [`Error::Stopped`].
+    pub(crate) fn close(&self) -> Vec<Command> {
+        let mut queue = self.queue();
+        queue.closed = true;
+        std::mem::take(&mut queue.commands)
+    }
+}
+
+/// What a server shares with all its handles.
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    pub(crate) budget: Budget,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) loops: Vec<Arc<LoopShared>>,
+}
+
+/// A snapshot of a server's counters, from [`ServerHandle::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections being served now (slots taken).
+    pub active: usize,
+    /// The current budget: slots in service, including grown ones.
+    pub budget: usize,
+    /// Connections accepted and served since start.
+    pub accepted: u64,
+    /// Connections accepted and refused because every slot was busy.
+    pub refused: u64,
+    /// How many times [`Overflow::Grow`] added slots.
+    pub grown: u64,
+    /// How many times accepting paused under [`Overflow::Pause`].
+    pub pause_episodes: u64,
+    /// `accept` errors other than the harmless ones (e.g. `EMFILE`).
+    pub accept_errors: u64,
+    /// Bytes read from all connections.
+    pub bytes_in: u64,
+    /// Bytes written to all connections.
+    pub bytes_out: u64,
+    /// Lines handed to the handler.
+    pub lines: u64,
+    /// Commands from [`ConnHandle`]s whose connection was already gone.
+    pub stale_handle_commands: u64,
+    /// Handler panics caught (each closed its connection).
+    pub handler_panics: u64,
+}
+
+/// The outcome of a graceful stop, from [`ServerHandle::stop`] or
+/// [`Server::run`](crate::Server::run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StopReport {
+    /// Connections open when the stop began.
+    pub open_at_stop: usize,
+    /// Connections that still had unwritten output when the grace period ran
+    /// out, and were closed anyway.
+    pub force_closed: usize,
+}
+
+/// A `Send + Clone` handle to a server: stop it, watch it, change its budget.
+///
+/// # Shutdown
+///
+/// [`stop`](ServerHandle::stop) is graceful: the listener is closed at once
+/// (no new connections), lines already read are handled, pending output is
+/// flushed, then each connection is shut down for writing and closed once the
+/// peer has seen its replies. What is still unflushed when the grace period
+/// ends is closed anyway and counted in [`StopReport::force_closed`].
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<ServerShared>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// A snapshot of the counters, summed over the server's loops.
+    pub fn stats(&self) -> Stats {
+        let budget = &self.shared.budget;
+        let mut s = Stats {
+            active: budget.active(),
+            budget: budget.limit(),
+            grown: budget.grown(),
+            ..Stats::default()
+        };
+        for l in &self.shared.loops {
+            let c = &l.counters;
+            s.accepted += c.accepted.get();
+            s.refused += c.refused.get();
+            s.pause_episodes += c.pause_episodes.get();
+            s.accept_errors += c.accept_errors.get();
+            s.bytes_in += c.bytes_in.get();
+            s.bytes_out += c.bytes_out.get();
+            s.lines += c.lines.get();
+            s.stale_handle_commands += c.stale_handle_commands.get();
+            s.handler_panics += c.handler_panics.get();
+        }
+        s
+    }
+
+    /// Sets the number of acceptor slots at run time (like Ranch's
+    /// `set_max_connections`). Lowering it never closes a served connection:
+    /// new connections meet the overflow strategy until enough have closed.
+    /// Raising it resumes a paused accept at once.
+    pub fn set_acceptors(&self, slots: usize) {
+        self.shared.budget.set_limit(slots);
+        self.notify_budget();
+    }
+
+    /// Changes the overflow strategy at run time.
+    pub fn set_overflow(&self, overflow: Overflow) {
+        self.shared.budget.set_overflow(overflow);
+        self.notify_budget();
+    }
+
+    fn notify_budget(&self) {
+        for l in &self.shared.loops {
+            // A loop that has exited has nothing to resume.
+            let _ = l.push(Command::BudgetChanged);
+        }
+    }
+
+    /// Starts a graceful stop and returns at once. Callable from anywhere,
+    /// including a handler on the loop's own thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`] if the server's loop has already exited.
+    pub fn request_stop(&self, grace: Duration) -> Result<(), Error> {
+        for l in &self.shared.loops {
+            l.push(Command::Stop { grace, done: None })?;
+        }
+        Ok(())
+    }
+
+    /// Stops the server gracefully and waits until it has (see
+    /// [`# Shutdown`](ServerHandle#shutdown)); returns within about `grace`.
+    /// Calling it again after the server stopped returns the same report.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StopFromLoop`] when called on the server's own loop thread
+    /// (it would wait for itself: use [`request_stop`](ServerHandle::request_stop));
+    /// [`Error::Stopped`] if the loop exited without a report (it failed).
+    pub fn stop(&self, grace: Duration) -> Result<StopReport, Error> {
+        let me = std::thread::current().id();
+        let mut total = StopReport::default();
+        let mut waiting = Vec::new();
+        for l in &self.shared.loops {
+            if l.thread.get() == Some(&me) {
+                return Err(Error::StopFromLoop);
+            }
+            let (tx, rx) = mpsc::channel();
+            match l.push(Command::Stop {
+                grace,
+                done: Some(tx),
+            }) {
+                Ok(()) => waiting.push((l, Some(rx))),
+                Err(_) => waiting.push((l, None)),
+            }
+        }
+        for (l, rx) in waiting {
+            // The loop answers on the channel; if it had already exited (or
+            // exits before reading the command), the channel closes and the
+            // report it left behind is the answer.
+            let report = rx.and_then(|rx| rx.recv().ok());
+            let report = report.or_else(|| *l.report.lock().unwrap_or_else(|e| e.into_inner()));
+            let report = report.ok_or(Error::Stopped)?;
+            total.open_at_stop += report.open_at_stop;
+            total.force_closed += report.force_closed;
+        }
+        Ok(total)
+    }
+}
+
+/// A `Send + Clone` handle to one connection, usable from any thread.
+///
+/// Commands travel to the connection's loop through its queue and waker. A
+/// handle names its connection by slab slot *and* [`ConnId`]: when the
+/// connection is gone and its slot serves someone else, the ids differ and the
+/// loop drops the command (counted in [`Stats::stale_handle_commands`] and
+/// logged at debug level) instead of delivering it to a stranger.
+#[derive(Clone)]
+pub struct ConnHandle {
+    shared: Arc<LoopShared>,
+    key: usize,
+    id: ConnId,
+}
+
+impl fmt::Debug for ConnHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle").field("id", &self.id).finish()
+    }
+}
+
+impl ConnHandle {
+    pub(crate) fn new(shared: Arc<LoopShared>, key: usize, id: ConnId) -> Self {
+        ConnHandle { shared, key, id }
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues `data` for the connection and wakes its loop. Delivery is not
+    /// confirmed: if the connection has closed meanwhile, the loop drops the
+    /// data and counts it in [`Stats::stale_handle_commands`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`] if the loop has exited.
+    pub fn send(&self, data: impl Into<Vec<u8>>) -> Result<(), Error> {
+        self.shared.push(Command::Send {
+            key: self.key,
+            id: self.id,
+            data: data.into(),
+        })
+    }
+
+    /// Closes the connection gracefully (pending output is flushed first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`] if the loop has exited.
+    pub fn close(&self) -> Result<(), Error> {
+        self.shared.push(Command::Close {
+            key: self.key,
+            id: self.id,
+        })
+    }
+}

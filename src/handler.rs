@@ -1,0 +1,257 @@
+//! The user's side of a connection: the [`Handler`] trait and the [`Conn`]
+//! context it is called with.
+//!
+//! A handler is called on the event loop's thread, with a line borrowed from
+//! the loop's read buffer. It must not block: everything it does delays every
+//! other connection of its loop. Slow work goes to another thread, and the
+//! reply comes back through a [`ConnHandle`] (see `examples/offload.rs`).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::handle::{ConnHandle, LoopShared};
+
+/// A connection's identity, unique for the lifetime of a [`Server`](crate::Server).
+///
+/// Ids are never reused, even when a connection's slab slot is: that is what
+/// lets a stale [`ConnHandle`] notice that its connection is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The id as a number, for logs and maps.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Why a connection ended, as told to [`Handler::on_disconnect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer shut down its side (end of stream). The complete lines it had
+    /// sent were handled and the replies flushed before the close; a trailing
+    /// fragment without `\n` was dropped.
+    PeerClosed,
+    /// The peer reset the connection (`ECONNRESET` or `EPIPE`); unsent output
+    /// was dropped.
+    Reset,
+    /// A line grew past [`Builder::max_line_len`](crate::Builder::max_line_len).
+    /// Replies to earlier lines were flushed first.
+    LineTooLong,
+    /// Pending output passed [`Builder::output_limit`](crate::Builder::output_limit):
+    /// the peer was not reading. The output was dropped.
+    OutputOverflow,
+    /// [`Conn::close`] or [`ConnHandle::close`] was called. Output was flushed
+    /// first.
+    Closed,
+    /// The server was stopped. Output was flushed first, unless the stop's
+    /// grace period ran out.
+    Stopped,
+    /// The handler panicked while serving this connection. The panic was
+    /// caught and logged; only this connection was closed.
+    HandlerPanicked,
+    /// Any other I/O error on the socket.
+    Io(io::ErrorKind),
+}
+
+impl CloseReason {
+    /// True for reasons that flush pending output before closing.
+    pub(crate) fn is_graceful(self) -> bool {
+        matches!(
+            self,
+            CloseReason::PeerClosed
+                | CloseReason::LineTooLong
+                | CloseReason::Closed
+                | CloseReason::Stopped
+        )
+    }
+
+    /// Maps a socket error to a reason.
+    pub(crate) fn from_io(err: &io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted => CloseReason::Reset,
+            kind => CloseReason::Io(kind),
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Reset => f.write_str("connection reset by peer"),
+            CloseReason::LineTooLong => f.write_str("line too long"),
+            CloseReason::OutputOverflow => f.write_str("output overflow: peer not reading"),
+            CloseReason::Closed => f.write_str("closed"),
+            CloseReason::Stopped => f.write_str("server stopped"),
+            CloseReason::HandlerPanicked => f.write_str("handler panicked"),
+            CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
+        }
+    }
+}
+
+/// What [`Handler::on_disconnect`] is told about a connection that ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Disconnect<S> {
+    /// The connection's id.
+    pub id: ConnId,
+    /// The peer's address.
+    pub peer_addr: SocketAddr,
+    /// The connection's state, handed back for the last time.
+    pub state: S,
+    /// Why it ended.
+    pub reason: CloseReason,
+}
+
+/// Serves the lines of every connection of a loop.
+///
+/// The loop calls the handler on its own thread. A closure
+/// `FnMut(&[u8], &mut Conn)` is a handler with no per-connection state:
+///
+/// ```
+/// let echo = |line: &[u8], conn: &mut netpool::Conn| {
+///     conn.send(line);
+///     conn.send(b"\n");
+/// };
+/// # fn is_handler<H: netpool::Handler>(_: &H) {}
+/// # is_handler(&echo);
+/// ```
+///
+/// # Panics
+///
+/// A panic in any method is caught by the loop, logged, counted in
+/// [`Stats::handler_panics`](crate::Stats::handler_panics), and closes only
+/// the connection being served ([`CloseReason::HandlerPanicked`]). The handler
+/// itself is used again for the other connections, so keep its own fields
+/// consistent across a panic (as with any `catch_unwind`).
+pub trait Handler: 'static {
+    /// Per-connection state of your own type, created with `Default` when the
+    /// connection is accepted and reachable through [`Conn::state`].
+    type State: Default + 'static;
+
+    /// Called once a connection is accepted and registered, before its first
+    /// line. It may [`send`](Conn::send) a greeting.
+    fn on_connect(&mut self, conn: &mut Conn<'_, Self::State>) {
+        let _ = conn;
+    }
+
+    /// Called with each complete line, without its `\n` and without one
+    /// trailing `\r`. The line is borrowed from the loop's read buffer: copy
+    /// what you need to keep.
+    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_, Self::State>);
+
+    /// Called once when a connection that reached [`on_connect`](Handler::on_connect)
+    /// is gone. Refused connections never reach the handler.
+    fn on_disconnect(&mut self, closed: Disconnect<Self::State>) {
+        let _ = closed;
+    }
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&[u8], &mut Conn<'_, ()>) + 'static,
+{
+    type State = ();
+
+    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_, ()>) {
+        self(line, conn)
+    }
+}
+
+/// The connection a handler is serving, for the duration of one call.
+///
+/// [`send`](Conn::send) appends to the connection's output; the loop writes it
+/// when the handler returns, without blocking. To reach the connection later,
+/// or from another thread, take a [`handle`](Conn::handle).
+pub struct Conn<'a, S = ()> {
+    pub(crate) id: ConnId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) state: &'a mut S,
+    /// Where `send` appends: the loop's shared write buffer when the connection
+    /// has nothing pending (the common case, no per-connection allocation), or
+    /// the connection's own output buffer when earlier output is still queued
+    /// (so that order is kept).
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) out_limit: usize,
+    /// Set by `close()` or by an output overflow; the loop acts on it.
+    pub(crate) verdict: &'a mut Option<CloseReason>,
+    pub(crate) key: usize,
+    pub(crate) shared: &'a Arc<LoopShared>,
+}
+
+impl<S> Conn<'_, S> {
+    /// Queues `data` to be written to the peer.
+    ///
+    /// Nothing blocks: the loop writes as much as the socket takes and keeps
+    /// the rest. If the queued output would pass
+    /// [`Builder::output_limit`](crate::Builder::output_limit), the data is
+    /// dropped and the connection is closed with
+    /// [`CloseReason::OutputOverflow`]; check [`is_closing`](Conn::is_closing)
+    /// to stop producing early.
+    pub fn send(&mut self, data: &[u8]) {
+        if *self.verdict == Some(CloseReason::OutputOverflow) {
+            return;
+        }
+        if self.out.len() + data.len() > self.out_limit {
+            *self.verdict = Some(CloseReason::OutputOverflow);
+            return;
+        }
+        self.out.extend_from_slice(data);
+    }
+
+    /// Closes the connection once everything sent so far has been written.
+    /// Lines already read after this one are not handled.
+    pub fn close(&mut self) {
+        if self.verdict.is_none() {
+            *self.verdict = Some(CloseReason::Closed);
+        }
+    }
+
+    /// True once [`close`](Conn::close) was called or the output overflowed.
+    pub fn is_closing(&self) -> bool {
+        self.verdict.is_some()
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Your per-connection state ([`Handler::State`]).
+    pub fn state(&mut self) -> &mut S {
+        self.state
+    }
+
+    /// A `Send + Clone` handle to this connection, usable from any thread.
+    pub fn handle(&self) -> ConnHandle {
+        ConnHandle::new(self.shared.clone(), self.key, self.id)
+    }
+}
+
+impl<S> fmt::Debug for Conn<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("queued", &self.out.len())
+            .field("closing", &self.verdict)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,121 @@
+//! netpool: a TCP acceptor pool on a mio event loop, serving a line-based
+//! protocol with the latency and memory of a hand-written reactor.
+//!
+//! One thread runs one `mio::Poll`. It owns the listening socket and a
+//! [`slab`] of connection state machines. The "acceptors" of the Go library
+//! netpool descends from are *slots* of an accept budget: a connection takes
+//! one before its socket is registered and gives it back when it closes.
+//! Lines are framed with `memchr` straight out of one read buffer shared by
+//! the whole loop and handed to your [`Handler`] borrowed: no allocation per
+//! line, and no buffer owned by an idle connection.
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::time::Duration;
+//! use netpool::{Conn, Server};
+//!
+//! // An echo server on a free port, on its own thread.
+//! let server = Server::bind("127.0.0.1:0".parse().unwrap())?;
+//! let addr = server.local_addr();
+//! let running = server.spawn(|line: &[u8], conn: &mut Conn| {
+//!     conn.send(line);
+//!     conn.send(b"\n");
+//! })?;
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"hello\r\n")?;
+//! let mut reply = String::new();
+//! BufReader::new(&client).read_line(&mut reply)?;
+//! assert_eq!(reply, "hello\n");
+//!
+//! let report = running.stop(Duration::from_secs(1))?;
+//! assert_eq!(report.force_closed, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//!
+//! One concept per file:
+//!
+//! - `event_loop.rs`: the poll loop: tokens, draining readiness, accepting,
+//!   reading, writing, timers, stop. Start reading here.
+//! - `conn.rs`: one connection's state machine ([`Phase`](#connection-life)),
+//!   its interest and its output queue.
+//! - `framing.rs`: splitting bytes into lines; no I/O.
+//! - `budget.rs`: the accept budget and the [`Overflow`] strategies.
+//! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
+//! - `handle.rs`: [`ServerHandle`], [`ConnHandle`], [`Stats`]: reaching the
+//!   loop from other threads through a command queue and mio's `Waker`.
+//! - `config.rs`: [`Builder`], every limit with its default.
+//! - `server.rs`: [`Server`]: bind, then run here or spawn.
+//! - `error.rs`: [`Error`].
+//!
+//! # Overflow
+//!
+//! `acceptors` slots bound the connections served at once, exactly. When all
+//! are busy, the [`Overflow`] strategy decides before anything is registered:
+//!
+//! ```text
+//! Refuse       accept ─▶ write refuse_message ─▶ close       (never registered)
+//! Grow{50,max} accept ─▶ budget += 50 (≤ max) ─▶ serve        (at max: Refuse)
+//! Pause        stop calling accept ─▶ clients wait in the backlog
+//!              ... a connection closes, its slot frees ─▶ accept resumes, in order
+//! ```
+//!
+//! The budget and strategy can be changed while running
+//! ([`ServerHandle::set_acceptors`], [`ServerHandle::set_overflow`]);
+//! lowering the budget never closes a served connection.
+//!
+//! If `accept` fails for lack of descriptors or memory (`EMFILE`, `ENFILE`,
+//! `ENOBUFS`, `ENOMEM`), the loop logs once, stops accepting for
+//! [`Builder::accept_backoff`] on its own timer, and retries, so queued
+//! clients are served once descriptors free up even if no new client comes.
+//!
+//! # Backpressure
+//!
+//! Replies are written at once, without blocking; what the socket does not
+//! take is queued on the connection. Above the high-water mark the loop stops
+//! reading that connection, at the low-water mark it reads again
+//! ([`Builder::output_water_marks`]), and past [`Builder::output_limit`] the
+//! connection is closed. A client that never reads therefore costs the
+//! server a bounded amount of memory and nothing else.
+//!
+//! # Shutdown
+//!
+//! [`ServerHandle::stop`] closes the listener, lets every connection flush its
+//! replies, shuts each one down for writing and closes it when the peer has
+//! finished, or when the grace period ends; see [`StopReport`].
+//!
+//! # Connection life
+//!
+//! ```text
+//! Open ⇄ Throttled ─▶ Closing (flush) ─▶ Lingering (our FIN sent) ─▶ Closed
+//! ```
+//!
+//! Errors, output overflow and handler panics jump to `Closed` at once. The
+//! handler hears of every end through [`Handler::on_disconnect`].
+//!
+//! # Not (yet) here
+//!
+//! TLS, several loops per server, idle timeouts and the PROXY protocol are
+//! planned; see the README.
+
+#![deny(missing_docs, missing_debug_implementations)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+mod budget;
+mod config;
+mod conn;
+mod error;
+mod event_loop;
+mod framing;
+mod handle;
+mod handler;
+mod server;
+
+pub use budget::Overflow;
+pub use config::Builder;
+pub use error::Error;
+pub use handle::{ConnHandle, ServerHandle, Stats, StopReport};
+pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+pub use server::{Server, ServerThread};
