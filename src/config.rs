@@ -2,6 +2,10 @@
 //! size it. [`Builder`] sets them and binds the listener.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -9,6 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::budget::Overflow;
 use crate::error::Error;
 use crate::server::Server;
+#[cfg(feature = "tls")]
+use crate::tls::TlsSource;
 
 /// The loop's settings, frozen when the server is built.
 #[derive(Debug, Clone)]
@@ -26,6 +32,13 @@ pub(crate) struct Config {
     pub(crate) linger: Duration,
     pub(crate) accept_backoff: Duration,
     pub(crate) events_capacity: usize,
+    /// Serve TLS with this config (or these PEM files).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<TlsSource>,
+    #[cfg(feature = "tls")]
+    pub(crate) alpn: Option<Vec<Vec<u8>>>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_handshakes: usize,
 }
 
 impl Default for Config {
@@ -44,6 +57,12 @@ impl Default for Config {
             linger: Duration::from_secs(2),
             accept_backoff: Duration::from_millis(100),
             events_capacity: 1024,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            alpn: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 256,
         }
     }
 }
@@ -70,6 +89,12 @@ impl Config {
         }
         if self.events_capacity == 0 {
             return bad("events_capacity must be at least 1");
+        }
+        if self.max_handshakes == 0 {
+            return bad("max_handshakes must be at least 1");
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("tls_handshake_timeout must be longer than zero");
         }
         Ok(())
     }
@@ -117,7 +142,8 @@ impl Builder {
     /// Bytes written to a refused connection before it is closed (as Redis
     /// writes `-ERR max number of clients reached`). Default: none. It is
     /// written once, without waiting: keep it well under the socket's send
-    /// buffer (a few KiB are always safe).
+    /// buffer (a few KiB are always safe). A TLS server sends no message (it
+    /// would reach a TLS client as garbage): it just closes.
     pub fn refuse_message(mut self, message: impl Into<Vec<u8>>) -> Self {
         self.config.refuse_message = message.into();
         self
@@ -207,13 +233,76 @@ impl Builder {
         self
     }
 
+    /// Serves TLS with `config`: every connection is a TLS session, and the
+    /// handler sees the same lines as on a plaintext server. The config is
+    /// shared by all connections; replace it at run time with
+    /// [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls).
+    ///
+    /// Build it with any crypto provider you like (see the `tls` module's
+    /// notes on providers), or use [`tls_pem`](Builder::tls_pem).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.config.tls = Some(TlsSource::Config(config));
+        self
+    }
+
+    /// Serves TLS with a certificate chain and private key read from PEM
+    /// files when the server is bound (see [`tls_config_from_pem`](crate::tls_config_from_pem):
+    /// ring provider, TLS 1.3 and 1.2). The key may be PKCS#8, PKCS#1 or
+    /// SEC1.
+    ///
+    /// A problem with the files is reported by [`bind`](Builder::bind),
+    /// naming the file and what is wrong with it.
+    #[cfg(feature = "tls")]
+    pub fn tls_pem(mut self, cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Self {
+        self.config.tls = Some(TlsSource::Pem {
+            cert: cert_path.into(),
+            key: key_path.into(),
+        });
+        self
+    }
+
+    /// The ALPN protocols offered, most preferred first (for example
+    /// `[b"h2".to_vec(), b"http/1.1".to_vec()]`). Default: the config's own
+    /// list (none for [`tls_pem`](Builder::tls_pem)). When set, it replaces
+    /// the list of every config the server uses, reloaded ones included. A
+    /// client that offers ALPN but none of these protocols is refused with a
+    /// `no_application_protocol` alert.
+    #[cfg(feature = "tls")]
+    pub fn alpn_protocols<P: Into<Vec<u8>>>(mut self, protocols: impl IntoIterator<Item = P>) -> Self {
+        self.config.alpn = Some(protocols.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How long a TLS handshake may take, from accept to the client's
+    /// `Finished`. Default 5 s (Ranch's figure; actix uses 3 s). A client that
+    /// connects and never speaks holds one handshake place this long, and
+    /// blocks nobody else.
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// The most TLS handshakes in progress at once, per loop. Default 256
+    /// (actix's figure). Past it, new connections are accepted and closed at
+    /// once, counted in [`Stats::tls_refused`](crate::Stats::tls_refused); an
+    /// established connection never counts. Size it to what the loop can
+    /// compute in a handshake timeout: one handshake costs roughly 0.1 to
+    /// 1 ms of CPU.
+    pub fn max_handshakes(mut self, handshakes: usize) -> Self {
+        self.config.max_handshakes = handshakes;
+        self
+    }
+
     /// Binds a new listening socket to `addr` (IPv4 or IPv6; port 0 picks a
     /// free port, see [`Server::local_addr`]).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for inconsistent settings; [`Error::Io`] if
-    /// the socket cannot be created, bound or put to listen.
+    /// the socket cannot be created, bound or put to listen; with
+    /// [`tls_pem`](Builder::tls_pem), the `Error::Tls*` variants, each naming
+    /// the file at fault.
     pub fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
         self.config.validate()?;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

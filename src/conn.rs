@@ -6,6 +6,10 @@
 //! ([`Interest`]) to ask the poll for:
 //!
 //! ```text
+//!   Handshaking (TLS only) ── handshake done ──▶ Open
+//!    │  timeout, stop, EOF, I/O error ──▶ Closed    (the handler never saw it)
+//!    │  TLS error ──▶ Closing (flush the alert)
+//!
 //!            output > high water              output <= low water
 //!   Open ───────────────────────────▶ Throttled ─────────────────▶ Open
 //!    │  close(), line too long, stop,                 │
@@ -32,6 +36,9 @@ use crate::handler::{CloseReason, ConnId};
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// TLS only: the handshake is under way. Reading and writing TLS records,
+    /// no lines yet; the handler has not seen the connection.
+    Handshaking,
     /// Reading lines and writing replies.
     Open,
     /// Not reading: unsent output is above the high-water mark. Only writing
@@ -52,6 +59,7 @@ pub(crate) enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Phase::Handshaking => f.write_str("handshaking"),
             Phase::Open => f.write_str("open"),
             Phase::Throttled => f.write_str("throttled"),
             Phase::Closing { reason, .. } => write!(f, "closing ({reason})"),
@@ -126,13 +134,14 @@ pub(crate) struct Connection<S> {
 }
 
 impl<S: Default> Connection<S> {
-    /// A connection just registered for `READABLE`.
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, id: ConnId) -> Self {
+    /// A connection just registered for `READABLE`; `tls` starts it in
+    /// [`Phase::Handshaking`].
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, tls: bool) -> Self {
         Connection {
             stream,
             peer,
             id,
-            phase: Phase::Open,
+            phase: if tls { Phase::Handshaking } else { Phase::Open },
             registered: Interest::READABLE,
             partial: Vec::new(),
             out: Outbox::default(),
@@ -156,12 +165,19 @@ impl<S> Connection<S> {
 
     /// Begins closing for `reason`. Graceful reasons flush first; the others
     /// close at once. A connection already closing keeps its first reason,
-    /// except that an abortive reason cuts a graceful close short.
+    /// except that an abortive reason cuts a graceful close short. An
+    /// unfinished TLS handshake has no replies to flush: it closes at once,
+    /// unless there is an alert to deliver.
     pub(crate) fn begin_close(&mut self, reason: CloseReason, peer_gone: bool) {
         let next = if !reason.is_graceful() {
             Phase::Closed { reason }
         } else {
             match self.phase {
+                Phase::Handshaking if reason.flushes_during_handshake() => Phase::Closing {
+                    reason,
+                    linger: !peer_gone,
+                },
+                Phase::Handshaking => Phase::Closed { reason },
                 Phase::Open | Phase::Throttled => Phase::Closing {
                     reason,
                     linger: !peer_gone,
@@ -196,8 +212,12 @@ impl<S> Connection<S> {
     pub(crate) fn wanted_interest(&self) -> Option<Interest> {
         let writing = !self.out.is_empty();
         match self.phase {
-            Phase::Open if writing => Some(Interest::READABLE | Interest::WRITABLE),
-            Phase::Open | Phase::Lingering { .. } => Some(Interest::READABLE),
+            Phase::Open | Phase::Handshaking if writing => {
+                Some(Interest::READABLE | Interest::WRITABLE)
+            }
+            Phase::Open | Phase::Handshaking | Phase::Lingering { .. } => {
+                Some(Interest::READABLE)
+            }
             Phase::Throttled | Phase::Closing { .. } if writing => Some(Interest::WRITABLE),
             // A closing connection with nothing to write is finished on the
             // spot by the loop; a throttled one always has output.
@@ -250,7 +270,74 @@ mod tests {
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, peer) = l.accept().unwrap();
         let stream = TcpStream::from_std(server);
-        (Connection::new(stream, peer, ConnId(1)), client)
+        (Connection::new(stream, peer, ConnId(1), false), client)
+    }
+
+    fn tls_connection() -> (Connection<()>, std::net::TcpStream) {
+        let (mut c, peer) = connection();
+        c.phase = Phase::Handshaking;
+        (c, peer)
+    }
+
+    mod handshaking {
+        use super::*;
+
+        #[test]
+        fn a_handshake_reads_and_writes_its_flight() {
+            let (mut c, _peer) = tls_connection();
+            assert_eq!(c.wanted_interest(), Some(Interest::READABLE));
+            c.out.for_append().extend_from_slice(b"server hello");
+            assert_eq!(
+                c.wanted_interest(),
+                Some(Interest::READABLE | Interest::WRITABLE)
+            );
+        }
+
+        #[test]
+        fn backpressure_does_not_apply_to_a_handshake() {
+            let (mut c, _peer) = tls_connection();
+            c.out.for_append().extend_from_slice(&[0; 10]);
+            assert!(!c.apply_water_marks(2, 8));
+            assert_eq!(c.phase(), Phase::Handshaking);
+        }
+
+        #[test]
+        fn a_stop_or_eof_ends_a_handshake_at_once() {
+            for reason in [CloseReason::Stopped, CloseReason::PeerClosed] {
+                let (mut c, _peer) = tls_connection();
+                c.out.for_append().extend_from_slice(b"flight");
+                c.begin_close(reason, false);
+                assert_eq!(c.phase(), Phase::Closed { reason });
+                assert_eq!(c.wanted_interest(), None);
+            }
+        }
+
+        #[test]
+        fn a_tls_error_flushes_its_alert_and_lingers() {
+            let (mut c, _peer) = tls_connection();
+            c.out.for_append().extend_from_slice(b"alert");
+            c.begin_close(CloseReason::Tls, false);
+            assert_eq!(
+                c.phase(),
+                Phase::Closing {
+                    reason: CloseReason::Tls,
+                    linger: true
+                }
+            );
+            assert_eq!(c.wanted_interest(), Some(Interest::WRITABLE));
+        }
+
+        #[test]
+        fn a_timeout_closes_at_once() {
+            let (mut c, _peer) = tls_connection();
+            c.begin_close(CloseReason::HandshakeTimeout, false);
+            assert_eq!(
+                c.phase(),
+                Phase::Closed {
+                    reason: CloseReason::HandshakeTimeout
+                }
+            );
+        }
     }
 
     mod open {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::io;
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
 
 /// Everything that can go wrong when starting, running or reaching a server.
 ///
@@ -24,6 +26,61 @@ pub enum Error {
     StopFromLoop,
     /// The thread running the loop panicked outside any handler.
     LoopPanicked,
+    /// A certificate or key file could not be read (missing, unreadable).
+    #[cfg(feature = "tls")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: io::Error,
+    },
+    /// A certificate or key file is not valid PEM.
+    #[cfg(feature = "tls")]
+    TlsPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser found wrong.
+        reason: String,
+    },
+    /// The certificate file holds no `CERTIFICATE` block.
+    #[cfg(feature = "tls")]
+    TlsNoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no private key (PKCS#8 `PRIVATE KEY`, PKCS#1
+    /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`).
+    #[cfg(feature = "tls")]
+    TlsNoPrivateKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The private key does not belong to the certificate (their public keys
+    /// differ).
+    #[cfg(feature = "tls")]
+    TlsKeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The crypto provider cannot sign with the private key (an unsupported
+    /// algorithm or a malformed key).
+    #[cfg(feature = "tls")]
+    TlsKeyRejected {
+        /// The key file.
+        path: PathBuf,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+    /// rustls rejected the TLS configuration.
+    #[cfg(feature = "tls")]
+    Tls(rustls::Error),
+    /// A TLS operation (such as
+    /// [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls)) on a
+    /// server that was built without TLS.
+    #[cfg(feature = "tls")]
+    TlsNotConfigured,
 }
 
 impl fmt::Display for Error {
@@ -36,6 +93,39 @@ impl fmt::Display for Error {
                 "stop() called on the server's own loop thread; use request_stop() there",
             ),
             Error::LoopPanicked => f.write_str("the server's loop thread panicked"),
+            #[cfg(feature = "tls")]
+            Error::TlsFile { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            #[cfg(feature = "tls")]
+            Error::TlsPem { path, reason } => {
+                write!(f, "{}: not valid PEM: {reason}", path.display())
+            }
+            #[cfg(feature = "tls")]
+            Error::TlsNoCertificate { path } => {
+                write!(f, "{}: no certificate (no CERTIFICATE PEM block)", path.display())
+            }
+            #[cfg(feature = "tls")]
+            Error::TlsNoPrivateKey { path } => write!(
+                f,
+                "{}: no private key (no PKCS#8, PKCS#1 or SEC1 PEM block)",
+                path.display()
+            ),
+            #[cfg(feature = "tls")]
+            Error::TlsKeyMismatch { cert, key } => write!(
+                f,
+                "the private key in {} does not match the certificate in {}",
+                key.display(),
+                cert.display()
+            ),
+            #[cfg(feature = "tls")]
+            Error::TlsKeyRejected { path, source } => {
+                write!(f, "{}: private key not usable: {source}", path.display())
+            }
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => write!(f, "TLS configuration rejected: {e}"),
+            #[cfg(feature = "tls")]
+            Error::TlsNotConfigured => f.write_str("the server was built without TLS"),
         }
     }
 }
@@ -44,6 +134,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            #[cfg(feature = "tls")]
+            Error::TlsFile { source, .. } => Some(source),
+            #[cfg(feature = "tls")]
+            Error::TlsKeyRejected { source, .. } | Error::Tls(source) => Some(source),
             _ => None,
         }
     }

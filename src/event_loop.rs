@@ -46,6 +46,8 @@ use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
 use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+#[cfg(feature = "tls")]
+use crate::tls::{Probe, Session, Sessions};
 
 /// The listening socket's token.
 pub(crate) const LISTENER: Token = Token(0);
@@ -94,6 +96,10 @@ struct AcceptState {
     paused: bool,
     /// Refusing since the last served connection (to log once per episode).
     refusing: bool,
+    /// Refusing TLS connections for too many handshakes in progress, since
+    /// the last one admitted (to log once per episode).
+    #[cfg(feature = "tls")]
+    tls_refusing: bool,
     /// `accept` failed for lack of resources; retrying at `retry_at`.
     failing: bool,
     retry_at: Option<Instant>,
@@ -142,6 +148,18 @@ pub(crate) struct EventLoop<H: Handler> {
     stopping: Option<Stopping>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
+    /// The TLS sessions, by slab key; empty on a plaintext server.
+    #[cfg(feature = "tls")]
+    sessions: Sessions,
+    /// TLS connections whose handler has not seen them yet: handshakes in
+    /// progress (or failing), bounded by `Config::max_handshakes`.
+    #[cfg(feature = "tls")]
+    handshaking: usize,
+    /// Handshake deadlines. As with `lingering`, every entry has the same
+    /// timeout, so a FIFO is the whole timer queue; entries whose handshake
+    /// finished (or whose connection closed) are skipped when they come up.
+    #[cfg(feature = "tls")]
+    handshakes: VecDeque<(Instant, usize, ConnId)>,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -172,6 +190,12 @@ impl<H: Handler> EventLoop<H> {
             lingering: VecDeque::new(),
             stopping: None,
             commands: Vec::new(),
+            #[cfg(feature = "tls")]
+            sessions: Sessions::default(),
+            #[cfg(feature = "tls")]
+            handshaking: 0,
+            #[cfg(feature = "tls")]
+            handshakes: VecDeque::new(),
         }
     }
 
@@ -229,10 +253,15 @@ impl<H: Handler> EventLoop<H> {
         if !self.again.is_empty() || self.accept.again {
             return Some(Duration::ZERO);
         }
+        #[cfg(feature = "tls")]
+        let handshake = self.handshakes.front().map(|h| h.0);
+        #[cfg(not(feature = "tls"))]
+        let handshake = None;
         let deadlines = [
             self.accept.retry_at,
             self.lingering.front().map(|l| l.0),
             self.stopping.as_ref().map(|s| s.deadline),
+            handshake,
         ];
         let next = deadlines.into_iter().flatten().min()?;
         // mio rounds a sub-millisecond timeout up, never down to a busy spin.
@@ -329,6 +358,29 @@ impl<H: Handler> EventLoop<H> {
     /// Registers a newly accepted connection and greets the handler.
     fn serve(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         self.accept.refusing = false;
+        #[cfg(feature = "tls")]
+        let session = match &self.server.tls {
+            None => None,
+            Some(tls) => {
+                if self.handshaking >= self.config.max_handshakes {
+                    self.refuse_tls(peer);
+                    return; // dropping the stream closes it
+                }
+                self.accept.tls_refusing = false;
+                match Session::new(tls.current()) {
+                    Ok(session) => Some(session),
+                    Err(e) => {
+                        log::warn!("{peer}: cannot start a TLS session: {e}");
+                        self.server.budget.release();
+                        return;
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "tls")]
+        let tls = session.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
         if self.config.nodelay {
             if let Err(e) = stream.set_nodelay(true) {
                 log::debug!("{peer}: TCP_NODELAY not set: {e}");
@@ -351,9 +403,21 @@ impl<H: Handler> EventLoop<H> {
         }
         let id = ConnId(self.next_id);
         self.next_id += self.id_step;
-        let conn = entry.insert(Connection::new(stream, peer, id));
+        let conn = entry.insert(Connection::new(stream, peer, id, tls));
         self.shared.counters.accepted.add(1);
         log::debug!("{id} {peer}: accepted");
+
+        #[cfg(feature = "tls")]
+        if let Some(session) = session {
+            // The handler meets the connection when the handshake is done;
+            // until then it holds a handshake place, on a deadline.
+            self.sessions.insert(key, session);
+            self.handshaking += 1;
+            let deadline = Instant::now() + self.config.handshake_timeout;
+            self.handshakes.push_back((deadline, key, id));
+            self.settle(key);
+            return;
+        }
 
         let handler = &mut self.handler;
         with_conn(
@@ -362,6 +426,7 @@ impl<H: Handler> EventLoop<H> {
             &self.config,
             key,
             &self.shared,
+            false,
             |ctx, _| handler.on_connect(ctx),
         );
         flush(conn, &mut self.write_buf, &self.shared.counters);
@@ -382,7 +447,11 @@ impl<H: Handler> EventLoop<H> {
         }
         log::debug!("{peer}: refused");
         let message = &self.config.refuse_message;
-        if !message.is_empty() {
+        #[cfg(feature = "tls")]
+        let plaintext = self.server.tls.is_none();
+        #[cfg(not(feature = "tls"))]
+        let plaintext = true;
+        if !message.is_empty() && plaintext {
             // Read what the client may have sent already: closing a socket
             // with unread input sends a reset, which can destroy the message
             // before the client reads it. Neither call can block.
@@ -391,6 +460,24 @@ impl<H: Handler> EventLoop<H> {
                 log::debug!("{peer}: refusal message not sent: {e}");
             }
         }
+    }
+
+    /// Refuses a TLS connection because `max_handshakes` handshakes are in
+    /// progress: a flood of handshakes (or of clients that never send one)
+    /// must not take the loop's CPU or every slot. Its reserved slot is given
+    /// back; the caller drops the stream, which closes it.
+    #[cfg(feature = "tls")]
+    fn refuse_tls(&mut self, peer: SocketAddr) {
+        self.server.budget.release();
+        self.shared.counters.tls_refused.add(1);
+        if !self.accept.tls_refusing {
+            self.accept.tls_refusing = true;
+            log::warn!(
+                "{} TLS handshakes in progress: refusing new TLS connections",
+                self.handshaking
+            );
+        }
+        log::debug!("{peer}: refused, too many TLS handshakes in progress");
     }
 
     // ----- Serving connections ---------------------------------------------
@@ -417,6 +504,24 @@ impl<H: Handler> EventLoop<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        #[cfg(feature = "tls")]
+        if matches!(conn.phase(), Phase::Handshaking | Phase::Open) {
+            if let Some(session) = self.sessions.get_mut(key) {
+                let mut serving = Serving {
+                    handler: &mut self.handler,
+                    read_buf: &mut self.read_buf,
+                    write_buf: &mut self.write_buf,
+                    config: &self.config,
+                    shared: &self.shared,
+                    again: &mut self.again,
+                    handshaking: &mut self.handshaking,
+                };
+                serving.read_tls(key, conn, session, short_read_drains);
+                return;
+            }
+        }
+        // A lingering TLS connection comes here too: what the peer still
+        // sends is read raw and discarded, never decrypted.
         let counters = &self.shared.counters;
         for _ in 0..READS_PER_TURN {
             let lingering = match conn.phase() {
@@ -435,41 +540,16 @@ impl<H: Handler> EventLoop<H> {
                     if !lingering {
                         // A lingering connection's input is read only to
                         // see the peer close; it is discarded.
-                        let handler = &mut self.handler;
-                        let chunk = &self.read_buf[..n];
-                        let max = self.config.max_line_len;
-                        let framed = with_conn(
+                        deliver_lines(
+                            &mut self.handler,
                             conn,
                             &mut self.write_buf,
                             &self.config,
                             key,
                             &self.shared,
-                            |ctx, partial| {
-                                let mut lines = 0;
-                                let framed = split_lines(partial, chunk, max, |line| {
-                                    lines += 1;
-                                    handler.on_line(line, ctx);
-                                    if ctx.is_closing() {
-                                        Flow::Stop
-                                    } else {
-                                        Flow::Continue
-                                    }
-                                });
-                                (framed, lines)
-                            },
+                            &self.read_buf[..n],
+                            false,
                         );
-                        if let Some((framed, lines)) = framed {
-                            counters.lines.add(lines);
-                            if framed == Err(FrameError::LineTooLong) {
-                                log::debug!(
-                                    "{} {}: line longer than {} bytes, closing",
-                                    conn.id,
-                                    conn.peer,
-                                    max
-                                );
-                                conn.begin_close(CloseReason::LineTooLong, false);
-                            }
-                        }
                         flush(conn, &mut self.write_buf, counters);
                         if apply_marks(conn, &self.config) {
                             self.again.push((key, conn.id));
@@ -528,7 +608,21 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         if let Phase::Closing { reason, linger } = conn.phase() {
+            // TLS: once the replies are out, close_notify goes after them
+            // (once; rustls sends none after a fatal alert).
+            #[cfg(feature = "tls")]
             if conn.out.is_empty() {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    if !session.close_notify_sent {
+                        session.close_notify_sent = true;
+                        session.tls.send_close_notify();
+                        send_tls(conn, session, &self.shared.counters);
+                    }
+                }
+            }
+            if let Phase::Closed { .. } = conn.phase() {
+                // Sending close_notify failed: nothing more to flush.
+            } else if conn.out.is_empty() {
                 // All replies are with the kernel: send our FIN after them.
                 let shut = conn.stream.shutdown(Shutdown::Write);
                 if linger && shut.is_ok() {
@@ -568,6 +662,18 @@ impl<H: Handler> EventLoop<H> {
     /// connection.
     fn remove(&mut self, key: usize) {
         let conn = self.conns.remove(key);
+        // A TLS connection that never finished its handshake frees its
+        // handshake place, and the handler, which never saw it, hears nothing.
+        #[cfg(feature = "tls")]
+        let greeted = match self.sessions.remove(key) {
+            Some(session) if !session.greeted => {
+                self.handshaking -= 1;
+                false
+            }
+            _ => true,
+        };
+        #[cfg(not(feature = "tls"))]
+        let greeted = true;
         self.server.budget.release();
         if self.accept.paused {
             self.accept.again = true;
@@ -576,9 +682,18 @@ impl<H: Handler> EventLoop<H> {
             Phase::Closed { reason }
             | Phase::Lingering { reason }
             | Phase::Closing { reason, .. } => reason,
-            Phase::Open | Phase::Throttled => CloseReason::Stopped,
+            Phase::Open | Phase::Throttled | Phase::Handshaking => CloseReason::Stopped,
         };
         log::debug!("{} {}: closed: {}", conn.id, conn.peer, reason);
+        if !greeted {
+            let counters = &self.shared.counters;
+            match reason {
+                CloseReason::HandshakeTimeout => counters.tls_handshake_timeouts.add(1),
+                CloseReason::Stopped => {}
+                _ => counters.tls_handshake_failures.add(1),
+            }
+            return;
+        }
         let closed = Disconnect {
             id: conn.id,
             peer_addr: conn.peer,
@@ -632,13 +747,23 @@ impl<H: Handler> EventLoop<H> {
         };
         match conn.phase() {
             Phase::Open | Phase::Throttled | Phase::Closing { .. } => {}
-            // Its write side is shut: nothing more can be sent.
-            Phase::Lingering { .. } | Phase::Closed { .. } => return,
+            // Its write side is shut: nothing more can be sent. (No handle
+            // exists before a handshake ends: the handler hands them out.)
+            Phase::Lingering { .. } | Phase::Closed { .. } | Phase::Handshaking => return,
         }
         if conn.out.len() + data.len() > limit {
             conn.begin_close(CloseReason::OutputOverflow, true);
         } else {
-            conn.out.for_append().extend_from_slice(data);
+            #[cfg(feature = "tls")]
+            if let Some(session) = self.sessions.get_mut(key) {
+                let conn = &mut self.conns[key];
+                encrypt(conn, session, data);
+                send_tls(conn, session, &self.shared.counters);
+                self.after_output(key);
+                self.settle(key);
+                return;
+            }
+            self.conns[key].out.for_append().extend_from_slice(data);
             self.write_pending(key);
         }
         self.settle(key);
@@ -649,6 +774,8 @@ impl<H: Handler> EventLoop<H> {
     /// Work that does not come with an event: expired timers, accepts and
     /// reads that were cut short or unblocked.
     fn run_deferred(&mut self) {
+        #[cfg(feature = "tls")]
+        self.expire_handshakes();
         if self.accept.retry_at.is_some() || !self.lingering.is_empty() {
             let now = Instant::now();
             if self.accept.retry_at.is_some_and(|t| t <= now) {
@@ -677,6 +804,33 @@ impl<H: Handler> EventLoop<H> {
             if self.conns.get(key).is_some_and(|c| c.id == id) {
                 self.read_input(key, false);
                 self.settle(key);
+            }
+        }
+    }
+
+    /// Closes the connections whose TLS handshake is past its deadline. A
+    /// client that connects and never sends a ClientHello ends here, having
+    /// held one handshake place and nothing else.
+    #[cfg(feature = "tls")]
+    fn expire_handshakes(&mut self) {
+        let Some(&(first, ..)) = self.handshakes.front() else {
+            return;
+        };
+        let now = Instant::now();
+        if first > now {
+            return;
+        }
+        while let Some(&(deadline, key, id)) = self.handshakes.front() {
+            if deadline > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
+                if conn.phase() == Phase::Handshaking {
+                    log::debug!("{} {}: TLS handshake timed out", conn.id, conn.peer);
+                    conn.begin_close(CloseReason::HandshakeTimeout, false);
+                    self.remove(key);
+                }
             }
         }
     }
@@ -754,25 +908,32 @@ impl<H: Handler> EventLoop<H> {
 /// output queued (then `flush` writes them straight to the socket), or behind
 /// its queued output otherwise, so order is always kept. Returns `None` if
 /// the handler panicked; the connection is then closed.
+///
+/// On a TLS connection the queue holds encrypted bytes, so replies always go
+/// to `write_buf` (plaintext, encrypted by `flush_tls` afterwards, still in
+/// order), and the queue's length counts toward the output limit.
+#[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
 fn with_conn<S, R>(
     conn: &mut Connection<S>,
     write_buf: &mut Vec<u8>,
     config: &Config,
     key: usize,
     shared: &Arc<LoopShared>,
+    tls: bool,
     f: impl FnOnce(&mut Conn<'_, S>, &mut Vec<u8>) -> R,
 ) -> Option<R> {
     let mut verdict = None;
-    let out = if conn.out.is_empty() {
-        write_buf
+    let (out, queued) = if tls || conn.out.is_empty() {
+        (write_buf, conn.out.len())
     } else {
-        conn.out.for_append()
+        (conn.out.for_append(), 0)
     };
     let mut ctx = Conn {
         id: conn.id,
         peer: conn.peer,
         state: &mut conn.state,
         out,
+        queued,
         out_limit: config.output_limit,
         verdict: &mut verdict,
         key,
@@ -797,6 +958,49 @@ fn with_conn<S, R>(
             );
             conn.begin_close(CloseReason::HandlerPanicked, false);
             None
+        }
+    }
+}
+
+/// Frames `chunk` into lines and hands each to the handler, stopping early if
+/// the handler closes the connection; a line too long starts a close. The
+/// replies are left in `write_buf` (or the connection's queue) for the
+/// caller to flush.
+#[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
+fn deliver_lines<H: Handler>(
+    handler: &mut H,
+    conn: &mut Connection<H::State>,
+    write_buf: &mut Vec<u8>,
+    config: &Config,
+    key: usize,
+    shared: &Arc<LoopShared>,
+    chunk: &[u8],
+    tls: bool,
+) {
+    let max = config.max_line_len;
+    let framed = with_conn(conn, write_buf, config, key, shared, tls, |ctx, partial| {
+        let mut lines = 0;
+        let framed = split_lines(partial, chunk, max, |line| {
+            lines += 1;
+            handler.on_line(line, ctx);
+            if ctx.is_closing() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        });
+        (framed, lines)
+    });
+    if let Some((framed, lines)) = framed {
+        shared.counters.lines.add(lines);
+        if framed == Err(FrameError::LineTooLong) {
+            log::debug!(
+                "{} {}: line longer than {} bytes, closing",
+                conn.id,
+                conn.peer,
+                max
+            );
+            conn.begin_close(CloseReason::LineTooLong, false);
         }
     }
 }
@@ -868,6 +1072,239 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+// ----- TLS ------------------------------------------------------------------
+
+/// The loop's parts that serving one TLS connection's input needs, borrowed
+/// apart from the connection and its session (which live in other fields).
+#[cfg(feature = "tls")]
+struct Serving<'a, H: Handler> {
+    handler: &'a mut H,
+    read_buf: &'a mut [u8],
+    write_buf: &'a mut Vec<u8>,
+    config: &'a Config,
+    shared: &'a Arc<LoopShared>,
+    again: &'a mut Vec<(usize, ConnId)>,
+    handshaking: &'a mut usize,
+}
+
+#[cfg(feature = "tls")]
+impl<H: Handler> Serving<'_, H> {
+    /// The TLS twin of `read_input`, for a connection that is handshaking or
+    /// open. Per round: take the plaintext rustls already holds, read TLS
+    /// records (`read_tls`), decrypt them (`process_new_packets`), take the
+    /// new plaintext, write what rustls produced (`write_tls`). Rounds repeat
+    /// until the socket is drained (`WouldBlock`, or a short read when that
+    /// proves it), the connection stops reading, or its turn is used.
+    ///
+    /// Plaintext is taken after *every* `process_new_packets`: rustls stops
+    /// reading once 16 KiB of decrypted input wait, so leaving it would stall.
+    fn read_tls(
+        &mut self,
+        key: usize,
+        conn: &mut Connection<H::State>,
+        session: &mut Session,
+        short_read_drains: bool,
+    ) {
+        let counters = &self.shared.counters;
+        for _ in 0..READS_PER_TURN {
+            // Left over from a round cut short by backpressure.
+            self.take_plaintext(key, conn, session);
+            if !matches!(conn.phase(), Phase::Handshaking | Phase::Open) {
+                return;
+            }
+            let mut socket = Probe::new(&mut conn.stream);
+            let read = session.tls.read_tls(&mut socket);
+            let short = socket.short;
+            let eof = match read {
+                Ok(0) => true,
+                Ok(n) => {
+                    counters.bytes_in.add(n as u64);
+                    false
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("{} {}: TLS read failed: {e}", conn.id, conn.peer);
+                    conn.begin_close(CloseReason::from_io(&e), true);
+                    return;
+                }
+            };
+            let was_handshaking = conn.phase() == Phase::Handshaking;
+            if let Err(e) = session.tls.process_new_packets() {
+                // Not TLS, or a bad record: rustls has queued an alert. It is
+                // flushed (and the connection lingers) before closing.
+                log::debug!("{} {}: TLS error, closing: {e}", conn.id, conn.peer);
+                send_tls(conn, session, counters);
+                conn.begin_close(CloseReason::Tls, eof);
+                return;
+            }
+            if was_handshaking && !session.tls.is_handshaking() {
+                self.established(key, conn, session);
+            }
+            self.take_plaintext(key, conn, session);
+            // Handshake flights and alerts; replies went out with each chunk.
+            send_tls(conn, session, counters);
+            if eof {
+                if conn.phase() == Phase::Handshaking {
+                    log::debug!("{} {}: peer closed during the TLS handshake", conn.id, conn.peer);
+                    conn.begin_close(CloseReason::PeerClosed, true);
+                }
+                // An open connection met the end in `take_plaintext`.
+                return;
+            }
+            if short && short_read_drains {
+                return;
+            }
+        }
+        // Turn used up with input perhaps still waiting.
+        self.again.push((key, conn.id));
+    }
+
+    /// The handshake has just finished: the connection opens, frees its
+    /// handshake place and meets the handler.
+    fn established(&mut self, key: usize, conn: &mut Connection<H::State>, session: &mut Session) {
+        session.greeted = true;
+        *self.handshaking -= 1;
+        self.shared.counters.tls_handshakes.add(1);
+        conn.set_phase(Phase::Open);
+        log::debug!(
+            "{} {}: TLS established: {:?}, {:?}, ALPN {:?}",
+            conn.id,
+            conn.peer,
+            session.tls.protocol_version(),
+            session.tls.negotiated_cipher_suite().map(|s| s.suite()),
+            session.tls.alpn_protocol().map(String::from_utf8_lossy),
+        );
+        let handler = &mut *self.handler;
+        with_conn(conn, self.write_buf, self.config, key, self.shared, true, |ctx, _| {
+            handler.on_connect(ctx)
+        });
+        flush_tls(conn, session, self.write_buf, &self.shared.counters);
+    }
+
+    /// Hands the plaintext rustls has decrypted to the handler, through the
+    /// loop's read buffer and the same framer as plaintext input, until
+    /// rustls has none left or the connection stops reading (throttled or
+    /// closing: the rest waits in rustls). Replies are encrypted and sent
+    /// after each chunk, so backpressure sees them at once.
+    fn take_plaintext(
+        &mut self,
+        key: usize,
+        conn: &mut Connection<H::State>,
+        session: &mut Session,
+    ) {
+        while conn.phase() == Phase::Open {
+            match session.tls.reader().read(self.read_buf) {
+                Ok(0) => {
+                    log::debug!("{} {}: close_notify received", conn.id, conn.peer);
+                    end_of_stream(conn);
+                }
+                Ok(n) => {
+                    deliver_lines(
+                        self.handler,
+                        conn,
+                        self.write_buf,
+                        self.config,
+                        key,
+                        self.shared,
+                        &self.read_buf[..n],
+                        true,
+                    );
+                    flush_tls(conn, session, self.write_buf, &self.shared.counters);
+                    if apply_marks(conn, self.config) {
+                        self.again.push((key, conn.id));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    // TCP closed without close_notify: for a line protocol,
+                    // the complete lines stand; the fragment is dropped.
+                    log::debug!("{} {}: closed without close_notify", conn.id, conn.peer);
+                    end_of_stream(conn);
+                }
+                Err(e) => {
+                    conn.begin_close(CloseReason::from_io(&e), true);
+                }
+            }
+        }
+    }
+}
+
+/// Hands plaintext to rustls to encrypt. Nothing is encrypted after our
+/// close_notify: the peer would ignore it.
+#[cfg(feature = "tls")]
+fn encrypt<S>(conn: &mut Connection<S>, session: &mut Session, data: &[u8]) {
+    if session.close_notify_sent || matches!(conn.phase(), Phase::Closed { .. }) {
+        return;
+    }
+    // Without a buffer limit (see `Session::new`) the writer takes it all;
+    // it fails only after a TLS error, which is closing the connection.
+    if let Err(e) = session.tls.writer().write_all(data) {
+        log::debug!("{} {}: not encrypted: {e}", conn.id, conn.peer);
+        conn.begin_close(CloseReason::Tls, false);
+    }
+}
+
+/// Encrypts the handler's replies from `write_buf` and sends them.
+#[cfg(feature = "tls")]
+fn flush_tls<S>(
+    conn: &mut Connection<S>,
+    session: &mut Session,
+    write_buf: &mut Vec<u8>,
+    counters: &Counters,
+) {
+    if !write_buf.is_empty() {
+        encrypt(conn, session, write_buf);
+        write_buf.clear();
+    }
+    send_tls(conn, session, counters);
+}
+
+/// Moves every TLS byte rustls has produced out of it: to the socket while it
+/// takes them, the rest to the connection's queue.
+///
+/// # Backpressure
+///
+/// rustls therefore buffers nothing between events, and the connection's
+/// queue holds exactly the TLS bytes the peer has yet to receive, record
+/// overhead included: the water marks and the output limit count what
+/// really waits, with no estimate. Bytes go to the socket directly only while
+/// the queue is empty, so they never overtake queued ones.
+#[cfg(feature = "tls")]
+fn send_tls<S>(conn: &mut Connection<S>, session: &mut Session, counters: &Counters) {
+    if !session.tls.wants_write() || matches!(conn.phase(), Phase::Closed { .. }) {
+        return; // a closed connection's output is dropped with it
+    }
+    if conn.out.is_empty() {
+        loop {
+            let mut socket = Probe::new(&mut conn.stream);
+            match session.tls.write_tls(&mut socket) {
+                Ok(0) => break,
+                Ok(n) => {
+                    counters.bytes_out.add(n as u64);
+                    // A short write proves the socket full (see `write_some`).
+                    if socket.short || !session.tls.wants_write() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    conn.begin_close(CloseReason::from_io(&e), true);
+                    return;
+                }
+            }
+        }
+    }
+    let queue = conn.out.for_append();
+    while session.tls.wants_write() {
+        // Writing to a `Vec` cannot fail.
+        if !matches!(session.tls.write_tls(queue), Ok(n) if n > 0) {
+            break;
+        }
+    }
 }
 
 /// What to do after `accept` failed.

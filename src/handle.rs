@@ -76,6 +76,10 @@ pub(crate) struct Counters {
     pub(crate) lines: Counter,
     pub(crate) stale_handle_commands: Counter,
     pub(crate) handler_panics: Counter,
+    pub(crate) tls_handshakes: Counter,
+    pub(crate) tls_handshake_failures: Counter,
+    pub(crate) tls_handshake_timeouts: Counter,
+    pub(crate) tls_refused: Counter,
 }
 
 /// What one loop shares with the handles that point into it.
@@ -154,6 +158,9 @@ pub(crate) struct ServerShared {
     pub(crate) budget: Budget,
     pub(crate) local_addr: SocketAddr,
     pub(crate) loops: Vec<Arc<LoopShared>>,
+    /// The TLS config new connections get; `None` on a plaintext server.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsShared>,
 }
 
 /// A snapshot of a server's counters, from [`ServerHandle::stats`].
@@ -184,6 +191,17 @@ pub struct Stats {
     pub stale_handle_commands: u64,
     /// Handler panics caught (each closed its connection).
     pub handler_panics: u64,
+    /// TLS handshakes completed (each connection then reached the handler).
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed: not TLS, a protocol error, no common
+    /// version or cipher suite, or the peer gave up. Logged at debug level.
+    pub tls_handshake_failures: u64,
+    /// TLS handshakes closed by [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout).
+    pub tls_handshake_timeouts: u64,
+    /// TLS connections accepted and closed at once because
+    /// [`Builder::max_handshakes`](crate::Builder::max_handshakes) handshakes
+    /// were already in progress (not counted in `refused`).
+    pub tls_refused: u64,
 }
 
 /// The outcome of a graceful stop, from [`ServerHandle::stop`] or
@@ -246,8 +264,53 @@ impl ServerHandle {
             s.lines += c.lines.get();
             s.stale_handle_commands += c.stale_handle_commands.get();
             s.handler_panics += c.handler_panics.get();
+            s.tls_handshakes += c.tls_handshakes.get();
+            s.tls_handshake_failures += c.tls_handshake_failures.get();
+            s.tls_handshake_timeouts += c.tls_handshake_timeouts.get();
+            s.tls_refused += c.tls_refused.get();
         }
         s
+    }
+
+    /// Replaces the TLS config at run time (certificate rotation without a
+    /// restart). Every connection accepted after this returns uses `config`;
+    /// established connections, and handshakes already under way, keep the
+    /// config they started with. ALPN protocols set with
+    /// [`Builder::alpn_protocols`](crate::Builder::alpn_protocols) are applied
+    /// to it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TlsNotConfigured`] if the server was built without TLS.
+    #[cfg(feature = "tls")]
+    pub fn reload_tls(&self, config: Arc<rustls::ServerConfig>) -> Result<(), Error> {
+        let tls = self.shared.tls.as_ref().ok_or(Error::TlsNotConfigured)?;
+        tls.replace(config);
+        log::info!("TLS config reloaded");
+        Ok(())
+    }
+
+    /// Reads a new certificate chain and key from PEM files (as
+    /// [`Builder::tls_pem`](crate::Builder::tls_pem)) and puts them in force
+    /// as [`reload_tls`](ServerHandle::reload_tls) does. On any error the
+    /// config in force is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TlsNotConfigured`] if the server was built without TLS; the
+    /// `Error::Tls*` variants of [`tls_config_from_pem`](crate::tls_config_from_pem),
+    /// each naming the file at fault.
+    #[cfg(feature = "tls")]
+    pub fn reload_tls_pem(
+        &self,
+        cert_path: impl AsRef<std::path::Path>,
+        key_path: impl AsRef<std::path::Path>,
+    ) -> Result<(), Error> {
+        if self.shared.tls.is_none() {
+            return Err(Error::TlsNotConfigured);
+        }
+        let config = crate::tls::tls_config_from_pem(cert_path, key_path)?;
+        self.reload_tls(Arc::new(config))
     }
 
     /// Sets the number of acceptor slots at run time (like Ranch's

@@ -61,6 +61,15 @@ pub enum CloseReason {
     HandlerPanicked,
     /// Any other I/O error on the socket.
     Io(io::ErrorKind),
+    /// TLS failed: the peer sent something that is not valid TLS, or a
+    /// record that does not decrypt. The alert rustls produced was flushed
+    /// before closing; the details are logged at debug level.
+    Tls,
+    /// The TLS handshake did not finish within
+    /// [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout).
+    /// The handler never saw such a connection, so this reason shows up only
+    /// in the log and in [`Stats::tls_handshake_timeouts`](crate::Stats::tls_handshake_timeouts).
+    HandshakeTimeout,
 }
 
 impl CloseReason {
@@ -72,7 +81,14 @@ impl CloseReason {
                 | CloseReason::LineTooLong
                 | CloseReason::Closed
                 | CloseReason::Stopped
+                | CloseReason::Tls
         )
+    }
+
+    /// True for reasons that still have something to tell a peer whose TLS
+    /// handshake is unfinished (an alert); the others close it at once.
+    pub(crate) fn flushes_during_handshake(self) -> bool {
+        self == CloseReason::Tls
     }
 
     /// Maps a socket error to a reason.
@@ -97,6 +113,8 @@ impl fmt::Display for CloseReason {
             CloseReason::Stopped => f.write_str("server stopped"),
             CloseReason::HandlerPanicked => f.write_str("handler panicked"),
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
+            CloseReason::Tls => f.write_str("TLS error"),
+            CloseReason::HandshakeTimeout => f.write_str("TLS handshake timed out"),
         }
     }
 }
@@ -142,7 +160,9 @@ pub trait Handler: 'static {
     type State: Default + 'static;
 
     /// Called once a connection is accepted and registered, before its first
-    /// line. It may [`send`](Conn::send) a greeting.
+    /// line. It may [`send`](Conn::send) a greeting. On a TLS server it is
+    /// called when the handshake has finished; a connection whose handshake
+    /// fails or times out never reaches the handler.
     fn on_connect(&mut self, conn: &mut Conn<'_, Self::State>) {
         let _ = conn;
     }
@@ -184,6 +204,10 @@ pub struct Conn<'a, S = ()> {
     /// the connection's own output buffer when earlier output is still queued
     /// (so that order is kept).
     pub(crate) out: &'a mut Vec<u8>,
+    /// Output already queued elsewhere that counts toward `out_limit`: on a
+    /// TLS connection, the encrypted bytes waiting in the connection's queue
+    /// while `out` collects new plaintext.
+    pub(crate) queued: usize,
     pub(crate) out_limit: usize,
     /// Set by `close()` or by an output overflow; the loop acts on it.
     pub(crate) verdict: &'a mut Option<CloseReason>,
@@ -204,7 +228,7 @@ impl<S> Conn<'_, S> {
         if *self.verdict == Some(CloseReason::OutputOverflow) {
             return;
         }
-        if self.out.len() + data.len() > self.out_limit {
+        if self.queued + self.out.len() + data.len() > self.out_limit {
             *self.verdict = Some(CloseReason::OutputOverflow);
             return;
         }
@@ -250,7 +274,7 @@ impl<S> fmt::Debug for Conn<'_, S> {
         f.debug_struct("Conn")
             .field("id", &self.id)
             .field("peer", &self.peer)
-            .field("queued", &self.out.len())
+            .field("queued", &(self.queued + self.out.len()))
             .field("closing", &self.verdict)
             .finish_non_exhaustive()
     }

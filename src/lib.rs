@@ -112,6 +112,8 @@ mod framing;
 mod handle;
 mod handler;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use budget::Overflow;
 pub use config::Builder;
@@ -119,3 +121,9 @@ pub use error::Error;
 pub use handle::{ConnHandle, ServerHandle, Stats, StopReport};
 pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
 pub use server::{Server, ServerThread};
+/// The rustls this crate is built with, for building a
+/// [`ServerConfig`](rustls::ServerConfig) of your own (feature `tls`).
+#[cfg(feature = "tls")]
+pub use rustls;
+#[cfg(feature = "tls")]
+pub use tls::{tls_config_from_pem, tls_provider};

@@ -54,6 +54,13 @@ impl Server {
     }
 
     pub(crate) fn new(config: Config, listener: StdListener) -> Result<Server, Error> {
+        // Certificate problems are the caller's to fix: report them before
+        // anything else is set up.
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(source) => Some(crate::tls::TlsShared::new(source, config.alpn.clone())?),
+            None => None,
+        };
         let local_addr = listener.local_addr()?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
@@ -64,6 +71,8 @@ impl Server {
             budget: Budget::new(config.acceptors, config.overflow),
             local_addr,
             loops: vec![Arc::new(LoopShared::new(waker))],
+            #[cfg(feature = "tls")]
+            tls,
         });
         Ok(Server {
             config,

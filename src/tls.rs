@@ -1,0 +1,305 @@
+//! TLS with rustls: building a `ServerConfig` from PEM files, and the
+//! per-connection TLS session the event loop drives.
+//!
+//! # Crypto provider
+//!
+//! netpool builds rustls with the **ring** provider only
+//! (`default-features = false, features = ["ring", "std", "tls12", "logging"]`):
+//! a cold release build takes about half the time of aws-lc-rs and needs no
+//! extra toolchain. Configs made here select it explicitly with
+//! `ServerConfig::builder_with_provider`, never through the process-wide
+//! default, so a dependency tree that also enables aws-lc-rs cannot make
+//! config building panic ("could not automatically determine the
+//! process-level CryptoProvider").
+//!
+//! To use another provider (aws-lc-rs, a FIPS build, a custom one), build your
+//! own [`rustls::ServerConfig`] with it and pass it to
+//! [`Builder::tls`](crate::Builder::tls) or
+//! [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls); netpool
+//! never looks at the provider of a config you built.
+//!
+//! # How the loop drives a session
+//!
+//! mio is edge-triggered, so per readiness event the loop repeats
+//! `read_tls` → `process_new_packets` → drain the decrypted plaintext → hand
+//! it to the line framer → `write_tls`, until the socket says `WouldBlock`.
+//! Plaintext is drained after *every* `process_new_packets`, so rustls's
+//! 16 KiB received-plaintext limit is never reached.
+//!
+//! # Backpressure
+//!
+//! The handler's replies are plaintext; rustls encrypts them at once and the
+//! loop moves every TLS byte out of rustls straight away: to the socket, and
+//! what the socket does not take into the connection's own output queue. So
+//! between events rustls buffers nothing, and the connection's queue holds
+//! exactly the TLS bytes not yet written. The water marks and
+//! [`output_limit`](crate::Builder::output_limit) apply to that count, the
+//! bytes that really wait for the peer, record overhead included.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ServerConfig, ServerConnection};
+use rustls::sign::CertifiedKey;
+
+use crate::error::Error;
+
+/// The crypto provider netpool uses for configs it builds: rustls's ring
+/// provider with its default cipher suites and key-exchange groups.
+pub fn tls_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds a [`ServerConfig`] from a PEM certificate chain (leaf first) and a
+/// PEM private key (PKCS#8, PKCS#1 or SEC1), with the ring provider, TLS 1.3
+/// and 1.2, no client authentication, and no ALPN.
+///
+/// Use it to adjust a config before handing it to
+/// [`Builder::tls`](crate::Builder::tls); [`Builder::tls_pem`](crate::Builder::tls_pem)
+/// does the same in one step.
+///
+/// # Errors
+///
+/// Each names the file at fault: [`Error::TlsFile`] (missing or unreadable),
+/// [`Error::TlsPem`] (not valid PEM), [`Error::TlsNoCertificate`],
+/// [`Error::TlsNoPrivateKey`], [`Error::TlsKeyMismatch`] (the key does not
+/// belong to the certificate), [`Error::TlsKeyRejected`] (a key type the
+/// provider cannot sign with).
+pub fn tls_config_from_pem(
+    cert_path: impl AsRef<Path>,
+    key_path: impl AsRef<Path>,
+) -> Result<ServerConfig, Error> {
+    let (cert_path, key_path) = (cert_path.as_ref(), key_path.as_ref());
+    let chain = load_certificates(cert_path)?;
+    let key = load_private_key(key_path)?;
+    let provider = tls_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => Error::TlsKeyMismatch {
+            cert: cert_path.to_path_buf(),
+            key: key_path.to_path_buf(),
+        },
+        other => Error::TlsKeyRejected {
+            path: key_path.to_path_buf(),
+            source: other,
+        },
+    })?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Tls)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    Ok(config)
+}
+
+fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(path, e))?;
+    if chain.is_empty() {
+        return Err(Error::TlsNoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(chain)
+}
+
+fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => Error::TlsNoPrivateKey {
+            path: path.to_path_buf(),
+        },
+        e => pem_error(path, e),
+    })
+}
+
+fn pem_error(path: &Path, e: pem::Error) -> Error {
+    let path = path.to_path_buf();
+    match e {
+        pem::Error::Io(source) => Error::TlsFile { path, source },
+        other => Error::TlsPem {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// What the builder was given for TLS, resolved at bind time.
+#[derive(Clone)]
+pub(crate) enum TlsSource {
+    Config(Arc<ServerConfig>),
+    Pem { cert: PathBuf, key: PathBuf },
+}
+
+impl fmt::Debug for TlsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsSource::Config(_) => f.write_str("Config(..)"),
+            TlsSource::Pem { cert, key } => f
+                .debug_struct("Pem")
+                .field("cert", cert)
+                .field("key", key)
+                .finish(),
+        }
+    }
+}
+
+/// The TLS settings of a server, shared by its loops and handles.
+///
+/// The config sits behind a mutex that is taken once per accepted TLS
+/// connection (a few tens of nanoseconds next to a handshake's public-key
+/// operations) so that a reload is in force for every connection accepted
+/// after [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls)
+/// returns.
+#[derive(Debug)]
+pub(crate) struct TlsShared {
+    config: Mutex<Arc<ServerConfig>>,
+    /// ALPN protocols the builder set, applied to every config (also
+    /// reloaded ones); `None` leaves a config's own list alone.
+    alpn: Option<Vec<Vec<u8>>>,
+}
+
+impl TlsShared {
+    /// Resolves the builder's source into a config.
+    pub(crate) fn new(
+        source: &TlsSource,
+        alpn: Option<Vec<Vec<u8>>>,
+    ) -> Result<TlsShared, Error> {
+        let config = match source {
+            TlsSource::Config(config) => config.clone(),
+            TlsSource::Pem { cert, key } => Arc::new(tls_config_from_pem(cert, key)?),
+        };
+        let config = Mutex::new(with_alpn(config, alpn.as_deref()));
+        Ok(TlsShared { config, alpn })
+    }
+
+    /// The config new connections get.
+    pub(crate) fn current(&self) -> Arc<ServerConfig> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the config for connections accepted from now on.
+    pub(crate) fn replace(&self, config: Arc<ServerConfig>) {
+        let config = with_alpn(config, self.alpn.as_deref());
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
+fn with_alpn(config: Arc<ServerConfig>, alpn: Option<&[Vec<u8>]>) -> Arc<ServerConfig> {
+    match alpn {
+        Some(alpn) if config.alpn_protocols != alpn => {
+            let mut config = (*config).clone();
+            config.alpn_protocols = alpn.to_vec();
+            Arc::new(config)
+        }
+        _ => config,
+    }
+}
+
+/// One connection's TLS state, kept beside its [`Connection`](crate::conn::Connection)
+/// (see [`Sessions`]).
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) tls: ServerConnection,
+    /// The handshake finished and the handler's `on_connect` ran, so the
+    /// handler is owed an `on_disconnect`. Until then the connection holds
+    /// one of the loop's handshake places.
+    pub(crate) greeted: bool,
+    /// Our close_notify is queued: nothing may be encrypted after it.
+    pub(crate) close_notify_sent: bool,
+}
+
+impl Session {
+    pub(crate) fn new(config: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
+        let mut tls = ServerConnection::new(config)?;
+        // The loop moves every TLS byte out of rustls at once (to the socket
+        // or the connection's queue), and bounds that queue itself; rustls's
+        // own 64 KiB limit would only turn a large reply into a short write.
+        tls.set_buffer_limit(None);
+        Ok(Session {
+            tls,
+            greeted: false,
+            close_notify_sent: false,
+        })
+    }
+}
+
+/// The TLS sessions of one loop, indexed by the connection's slab key.
+///
+/// Kept beside the connection slab rather than inside `Connection`: an
+/// `Option<Box<_>>` field there would grow every connection, plaintext ones
+/// included, from 120 to 128 bytes. Here a plaintext server's vector stays
+/// empty, and a TLS server pays one pointer per slot plus the boxed session.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    slots: Vec<Option<Box<Session>>>,
+}
+
+impl Sessions {
+    pub(crate) fn insert(&mut self, key: usize, session: Session) {
+        if self.slots.len() <= key {
+            self.slots.resize_with(key + 1, || None);
+        }
+        debug_assert!(self.slots[key].is_none(), "slot {key} already has a session");
+        self.slots[key] = Some(Box::new(session));
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut Session> {
+        self.slots.get_mut(key).and_then(|s| s.as_deref_mut())
+    }
+
+    pub(crate) fn remove(&mut self, key: usize) -> Option<Box<Session>> {
+        self.slots.get_mut(key).and_then(Option::take)
+    }
+}
+
+/// A socket wrapper that remembers whether the last read or write was short.
+///
+/// rustls reads into its own buffer and writes with `write_vectored`, so the
+/// loop cannot see how much was offered; this records it, and the loop takes
+/// the same shortcut as for plaintext (a short read proves the socket
+/// drained, a short write proves it full: see `event_loop.rs`).
+pub(crate) struct Probe<'a, S> {
+    pub(crate) inner: &'a mut S,
+    pub(crate) short: bool,
+}
+
+impl<'a, S> Probe<'a, S> {
+    pub(crate) fn new(inner: &'a mut S) -> Self {
+        Probe {
+            inner,
+            short: false,
+        }
+    }
+}
+
+impl<S: io::Read> io::Read for Probe<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
+impl<S: io::Write> io::Write for Probe<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.inner.write_vectored(bufs)?;
+        self.short = n < bufs.iter().map(|b| b.len()).sum();
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
