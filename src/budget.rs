@@ -192,7 +192,11 @@ mod tests {
         assert_eq!(b.try_acquire(), Admission::Serve);
         assert_eq!(b.try_acquire(), Admission::Refuse);
         b.release();
-        assert_eq!(b.try_acquire(), Admission::Serve, "a freed slot serves again");
+        assert_eq!(
+            b.try_acquire(),
+            Admission::Serve,
+            "a freed slot serves again"
+        );
     }
 
     #[test]

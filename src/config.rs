@@ -269,7 +269,10 @@ impl Builder {
     /// client that offers ALPN but none of these protocols is refused with a
     /// `no_application_protocol` alert.
     #[cfg(feature = "tls")]
-    pub fn alpn_protocols<P: Into<Vec<u8>>>(mut self, protocols: impl IntoIterator<Item = P>) -> Self {
+    pub fn alpn_protocols<P: Into<Vec<u8>>>(
+        mut self,
+        protocols: impl IntoIterator<Item = P>,
+    ) -> Self {
         self.config.alpn = Some(protocols.into_iter().map(Into::into).collect());
         self
     }

@@ -215,9 +215,7 @@ impl<S> Connection<S> {
             Phase::Open | Phase::Handshaking if writing => {
                 Some(Interest::READABLE | Interest::WRITABLE)
             }
-            Phase::Open | Phase::Handshaking | Phase::Lingering { .. } => {
-                Some(Interest::READABLE)
-            }
+            Phase::Open | Phase::Handshaking | Phase::Lingering { .. } => Some(Interest::READABLE),
             Phase::Throttled | Phase::Closing { .. } if writing => Some(Interest::WRITABLE),
             // A closing connection with nothing to write is finished on the
             // spot by the loop; a throttled one always has output.
@@ -362,7 +360,10 @@ mod tests {
             assert_eq!(c.phase(), Phase::Throttled);
             assert_eq!(c.wanted_interest(), Some(Interest::WRITABLE));
             c.out.advance(7);
-            assert!(!c.apply_water_marks(2, 8), "3 bytes is still above low water");
+            assert!(
+                !c.apply_water_marks(2, 8),
+                "3 bytes is still above low water"
+            );
             c.out.advance(1);
             assert!(c.apply_water_marks(2, 8), "resuming asks for a read");
             assert_eq!(c.phase(), Phase::Open);

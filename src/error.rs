@@ -103,7 +103,11 @@ impl fmt::Display for Error {
             }
             #[cfg(feature = "tls")]
             Error::TlsNoCertificate { path } => {
-                write!(f, "{}: no certificate (no CERTIFICATE PEM block)", path.display())
+                write!(
+                    f,
+                    "{}: no certificate (no CERTIFICATE PEM block)",
+                    path.display()
+                )
             }
             #[cfg(feature = "tls")]
             Error::TlsNoPrivateKey { path } => write!(

@@ -703,7 +703,10 @@ impl<H: Handler> EventLoop<H> {
         let handler = &mut self.handler;
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnect(closed))) {
             self.shared.counters.handler_panics.add(1);
-            log::error!("handler panicked in on_disconnect: {}", panic_message(&*panic));
+            log::error!(
+                "handler panicked in on_disconnect: {}",
+                panic_message(&*panic)
+            );
         }
     }
 
@@ -1148,7 +1151,11 @@ impl<H: Handler> Serving<'_, H> {
             send_tls(conn, session, counters);
             if eof {
                 if conn.phase() == Phase::Handshaking {
-                    log::debug!("{} {}: peer closed during the TLS handshake", conn.id, conn.peer);
+                    log::debug!(
+                        "{} {}: peer closed during the TLS handshake",
+                        conn.id,
+                        conn.peer
+                    );
                     conn.begin_close(CloseReason::PeerClosed, true);
                 }
                 // An open connection met the end in `take_plaintext`.
@@ -1178,9 +1185,15 @@ impl<H: Handler> Serving<'_, H> {
             session.tls.alpn_protocol().map(String::from_utf8_lossy),
         );
         let handler = &mut *self.handler;
-        with_conn(conn, self.write_buf, self.config, key, self.shared, true, |ctx, _| {
-            handler.on_connect(ctx)
-        });
+        with_conn(
+            conn,
+            self.write_buf,
+            self.config,
+            key,
+            self.shared,
+            true,
+            |ctx, _| handler.on_connect(ctx),
+        );
         flush_tls(conn, session, self.write_buf, &self.shared.counters);
     }
 

@@ -120,10 +120,10 @@ pub use config::Builder;
 pub use error::Error;
 pub use handle::{ConnHandle, ServerHandle, Stats, StopReport};
 pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
-pub use server::{Server, ServerThread};
 /// The rustls this crate is built with, for building a
 /// [`ServerConfig`](rustls::ServerConfig) of your own (feature `tls`).
 #[cfg(feature = "tls")]
 pub use rustls;
+pub use server::{Server, ServerThread};
 #[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, tls_provider};

@@ -165,10 +165,7 @@ pub(crate) struct TlsShared {
 
 impl TlsShared {
     /// Resolves the builder's source into a config.
-    pub(crate) fn new(
-        source: &TlsSource,
-        alpn: Option<Vec<Vec<u8>>>,
-    ) -> Result<TlsShared, Error> {
+    pub(crate) fn new(source: &TlsSource, alpn: Option<Vec<Vec<u8>>>) -> Result<TlsShared, Error> {
         let config = match source {
             TlsSource::Config(config) => config.clone(),
             TlsSource::Pem { cert, key } => Arc::new(tls_config_from_pem(cert, key)?),
@@ -179,7 +176,10 @@ impl TlsShared {
 
     /// The config new connections get.
     pub(crate) fn current(&self) -> Arc<ServerConfig> {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the config for connections accepted from now on.
@@ -244,7 +244,10 @@ impl Sessions {
         if self.slots.len() <= key {
             self.slots.resize_with(key + 1, || None);
         }
-        debug_assert!(self.slots[key].is_none(), "slot {key} already has a session");
+        debug_assert!(
+            self.slots[key].is_none(),
+            "slot {key} already has a session"
+        );
         self.slots[key] = Some(Box::new(session));
     }
 

@@ -1,0 +1,715 @@
+//! TLS over loopback: a rustls client and `openssl s_client` against the
+//! netpool loop, with certificates made by rcgen inside the tests.
+//!
+//! The helpers are TLS-specific and live here rather than in tests/util.
+
+#![cfg(feature = "tls")]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use netpool::rustls::{self, pki_types::CertificateDer, ClientConfig, ClientConnection};
+use netpool::{Builder, CloseReason, Conn, ConnHandle, Error, Server, ServerThread, Stats};
+
+/// How long any single wait may take before it counts as a failure.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+// ----- Helpers ---------------------------------------------------------------
+
+/// A self-signed certificate for `localhost` and its key, as PEM files in a
+/// directory of their own (removed on drop).
+struct TestCert {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    der: CertificateDer<'static>,
+}
+
+impl TestCert {
+    fn new() -> TestCert {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "netpool-tls-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        TestCert {
+            dir,
+            cert,
+            key,
+            der: generated.cert.der().clone(),
+        }
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn echo(line: &[u8], conn: &mut Conn) {
+    conn.send(line);
+    conn.send(b"\n");
+}
+
+fn start_tls(builder: Builder, cert: &TestCert) -> ServerThread {
+    let _ = env_logger::builder().is_test(true).try_init();
+    builder
+        .tls_pem(&cert.cert, &cert.key)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind a TLS server")
+        .spawn(echo)
+        .expect("spawn")
+}
+
+/// A client config trusting `roots`, with the ring provider and `versions`.
+fn client_config(
+    roots: &[&TestCert],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.der.clone()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(netpool::tls_provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+fn tls13(roots: &[&TestCert]) -> Arc<ClientConfig> {
+    client_config(roots, &[&rustls::version::TLS13])
+}
+
+/// Waits until `cond` holds, checking every millisecond, for at most
+/// [`DEADLINE`]. Returns whether it came to hold.
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}
+
+/// A non-blocking rustls client on a mio poll: it writes and reads at the
+/// same time, so a test can pipeline more than the socket buffers hold.
+struct TlsClient {
+    tls: ClientConnection,
+    sock: mio::net::TcpStream,
+    poll: Poll,
+    events: Events,
+    received: Vec<u8>,
+    /// The server's close_notify arrived.
+    close_notify: bool,
+    /// TCP end of stream.
+    eof: bool,
+    error: Option<rustls::Error>,
+}
+
+impl TlsClient {
+    fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsClient {
+        let std = TcpStream::connect(addr).expect("connect");
+        std.set_nonblocking(true).unwrap();
+        let mut sock = mio::net::TcpStream::from_std(std);
+        let poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut sock, Token(0), Interest::READABLE | Interest::WRITABLE)
+            .unwrap();
+        let tls = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        TlsClient {
+            tls,
+            sock,
+            poll,
+            events: Events::with_capacity(8),
+            received: Vec::new(),
+            close_notify: false,
+            eof: false,
+            error: None,
+        }
+    }
+
+    /// Sends `data` and moves bytes both ways until `done` holds, the
+    /// connection ends, or [`DEADLINE`] passes. Returns whether `done` held.
+    fn pump(&mut self, data: &[u8], done: impl Fn(&TlsClient) -> bool) -> bool {
+        let deadline = Instant::now() + DEADLINE;
+        let mut sent = 0;
+        loop {
+            while sent < data.len() && self.error.is_none() {
+                match self.tls.writer().write(&data[sent..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sent += n,
+                }
+            }
+            while self.tls.wants_write() {
+                match self.tls.write_tls(&mut self.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.eof = true;
+                        break;
+                    }
+                }
+            }
+            while !self.eof && self.error.is_none() {
+                match self.tls.read_tls(&mut self.sock) {
+                    Ok(0) => self.eof = true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => self.eof = true,
+                }
+                if let Err(e) = self.tls.process_new_packets() {
+                    self.error = Some(e);
+                    break;
+                }
+                self.take_plaintext();
+            }
+            if self.eof {
+                self.take_plaintext();
+            }
+            if done(self) {
+                return true;
+            }
+            if (self.eof && !self.tls.wants_write()) || self.error.is_some() {
+                return false;
+            }
+            if self.tls.wants_write() && !self.eof {
+                // Reading produced something to send (a handshake flight):
+                // send it before sleeping; no event would announce it.
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            match self.poll.poll(&mut self.events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("poll: {e}"),
+            }
+        }
+    }
+
+    fn take_plaintext(&mut self) {
+        let mut buf = [0; 16 * 1024];
+        loop {
+            match self.tls.reader().read(&mut buf) {
+                Ok(0) => {
+                    self.close_notify = true;
+                    return;
+                }
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn handshake(&mut self) -> bool {
+        self.pump(&[], |c| !c.tls.is_handshaking())
+    }
+
+    /// Sends `data` and returns the next `len` bytes received.
+    fn exchange(&mut self, data: &[u8], len: usize) -> Vec<u8> {
+        let ok = self.pump(data, |c| c.received.len() >= len);
+        assert!(
+            ok,
+            "wanted {len} bytes, got {} (eof {}, error {:?})",
+            self.received.len(),
+            self.eof,
+            self.error
+        );
+        self.received.drain(..len).collect()
+    }
+
+    /// The server's certificate.
+    fn server_cert(&self) -> CertificateDer<'static> {
+        self.tls.peer_certificates().unwrap()[0].clone()
+    }
+}
+
+/// A plain TCP client whose reads give up after [`DEADLINE`].
+fn raw_client(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream
+}
+
+/// Reads until the server closes; returns what came, or panics if nothing
+/// closed within the deadline.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+    }
+}
+
+fn stats(server: &ServerThread) -> Stats {
+    server.handle().stats()
+}
+
+// ----- Handshakes and echo ---------------------------------------------------
+
+/// A rustls client speaking TLS 1.3 gets its lines echoed, CRLF stripped.
+#[test]
+fn tls13_echo() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder(), &cert);
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    assert_eq!(
+        client.tls.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(client.exchange(b"hello\r\nworld\n", 12), b"hello\nworld\n");
+    assert_eq!(stats(&server).tls_handshakes, 1);
+    server.stop(DEADLINE).unwrap();
+}
+
+/// A client limited to TLS 1.2 is served too.
+#[test]
+fn tls12_echo() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder(), &cert);
+    let config = client_config(&[&cert], &[&rustls::version::TLS12]);
+    let mut client = TlsClient::connect(server.local_addr(), config);
+    assert!(client.handshake());
+    assert_eq!(
+        client.tls.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(client.exchange(b"twelve\n", 7), b"twelve\n");
+    server.stop(DEADLINE).unwrap();
+}
+
+/// The configured ALPN protocol is negotiated, and a client offering only
+/// others is refused by the handshake.
+#[test]
+fn alpn_is_negotiated() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder().alpn_protocols(["line/1"]), &cert);
+    let mut config = (*tls13(&[&cert])).clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"line/1".to_vec()];
+    let mut client = TlsClient::connect(server.local_addr(), Arc::new(config.clone()));
+    assert!(client.handshake());
+    assert_eq!(client.tls.alpn_protocol(), Some(&b"line/1"[..]));
+    assert_eq!(client.exchange(b"a\n", 2), b"a\n");
+
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut other = TlsClient::connect(server.local_addr(), Arc::new(config));
+    assert!(!other.handshake());
+    assert!(
+        other.error.is_some(),
+        "the handshake should fail with an alert"
+    );
+    assert!(wait_for(|| stats(&server).tls_handshake_failures == 1));
+    server.stop(DEADLINE).unwrap();
+}
+
+/// `openssl s_client` (TLS 1.3 and 1.2, verifying the certificate) gets its
+/// line echoed.
+#[test]
+fn openssl_s_client_interop() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl is not installed (.ci/run installs it)");
+        return;
+    }
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder(), &cert);
+    for version in ["-tls1_3", "-tls1_2"] {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", version])
+            .args(["-servername", "localhost", "-CAfile"])
+            .arg(&cert.cert)
+            .arg("-connect")
+            .arg(server.local_addr().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello openssl\n").unwrap();
+        stdin.flush().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0; 256];
+            while !got.ends_with(b"\n") {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(got);
+        });
+        let got = rx.recv_timeout(DEADLINE);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            got.expect("openssl answered"),
+            b"hello openssl\n",
+            "{version}"
+        );
+    }
+    assert_eq!(stats(&server).tls_handshakes, 2);
+    server.stop(DEADLINE).unwrap();
+}
+
+// ----- Certificates ----------------------------------------------------------
+
+/// Each PEM problem is an error that names the file and what is wrong.
+#[test]
+fn pem_errors_name_the_file() {
+    let a = TestCert::new();
+    let b = TestCert::new();
+    let bind = |cert: &Path, key: &Path| {
+        Server::builder()
+            .tls_pem(cert, key)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .map(drop)
+            .unwrap_err()
+    };
+
+    let missing = a.dir.join("missing.pem");
+    let e = bind(&missing, &a.key);
+    assert!(
+        matches!(&e, Error::TlsFile { path, .. } if *path == missing),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+
+    let e = bind(&a.key, &a.key);
+    assert!(
+        matches!(&e, Error::TlsNoCertificate { path } if *path == a.key),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("key.pem") && e.to_string().contains("no certificate"));
+
+    let e = bind(&a.cert, &a.cert);
+    assert!(
+        matches!(&e, Error::TlsNoPrivateKey { path } if *path == a.cert),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no private key"), "{e}");
+
+    let e = bind(&a.cert, &b.key);
+    assert!(
+        matches!(&e, Error::TlsKeyMismatch { cert, key } if *cert == a.cert && *key == b.key),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("does not match") && text.contains(&*b.key.to_string_lossy()),
+        "{text}"
+    );
+
+    let garbled = a.dir.join("garbled.pem");
+    std::fs::write(&garbled, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+    let e = bind(&garbled, &a.key);
+    assert!(
+        matches!(&e, Error::TlsPem { path, .. } if *path == garbled),
+        "{e:?}"
+    );
+}
+
+/// After `reload_tls_pem`, new connections get the new certificate while an
+/// established one keeps working; a bad reload keeps the config in force.
+#[test]
+fn reload_rotates_the_certificate() {
+    let a = TestCert::new();
+    let b = TestCert::new();
+    let server = start_tls(Server::builder(), &a);
+    let roots = tls13(&[&a, &b]);
+    let mut old = TlsClient::connect(server.local_addr(), roots.clone());
+    assert!(old.handshake());
+    assert_eq!(old.server_cert(), a.der);
+
+    server.handle().reload_tls_pem(&b.cert, &b.key).unwrap();
+    let mut new = TlsClient::connect(server.local_addr(), roots.clone());
+    assert!(new.handshake());
+    assert_eq!(new.server_cert(), b.der);
+    assert_eq!(new.exchange(b"new\n", 4), b"new\n");
+    assert_eq!(old.exchange(b"old\n", 4), b"old\n");
+
+    let e = server.handle().reload_tls_pem(&a.cert, &b.key).unwrap_err();
+    assert!(matches!(e, Error::TlsKeyMismatch { .. }), "{e:?}");
+    let mut after = TlsClient::connect(server.local_addr(), roots);
+    assert!(after.handshake());
+    assert_eq!(
+        after.server_cert(),
+        b.der,
+        "a failed reload keeps the config"
+    );
+    server.stop(DEADLINE).unwrap();
+}
+
+/// A plaintext server says so when asked to reload TLS.
+#[test]
+fn reload_on_a_plaintext_server_is_an_error() {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cert = TestCert::new();
+    let e = server
+        .handle()
+        .reload_tls_pem(&cert.cert, &cert.key)
+        .unwrap_err();
+    assert!(matches!(e, Error::TlsNotConfigured), "{e:?}");
+}
+
+// ----- Bad and slow clients --------------------------------------------------
+
+/// Plaintext or garbage sent to the TLS port is closed (after an alert), the
+/// server goes on, and a bystander is answered.
+#[test]
+fn plaintext_and_garbage_are_closed() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder(), &cert);
+    let mut bystander = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(bystander.handshake());
+
+    let mut plain = raw_client(server.local_addr());
+    plain.write_all(b"PING\r\n").unwrap();
+    let got = read_to_close(&mut plain);
+    assert_eq!(got.first(), Some(&0x15), "a TLS alert record: {got:?}");
+
+    let mut garbage = raw_client(server.local_addr());
+    let noise: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    garbage.write_all(&noise).unwrap();
+    read_to_close(&mut garbage);
+
+    assert!(wait_for(|| stats(&server).tls_handshake_failures == 2));
+    assert_eq!(bystander.exchange(b"still here\n", 11), b"still here\n");
+    assert_eq!(stats(&server).active, 1);
+    server.stop(DEADLINE).unwrap();
+}
+
+/// A client that opens TCP and never sends a ClientHello is closed at the
+/// handshake timeout, and blocks nobody meanwhile.
+#[test]
+fn a_stalled_handshake_times_out() {
+    let cert = TestCert::new();
+    let timeout = Duration::from_millis(300);
+    let server = start_tls(Server::builder().tls_handshake_timeout(timeout), &cert);
+    let started = Instant::now();
+    let mut stalled = raw_client(server.local_addr());
+
+    let mut bystander = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(bystander.handshake());
+    assert_eq!(bystander.exchange(b"quick\n", 6), b"quick\n");
+    assert_eq!(
+        stats(&server).tls_handshake_timeouts,
+        0,
+        "served before the timeout"
+    );
+
+    assert_eq!(read_to_close(&mut stalled), b"");
+    assert!(started.elapsed() >= timeout);
+    assert!(wait_for(|| stats(&server).tls_handshake_timeouts == 1));
+    assert_eq!(stats(&server).active, 1);
+    server.stop(DEADLINE).unwrap();
+}
+
+/// Past `max_handshakes` handshakes in progress, new connections are refused
+/// and counted apart; once one finishes, new ones are served again.
+#[test]
+fn the_handshake_cap_refuses_the_excess() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder().max_handshakes(2), &cert);
+    let stalled: Vec<TcpStream> = (0..2).map(|_| raw_client(server.local_addr())).collect();
+    assert!(wait_for(|| stats(&server).active == 2));
+
+    let mut refused = raw_client(server.local_addr());
+    read_to_close(&mut refused);
+    assert!(wait_for(|| stats(&server).tls_refused == 1));
+    assert_eq!(
+        stats(&server).refused,
+        0,
+        "counted apart from the budget's refusals"
+    );
+
+    drop(stalled);
+    assert!(wait_for(|| stats(&server).active == 0));
+    let config = tls13(&[&cert]);
+    // One after the other: established connections hold no handshake place.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = TlsClient::connect(server.local_addr(), config.clone());
+        assert!(client.handshake());
+        assert_eq!(client.exchange(b"in\n", 3), b"in\n");
+        clients.push(client);
+    }
+    assert_eq!(
+        stats(&server).tls_refused,
+        1,
+        "established ones do not count"
+    );
+    server.stop(DEADLINE).unwrap();
+}
+
+// ----- Data ------------------------------------------------------------------
+
+/// 1 MiB of pipelined lines comes back intact and in order, with the default
+/// water marks and with tiny ones that throttle the connection constantly.
+#[test]
+fn a_mebibyte_of_pipelined_lines_is_intact() {
+    let mut data = Vec::new();
+    let mut i = 0u64;
+    while data.len() < 1 << 20 {
+        let pad = "x".repeat((i % 97) as usize);
+        data.extend_from_slice(format!("line {i} {pad}\n").as_bytes());
+        i += 1;
+    }
+    let cert = TestCert::new();
+    for builder in [
+        Server::builder(),
+        Server::builder().output_water_marks(1024, 4096),
+    ] {
+        let server = start_tls(builder, &cert);
+        let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+        assert!(client.handshake());
+        let echoed = client.exchange(&data, data.len());
+        assert!(echoed == data, "the echo differs from what was sent");
+        assert_eq!(stats(&server).lines, i);
+        server.stop(DEADLINE).unwrap();
+    }
+}
+
+/// A reply larger than the output limit closes the connection; the limit
+/// counts encrypted bytes waiting, so a client that never reads cannot make
+/// the server buffer more than that.
+#[test]
+fn output_limit_counts_tls_bytes() {
+    let cert = TestCert::new();
+    let (tx, rx) = mpsc::channel();
+    let handler = move |line: &[u8], conn: &mut Conn| {
+        if line == b"flood" {
+            // 64 KiB replies until the limit trips.
+            let chunk = vec![b'z'; 64 * 1024];
+            while !conn.is_closing() {
+                conn.send(&chunk);
+            }
+            let _ = tx.send(());
+        }
+    };
+    let server = Server::builder()
+        .output_limit(256 * 1024)
+        .output_water_marks(16 * 1024, 64 * 1024)
+        .tls_pem(&cert.cert, &cert.key)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(handler)
+        .unwrap();
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    client.pump(b"flood\n", |_| false);
+    rx.recv_timeout(DEADLINE)
+        .expect("the handler hit the limit");
+    assert!(
+        client.eof || client.error.is_some(),
+        "the connection was closed"
+    );
+    assert!(wait_for(|| stats(&server).active == 0));
+    server.stop(DEADLINE).unwrap();
+}
+
+// ----- Closing ---------------------------------------------------------------
+
+/// `Conn::close` flushes the reply, then sends close_notify; the peer sees a
+/// clean TLS close, and the handler hears `Closed`.
+#[test]
+fn close_sends_close_notify() {
+    struct Quit(mpsc::Sender<CloseReason>);
+    impl netpool::Handler for Quit {
+        type State = ();
+        fn on_line(&mut self, line: &[u8], conn: &mut Conn) {
+            conn.send(line);
+            conn.send(b"\n");
+            if line == b"quit" {
+                conn.close();
+            }
+        }
+        fn on_disconnect(&mut self, closed: netpool::Disconnect<()>) {
+            let _ = self.0.send(closed.reason);
+        }
+    }
+    let cert = TestCert::new();
+    let (tx, rx) = mpsc::channel();
+    let server = Server::builder()
+        .tls_pem(&cert.cert, &cert.key)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(Quit(tx))
+        .unwrap();
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    assert!(client.pump(b"a\nquit\nnever\n", |c| c.close_notify));
+    assert_eq!(client.received, b"a\nquit\n");
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok(CloseReason::Closed));
+    server.stop(DEADLINE).unwrap();
+}
+
+/// A graceful stop flushes TLS replies and close_notify before closing.
+#[test]
+fn stop_sends_close_notify() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder(), &cert);
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    assert_eq!(client.exchange(b"before\n", 7), b"before\n");
+    let stopper = std::thread::spawn(move || server.stop(DEADLINE));
+    assert!(client.pump(&[], |c| c.close_notify));
+    let report = stopper.join().unwrap().unwrap();
+    assert_eq!(report.open_at_stop, 1);
+    assert_eq!(report.force_closed, 0);
+}
+
+/// A `ConnHandle` reaches a TLS connection from another thread, exactly as
+/// it reaches a plaintext one.
+#[test]
+fn conn_handles_work_over_tls() {
+    let cert = TestCert::new();
+    let (tx, rx) = mpsc::channel::<ConnHandle>();
+    let handler = move |line: &[u8], conn: &mut Conn| {
+        if line == b"handle" {
+            let _ = tx.send(conn.handle());
+        }
+    };
+    let server = Server::builder()
+        .tls_pem(&cert.cert, &cert.key)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(handler)
+        .unwrap();
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    client.pump(b"handle\n", |_| true);
+    let handle = rx.recv_timeout(DEADLINE).unwrap();
+    handle.send(&b"from afar\n"[..]).unwrap();
+    assert_eq!(client.exchange(&[], 10), b"from afar\n");
+    handle.close().unwrap();
+    assert!(client.pump(&[], |c| c.close_notify));
+    server.stop(DEADLINE).unwrap();
+}
