@@ -1130,7 +1130,13 @@ impl<H: Handler> Serving<'_, H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::debug!("{} {}: TLS read failed: {e}", conn.id, conn.peer);
-                    conn.begin_close(CloseReason::from_io(&e), true);
+                    // rustls says InvalidData for a handshake message too
+                    // large for its buffer: a TLS error like any other.
+                    let reason = match e.kind() {
+                        io::ErrorKind::InvalidData => CloseReason::Tls,
+                        _ => CloseReason::from_io(&e),
+                    };
+                    conn.begin_close(reason, true);
                     return;
                 }
             };

@@ -181,9 +181,11 @@ pub struct Stats {
     pub pause_episodes: u64,
     /// `accept` errors other than the harmless ones (e.g. `EMFILE`).
     pub accept_errors: u64,
-    /// Bytes read from all connections.
+    /// Bytes read from all connections (on a TLS server, TLS records as
+    /// they came off the wire).
     pub bytes_in: u64,
-    /// Bytes written to all connections.
+    /// Bytes written to all connections (on a TLS server, TLS records as
+    /// they went on the wire).
     pub bytes_out: u64,
     /// Lines handed to the handler.
     pub lines: u64,

@@ -4,6 +4,7 @@
 //! ```text
 //! [--addr 127.0.0.1:7000] [--acceptors 1024]
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
+//! [--tls-cert FILE --tls-key FILE]
 //! ```
 
 use std::io::Write;
@@ -27,7 +28,7 @@ pub struct Options {
 
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
-       [--refuse-message TEXT] [--max-line BYTES]
+       [--refuse-message TEXT] [--max-line BYTES] [--tls-cert FILE --tls-key FILE]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
   --acceptors N          connections served at once (default 1024)
@@ -35,6 +36,8 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
                          (STEP default 50, MAX default 10 x acceptors), or pause
   --refuse-message TEXT  line written to refused clients (a newline is added)
   --max-line BYTES       longest line accepted (default 65536)
+  --tls-cert FILE        serve TLS with this PEM certificate chain (leaf first)
+  --tls-key FILE         and this PEM private key (PKCS#8, PKCS#1 or SEC1)
 
 Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
 
@@ -58,6 +61,8 @@ impl Options {
         let mut overflow = None::<String>;
         let mut refuse_message = None::<String>;
         let mut max_line = 65536usize;
+        let mut tls_cert = None::<std::path::PathBuf>;
+        let mut tls_key = None::<std::path::PathBuf>;
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -66,6 +71,8 @@ impl Options {
                 Long("overflow") => overflow = Some(parser.value()?.string()?),
                 Long("refuse-message") => refuse_message = Some(parser.value()?.string()?),
                 Long("max-line") => max_line = parser.value()?.parse()?,
+                Long("tls-cert") => tls_cert = Some(parser.value()?.into()),
+                Long("tls-key") => tls_key = Some(parser.value()?.into()),
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -97,13 +104,21 @@ impl Options {
                 Overflow::Grow { step, max }
             }
             Some(other) => {
-                return Err(format!("--overflow {other}: expected refuse, grow[:STEP[:MAX]] or pause").into())
+                return Err(format!(
+                    "--overflow {other}: expected refuse, grow[:STEP[:MAX]] or pause"
+                )
+                .into())
             }
         };
         let mut builder = Server::builder()
             .acceptors(acceptors)
             .overflow(overflow)
             .max_line_len(max_line);
+        match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => builder = builder.tls_pem(cert, key),
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        }
         if let Some(mut message) = refuse_message {
             message.push('\n');
             builder = builder.refuse_message(message);
@@ -123,7 +138,7 @@ pub fn serve_until_signal<H: Handler + Send>(options: Options, handler: H) {
     let server = match options.builder.bind(options.addr) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", options.addr);
+            eprintln!("error: cannot serve on {}: {e}", options.addr);
             std::process::exit(1);
         }
     };
