@@ -46,6 +46,8 @@
 //! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
 //! - `handle.rs`: [`ServerHandle`], [`ConnHandle`], [`Stats`]: reaching the
 //!   loop from other threads through a command queue and mio's `Waker`.
+//! - `tls.rs`: TLS with rustls (feature `tls`, on by default): PEM loading,
+//!   the crypto provider, the per-connection session the loop drives.
 //! - `config.rs`: [`Builder`], every limit with its default.
 //! - `server.rs`: [`Server`]: bind, then run here or spawn.
 //! - `error.rs`: [`Error`].
@@ -86,10 +88,43 @@
 //! replies, shuts each one down for writing and closes it when the peer has
 //! finished, or when the grace period ends; see [`StopReport`].
 //!
+//! # TLS
+//!
+//! With the `tls` feature (on by default) a server speaks TLS 1.3 and 1.2
+//! through rustls, in the same loop and with the same handler:
+//! [`Builder::tls_pem`] (PEM files) or [`Builder::tls`] (a
+//! `rustls::ServerConfig` of your own), [`Builder::alpn_protocols`], and
+//! certificate rotation at run time with [`ServerHandle::reload_tls`] /
+//! [`ServerHandle::reload_tls_pem`]. The handshake never blocks the loop; it
+//! has a deadline ([`Builder::tls_handshake_timeout`]), and at most
+//! [`Builder::max_handshakes`] run at once. The handler meets a connection
+//! once its handshake is done. Encrypted output counts toward the same
+//! backpressure marks as plaintext. Stopping or [`Conn::close`] sends
+//! `close_notify` after the last reply. netpool builds its configs with the
+//! ring provider, selected explicitly; see [`tls_provider`] for why and how
+//! to use another.
+//!
+//! ```no_run
+//! use netpool::{Conn, Server};
+//!
+//! let server = Server::builder()
+//!     .tls_pem("cert.pem", "key.pem")
+//!     .bind("0.0.0.0:7443".parse().unwrap())?; // errors name the file at fault
+//! let handle = server.handle();
+//! let running = server.spawn(|line: &[u8], conn: &mut Conn| {
+//!     conn.send(line);
+//!     conn.send(b"\n");
+//! })?;
+//! // Later, after the certificate was renewed on disk:
+//! handle.reload_tls_pem("cert.pem", "key.pem")?;
+//! # Ok::<(), netpool::Error>(())
+//! ```
+//!
 //! # Connection life
 //!
 //! ```text
-//! Open ⇄ Throttled ─▶ Closing (flush) ─▶ Lingering (our FIN sent) ─▶ Closed
+//! (TLS) Handshaking ─▶ Open ⇄ Throttled ─▶ Closing (flush, close_notify)
+//!                        ─▶ Lingering (our FIN sent) ─▶ Closed
 //! ```
 //!
 //! Errors, output overflow and handler panics jump to `Closed` at once. The
@@ -97,8 +132,10 @@
 //!
 //! # Not (yet) here
 //!
-//! TLS, several loops per server, idle timeouts and the PROXY protocol are
-//! planned; see the README.
+//! Several loops per server, idle timeouts and the PROXY protocol are
+//! planned; see the README. TLS client certificates work through a
+//! `ServerConfig` of your own, but the handler cannot see them (nor the
+//! negotiated ALPN protocol or SNI name) yet.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]

@@ -51,6 +51,18 @@ use crate::error::Error;
 
 /// The crypto provider netpool uses for configs it builds: rustls's ring
 /// provider with its default cipher suites and key-exchange groups.
+///
+/// ring is chosen because a cold release build takes about half the time of
+/// aws-lc-rs and needs no extra toolchain. It is passed explicitly to
+/// `ServerConfig::builder_with_provider`, never installed as the process-wide
+/// default: with both providers enabled somewhere in a dependency tree,
+/// `ServerConfig::builder()` panics, and explicit selection cannot.
+///
+/// To use another provider, build a [`rustls::ServerConfig`] with it and pass
+/// that to [`Builder::tls`](crate::Builder::tls) and
+/// [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls). Use this
+/// function for a rustls *client* that should match the server (as the tests
+/// do).
 pub fn tls_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
