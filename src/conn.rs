@@ -122,6 +122,11 @@ pub(crate) struct Connection<S> {
     /// The incomplete last line (no `\n` in it yet); see `framing.rs`.
     pub(crate) partial: Vec<u8>,
     pub(crate) out: Outbox,
+    /// Whether this connection still counts against the accept budget. It
+    /// gives its slot back when it closes, or earlier, once it lingers: a
+    /// lingering connection is no longer served, only waiting for the peer to
+    /// hang up, and must not keep a waiting client out.
+    pub(crate) holds_slot: bool,
     pub(crate) state: S,
 }
 
@@ -136,6 +141,7 @@ impl<S: Default> Connection<S> {
             registered: Interest::READABLE,
             partial: Vec::new(),
             out: Outbox::default(),
+            holds_slot: true,
             state: S::default(),
         }
     }
@@ -275,7 +281,10 @@ mod tests {
             assert_eq!(c.phase(), Phase::Throttled);
             assert_eq!(c.wanted_interest(), Some(Interest::WRITABLE));
             c.out.advance(7);
-            assert!(!c.apply_water_marks(2, 8), "3 bytes is still above low water");
+            assert!(
+                !c.apply_water_marks(2, 8),
+                "3 bytes is still above low water"
+            );
             c.out.advance(1);
             assert!(c.apply_water_marks(2, 8), "resuming asks for a read");
             assert_eq!(c.phase(), Phase::Open);

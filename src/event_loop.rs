@@ -279,6 +279,10 @@ impl<H: Handler> EventLoop<H> {
                         self.accept.failing = false;
                         log::info!("accepting again after resource errors");
                     }
+                    let admission = match admission {
+                        Admission::Overflow => self.server.budget.admit_overflow(),
+                        other => other,
+                    };
                     match admission {
                         Admission::Serve => self.serve(stream, peer),
                         _ => self.refuse(stream, peer),
@@ -538,6 +542,7 @@ impl<H: Handler> EventLoop<H> {
                     // The peer's end-of-stream may already be waiting, its
                     // edge consumed while we were only writing: look now.
                     self.again.push((key, conn.id));
+                    release_slot(conn, &self.server, &mut self.accept);
                 } else {
                     conn.set_phase(Phase::Closed { reason });
                 }
@@ -567,11 +572,8 @@ impl<H: Handler> EventLoop<H> {
     /// the epoll set: no `deregister` call is needed, one syscall saved per
     /// connection.
     fn remove(&mut self, key: usize) {
-        let conn = self.conns.remove(key);
-        self.server.budget.release();
-        if self.accept.paused {
-            self.accept.again = true;
-        }
+        let mut conn = self.conns.remove(key);
+        release_slot(&mut conn, &self.server, &mut self.accept);
         let reason = match conn.phase() {
             Phase::Closed { reason }
             | Phase::Lingering { reason }
@@ -588,7 +590,10 @@ impl<H: Handler> EventLoop<H> {
         let handler = &mut self.handler;
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_disconnect(closed))) {
             self.shared.counters.handler_panics.add(1);
-            log::error!("handler panicked in on_disconnect: {}", panic_message(&*panic));
+            log::error!(
+                "handler panicked in on_disconnect: {}",
+                panic_message(&*panic)
+            );
         }
     }
 
@@ -819,6 +824,18 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
         }
     }
     write_buf.clear();
+}
+
+/// Gives the connection's acceptor slot back, once. A paused accept resumes
+/// at the end of this turn: the edge for the clients waiting in the backlog
+/// was consumed long ago, so no event will announce them.
+fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut AcceptState) {
+    if std::mem::replace(&mut conn.holds_slot, false) {
+        server.budget.release();
+        if accept.paused {
+            accept.again = true;
+        }
+    }
 }
 
 /// Applies the water marks; true when reading should resume.

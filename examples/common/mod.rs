@@ -97,7 +97,10 @@ impl Options {
                 Overflow::Grow { step, max }
             }
             Some(other) => {
-                return Err(format!("--overflow {other}: expected refuse, grow[:STEP[:MAX]] or pause").into())
+                return Err(format!(
+                    "--overflow {other}: expected refuse, grow[:STEP[:MAX]] or pause"
+                )
+                .into())
             }
         };
         let mut builder = Server::builder()
