@@ -27,12 +27,11 @@
 //! `again` and comes back to it without waiting for an edge that may never
 //! come.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -41,11 +40,12 @@ use slab::Slab;
 
 use crate::budget::Admission;
 use crate::config::Config;
-use crate::conn::{Connection, Phase};
+use crate::conn::{Connection, Phase, Timeout, Timeouts};
 use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
 use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+use crate::timers::{millis, Clock, Millis, TimerHeap};
 
 /// The listening socket's token.
 pub(crate) const LISTENER: Token = Token(0);
@@ -96,7 +96,7 @@ struct AcceptState {
     refusing: bool,
     /// `accept` failed for lack of resources; retrying at `retry_at`.
     failing: bool,
-    retry_at: Option<Instant>,
+    retry_at: Option<Millis>,
     /// Accept again at the end of this turn without waiting for an event:
     /// a slot freed while paused, the budget changed, or a turn was cut short.
     again: bool,
@@ -105,7 +105,7 @@ struct AcceptState {
 /// A stop in progress.
 #[derive(Debug)]
 struct Stopping {
-    deadline: Instant,
+    deadline: Millis,
     open_at_stop: usize,
     waiters: Vec<std::sync::mpsc::Sender<StopReport>>,
 }
@@ -134,11 +134,11 @@ pub(crate) struct EventLoop<H: Handler> {
     /// Connections to drive again this turn without an event (see `# Draining
     /// readiness`). The id guards against a slot reused meanwhile.
     again: Vec<(usize, ConnId)>,
-    /// Lingering closes, by deadline. Every entry has the same timeout, so
-    /// arrival order *is* deadline order: a FIFO is a complete timer queue,
-    /// O(1) to add and to expire. Entries whose connection closed earlier are
-    /// skipped when they come up (lazy deletion).
-    lingering: VecDeque<(Instant, usize, ConnId)>,
+    /// "Now" for this turn, read once after `poll` returns.
+    clock: Clock,
+    /// When to look at which connection again (idle, write stall, linger).
+    timers: TimerHeap,
+    timeouts: Timeouts,
     stopping: Option<Stopping>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
@@ -155,6 +155,11 @@ impl<H: Handler> EventLoop<H> {
     ) -> Self {
         let shared = server.loops[index].clone();
         let read_buf = vec![0; config.read_buffer].into_boxed_slice();
+        let timeouts = Timeouts {
+            idle: millis(config.idle_timeout),
+            write_stall: millis(config.write_stall_timeout),
+            linger: millis(config.linger).unwrap_or(1),
+        };
         EventLoop {
             poll,
             listener: Some(listener),
@@ -169,7 +174,9 @@ impl<H: Handler> EventLoop<H> {
             write_buf: Vec::new(),
             accept: AcceptState::default(),
             again: Vec::new(),
-            lingering: VecDeque::new(),
+            clock: Clock::new(),
+            timers: TimerHeap::default(),
+            timeouts,
             stopping: None,
             commands: Vec::new(),
         }
@@ -206,6 +213,7 @@ impl<H: Handler> EventLoop<H> {
                     return Err(e.into());
                 }
             }
+            self.clock.tick();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_connections(),
@@ -231,12 +239,11 @@ impl<H: Handler> EventLoop<H> {
         }
         let deadlines = [
             self.accept.retry_at,
-            self.lingering.front().map(|l| l.0),
+            self.timers.next(),
             self.stopping.as_ref().map(|s| s.deadline),
         ];
         let next = deadlines.into_iter().flatten().min()?;
-        // mio rounds a sub-millisecond timeout up, never down to a busy spin.
-        Some(next.saturating_duration_since(Instant::now()))
+        Some(self.clock.until(next))
     }
 
     // ----- Accepting ------------------------------------------------------
@@ -327,7 +334,8 @@ impl<H: Handler> EventLoop<H> {
         } else {
             log::debug!("accept still failing: {e}");
         }
-        self.accept.retry_at = Some(Instant::now() + self.config.accept_backoff);
+        self.accept.retry_at =
+            Some(self.clock.now() + self.config.accept_backoff.as_millis() as Millis);
     }
 
     /// Registers a newly accepted connection and greets the handler.
@@ -355,7 +363,7 @@ impl<H: Handler> EventLoop<H> {
         }
         let id = ConnId(self.next_id);
         self.next_id += self.id_step;
-        let conn = entry.insert(Connection::new(stream, peer, id));
+        let conn = entry.insert(Connection::new(stream, peer, id, self.clock.now()));
         self.shared.counters.accepted.add(1);
         log::debug!("{id} {peer}: accepted");
 
@@ -368,7 +376,12 @@ impl<H: Handler> EventLoop<H> {
             &self.shared,
             |ctx, _| handler.on_connect(ctx),
         );
-        flush(conn, &mut self.write_buf, &self.shared.counters);
+        flush(
+            conn,
+            &mut self.write_buf,
+            &self.shared.counters,
+            self.clock.now(),
+        );
         self.after_output(key);
         self.settle(key);
     }
@@ -422,6 +435,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         let counters = &self.shared.counters;
+        let now = self.clock.now();
         for _ in 0..READS_PER_TURN {
             let lingering = match conn.phase() {
                 Phase::Open => false,
@@ -464,6 +478,9 @@ impl<H: Handler> EventLoop<H> {
                         );
                         if let Some((framed, lines)) = framed {
                             counters.lines.add(lines);
+                            if lines > 0 {
+                                conn.last_active = now;
+                            }
                             if framed == Err(FrameError::LineTooLong) {
                                 log::debug!(
                                     "{} {}: line longer than {} bytes, closing",
@@ -474,7 +491,7 @@ impl<H: Handler> EventLoop<H> {
                                 conn.begin_close(CloseReason::LineTooLong, false);
                             }
                         }
-                        flush(conn, &mut self.write_buf, counters);
+                        flush(conn, &mut self.write_buf, counters, now);
                         if apply_marks(conn, &self.config) {
                             self.again.push((key, conn.id));
                         }
@@ -508,6 +525,10 @@ impl<H: Handler> EventLoop<H> {
             Ok(n) => {
                 self.shared.counters.bytes_out.add(n as u64);
                 conn.out.advance(n);
+                if n > 0 {
+                    conn.last_active = self.clock.now();
+                    conn.last_progress = self.clock.now();
+                }
             }
             Err(e) => conn.begin_close(CloseReason::from_io(&e), true),
         }
@@ -537,8 +558,7 @@ impl<H: Handler> EventLoop<H> {
                 let shut = conn.stream.shutdown(Shutdown::Write);
                 if linger && shut.is_ok() {
                     conn.set_phase(Phase::Lingering { reason });
-                    let deadline = Instant::now() + self.config.linger;
-                    self.lingering.push_back((deadline, key, conn.id));
+                    conn.last_progress = self.clock.now();
                     // The peer's end-of-stream may already be waiting, its
                     // edge consumed while we were only writing: look now.
                     self.again.push((key, conn.id));
@@ -562,7 +582,30 @@ impl<H: Handler> EventLoop<H> {
                 log::warn!("{} {}: re-register failed: {e}", conn.id, conn.peer);
                 conn.begin_close(CloseReason::from_io(&e), true);
                 self.remove(key);
+                return;
             }
+        }
+        // Keep one wake-up in the timer heap at or before the connection's
+        // next deadline; a later deadline is found when that one comes up.
+        if let Some((at, _)) = conn.deadline(&self.timeouts) {
+            if conn.timer_at.map_or(true, |t| at < t) {
+                conn.timer_at = Some(at);
+                self.timers.schedule(at, key, conn.id);
+            }
+        }
+    }
+
+    /// A timeout came due for the connection in slot `key`.
+    fn fire(&mut self, key: usize, timeout: Timeout) {
+        let conn = &mut self.conns[key];
+        log::debug!("{} {}: {timeout:?} timeout", conn.id, conn.peer);
+        match (timeout, conn.phase()) {
+            (Timeout::Idle, _) => conn.begin_close(CloseReason::IdleTimeout, false),
+            (Timeout::WriteStall, _) => conn.begin_close(CloseReason::WriteStalled, true),
+            (Timeout::Linger, Phase::Lingering { reason }) => {
+                conn.set_phase(Phase::Closed { reason })
+            }
+            (Timeout::Linger, _) => {}
         }
     }
 
@@ -632,6 +675,7 @@ impl<H: Handler> EventLoop<H> {
 
     fn send_from_handle(&mut self, key: usize, id: ConnId, data: &[u8]) {
         let limit = self.config.output_limit;
+        let now = self.clock.now();
         let Some(conn) = self.live(key, id) else {
             return;
         };
@@ -643,6 +687,9 @@ impl<H: Handler> EventLoop<H> {
         if conn.out.len() + data.len() > limit {
             conn.begin_close(CloseReason::OutputOverflow, true);
         } else {
+            if conn.out.is_empty() {
+                conn.last_progress = now; // the stall clock starts
+            }
             conn.out.for_append().extend_from_slice(data);
             self.write_pending(key);
         }
@@ -654,24 +701,27 @@ impl<H: Handler> EventLoop<H> {
     /// Work that does not come with an event: expired timers, accepts and
     /// reads that were cut short or unblocked.
     fn run_deferred(&mut self) {
-        if self.accept.retry_at.is_some() || !self.lingering.is_empty() {
-            let now = Instant::now();
-            if self.accept.retry_at.is_some_and(|t| t <= now) {
-                self.accept.retry_at = None;
-                self.accept.again = true;
+        let now = self.clock.now();
+        if self.accept.retry_at.is_some_and(|t| t <= now) {
+            self.accept.retry_at = None;
+            self.accept.again = true;
+        }
+        while let Some((at, key, id)) = self.timers.pop_due(now) {
+            // Skip entries of closed connections, and entries superseded by
+            // an earlier wake-up of the same connection (lazy deletion).
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.id != id || conn.timer_at != Some(at) {
+                continue;
             }
-            while let Some(&(deadline, key, id)) = self.lingering.front() {
-                if deadline > now {
-                    break;
-                }
-                self.lingering.pop_front();
-                if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
-                    if let Phase::Lingering { reason } = conn.phase() {
-                        conn.set_phase(Phase::Closed { reason });
-                        self.remove(key);
-                    }
-                }
+            conn.timer_at = None;
+            match conn.deadline(&self.timeouts) {
+                Some((deadline, timeout)) if deadline <= now => self.fire(key, timeout),
+                // Activity moved the deadline: `settle` re-queues it.
+                _ => {}
             }
+            self.settle(key);
         }
         if self.accept.again {
             self.accept_connections();
@@ -705,7 +755,7 @@ impl<H: Handler> EventLoop<H> {
             self.conns.len()
         );
         self.stopping = Some(Stopping {
-            deadline: Instant::now() + grace,
+            deadline: self.clock.now() + grace.as_millis() as Millis,
             open_at_stop: self.conns.len(),
             waiters: done.into_iter().collect(),
         });
@@ -725,7 +775,7 @@ impl<H: Handler> EventLoop<H> {
             force_closed: 0,
         };
         if !self.conns.is_empty() {
-            if Instant::now() < stopping.deadline {
+            if self.clock.now() < stopping.deadline {
                 return None;
             }
             let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -808,7 +858,7 @@ fn with_conn<S, R>(
 
 /// Writes what the handler produced into the shared write buffer; whatever
 /// the socket does not take moves to the connection's own output queue.
-fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counters) {
+fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counters, now: Millis) {
     if write_buf.is_empty() {
         return;
     }
@@ -816,6 +866,12 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
         match write_some(&mut conn.stream, write_buf) {
             Ok(n) => {
                 counters.bytes_out.add(n as u64);
+                // Progress, or the moment output starts to wait: either way
+                // the stall clock starts from now.
+                conn.last_progress = now;
+                if n > 0 {
+                    conn.last_active = now;
+                }
                 if n < write_buf.len() {
                     conn.out.for_append().extend_from_slice(&write_buf[n..]);
                 }

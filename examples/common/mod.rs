@@ -27,7 +27,7 @@ pub struct Options {
 
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
-       [--refuse-message TEXT] [--max-line BYTES]
+       [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
   --acceptors N          connections served at once (default 1024)
@@ -35,6 +35,7 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
                          (STEP default 50, MAX default 10 x acceptors), or pause
   --refuse-message TEXT  line written to refused clients (a newline is added)
   --max-line BYTES       longest line accepted (default 65536)
+  --idle-timeout SECS    close connections silent this long (default 0: off)
 
 Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
 
@@ -58,6 +59,7 @@ impl Options {
         let mut overflow = None::<String>;
         let mut refuse_message = None::<String>;
         let mut max_line = 65536usize;
+        let mut idle_secs = 0f64;
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -66,6 +68,7 @@ impl Options {
                 Long("overflow") => overflow = Some(parser.value()?.string()?),
                 Long("refuse-message") => refuse_message = Some(parser.value()?.string()?),
                 Long("max-line") => max_line = parser.value()?.parse()?,
+                Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -106,7 +109,11 @@ impl Options {
         let mut builder = Server::builder()
             .acceptors(acceptors)
             .overflow(overflow)
-            .max_line_len(max_line);
+            .max_line_len(max_line)
+            .idle_timeout(
+                Duration::try_from_secs_f64(idle_secs)
+                    .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
+            );
         if let Some(mut message) = refuse_message {
             message.push('\n');
             builder = builder.refuse_message(message);
