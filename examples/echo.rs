@@ -5,19 +5,19 @@
 //! ```text
 //! cargo run --release --example echo -- [--addr 127.0.0.1:7000] [--acceptors 1024]
 //!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//!     [--tls-cert FILE --tls-key FILE]
+//!     [--idle-timeout SECS] [--tls-cert FILE --tls-key FILE]
 //! ```
 //!
-//! Poke it with `nc 127.0.0.1 7000` and type lines.
-//!
-//! With `--tls-cert cert.pem --tls-key key.pem` it serves the same lines over
-//! TLS; poke it with `openssl s_client -quiet -connect 127.0.0.1:7000`. A
-//! throwaway certificate:
-//! `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1
-//! -subj /CN=localhost -keyout key.pem -out cert.pem`. Try `--acceptors 1
+//! Poke it with `nc 127.0.0.1 7000` and type lines. Try `--acceptors 1
 //! --refuse-message busy` and open a second `nc` to see a refusal; or
 //! `--overflow pause` and watch the second one wait until the first quits.
 //! Ctrl-C (or SIGTERM) stops it gracefully and prints the final stats.
+//!
+//! With `--tls-cert cert.pem --tls-key key.pem` it serves the same lines over
+//! TLS; poke it with `openssl s_client -quiet -connect 127.0.0.1:7000`. A
+//! throwaway certificate for that:
+//! `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes
+//! -days 1 -subj /CN=localhost -keyout key.pem -out cert.pem`.
 
 mod common;
 

@@ -67,16 +67,20 @@ impl Overflow {
     }
 }
 
-/// The verdict on one connection waiting to be accepted.
+/// The verdict on a connection, before or after it is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// A slot was reserved: accept and serve. The reservation must be given
-    /// back with [`Budget::release`], also if the accept then fails.
+    /// A slot was reserved: serve. The reservation must be given back with
+    /// [`Budget::release`], also if the accept then fails.
     Serve,
-    /// No slot: accept and refuse.
-    Refuse,
-    /// No slot: leave the connection in the backlog.
+    /// No slot, and the strategy waits: leave the connection in the backlog.
     Pause,
+    /// No slot: accept, then ask [`Budget::admit_overflow`] (grow or refuse).
+    /// Growing is decided only once a connection is really there, so a drained
+    /// accept queue never grows the budget.
+    Overflow,
+    /// No slot: refuse the accepted connection.
+    Refuse,
 }
 
 /// The slot counter shared by every loop of a server.
@@ -102,46 +106,63 @@ impl Budget {
         }
     }
 
-    /// Tries to reserve a slot for one new connection.
+    /// Before `accept`: reserves a slot if one is free, else says what the
+    /// strategy wants ([`Admission::Pause`] or [`Admission::Overflow`]).
     pub(crate) fn try_acquire(&self) -> Admission {
+        if self.reserve() {
+            Admission::Serve
+        } else if self.overflow() == Overflow::Pause {
+            Admission::Pause
+        } else {
+            Admission::Overflow
+        }
+    }
+
+    /// After `accept`, for a connection that met a full budget: grows the
+    /// budget if the strategy allows and reserves a slot ([`Admission::Serve`]),
+    /// or says [`Admission::Refuse`].
+    pub(crate) fn admit_overflow(&self) -> Admission {
+        loop {
+            if self.reserve() {
+                return Admission::Serve; // a slot freed meanwhile
+            }
+            let Overflow::Grow { step, max } = self.overflow() else {
+                return Admission::Refuse;
+            };
+            let limit = self.limit.load(Ordering::Acquire);
+            let grown = limit.saturating_add(step.max(1)).min(max);
+            if grown <= limit {
+                return Admission::Refuse; // at the ceiling
+            }
+            // Only one racer grows the budget; the others re-read it.
+            if self
+                .limit
+                .compare_exchange(limit, grown, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.grown.fetch_add(1, Ordering::Relaxed);
+                log::info!("accept budget grown from {limit} to {grown} slots");
+            }
+        }
+    }
+
+    /// Takes a slot if `active < limit`. The compare-and-swap is what keeps
+    /// the count exact across loops: two loops can both see a free slot, only
+    /// one of them gets it.
+    fn reserve(&self) -> bool {
         let mut active = self.active.load(Ordering::Relaxed);
         loop {
-            let limit = self.limit.load(Ordering::Relaxed);
-            if active < limit {
-                // The CAS is what makes the count exact across loops: two
-                // loops can both see `active < limit`, only one wins the slot.
-                match self.active.compare_exchange_weak(
-                    active,
-                    active + 1,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Admission::Serve,
-                    Err(now) => {
-                        active = now;
-                        continue;
-                    }
-                }
+            if active >= self.limit.load(Ordering::Acquire) {
+                return false;
             }
-            match self.overflow() {
-                Overflow::Refuse => return Admission::Refuse,
-                Overflow::Pause => return Admission::Pause,
-                Overflow::Grow { step, max } => {
-                    let grown = limit.saturating_add(step.max(1)).min(max);
-                    if grown <= limit || active >= grown {
-                        return Admission::Refuse;
-                    }
-                    // Only one racer grows the budget; the others re-read it.
-                    if self
-                        .limit
-                        .compare_exchange(limit, grown, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        self.grown.fetch_add(1, Ordering::Relaxed);
-                        log::info!("accept budget grown from {limit} to {grown} slots");
-                    }
-                    active = self.active.load(Ordering::Relaxed);
-                }
+            match self.active.compare_exchange_weak(
+                active,
+                active + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => active = now,
             }
         }
     }
@@ -185,18 +206,22 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// What the loop does for one connection that is really there.
+    fn admit(b: &Budget) -> Admission {
+        match b.try_acquire() {
+            Admission::Overflow => b.admit_overflow(),
+            other => other,
+        }
+    }
+
     #[test]
     fn refuse_serves_exactly_the_limit() {
         let b = Budget::new(2, Overflow::Refuse);
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.try_acquire(), Admission::Refuse);
+        assert_eq!(admit(&b), Admission::Serve);
+        assert_eq!(admit(&b), Admission::Serve);
+        assert_eq!(admit(&b), Admission::Refuse);
         b.release();
-        assert_eq!(
-            b.try_acquire(),
-            Admission::Serve,
-            "a freed slot serves again"
-        );
+        assert_eq!(admit(&b), Admission::Serve, "a freed slot serves again");
     }
 
     #[test]
@@ -210,18 +235,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_budget_does_not_grow_before_a_connection_is_there() {
+        let b = Budget::new(1, Overflow::Grow { step: 5, max: 10 });
+        assert_eq!(b.try_acquire(), Admission::Serve);
+        assert_eq!(b.try_acquire(), Admission::Overflow);
+        assert_eq!(b.limit(), 1, "asking is free");
+        assert_eq!(b.admit_overflow(), Admission::Serve);
+        assert_eq!(b.limit(), 6);
+    }
+
+    #[test]
     fn grow_adds_exactly_step_up_to_max_then_refuses() {
         let b = Budget::new(2, Overflow::Grow { step: 3, max: 6 });
         for _ in 0..2 {
-            assert_eq!(b.try_acquire(), Admission::Serve);
+            assert_eq!(admit(&b), Admission::Serve);
         }
-        assert_eq!(b.try_acquire(), Admission::Serve);
+        assert_eq!(admit(&b), Admission::Serve);
         assert_eq!(b.limit(), 5, "grew by exactly one step");
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.try_acquire(), Admission::Serve);
+        assert_eq!(admit(&b), Admission::Serve);
+        assert_eq!(admit(&b), Admission::Serve);
+        assert_eq!(admit(&b), Admission::Serve);
         assert_eq!(b.limit(), 6, "the last step is cut at max");
-        assert_eq!(b.try_acquire(), Admission::Refuse);
+        assert_eq!(admit(&b), Admission::Refuse);
         assert_eq!(b.grown(), 2);
     }
 
@@ -229,16 +264,16 @@ mod tests {
     fn lowering_the_limit_keeps_served_connections() {
         let b = Budget::new(3, Overflow::Refuse);
         for _ in 0..3 {
-            b.try_acquire();
+            admit(&b);
         }
         b.set_limit(1);
         assert_eq!(b.active(), 3);
-        assert_eq!(b.try_acquire(), Admission::Refuse);
+        assert_eq!(admit(&b), Admission::Refuse);
         b.release();
         b.release();
-        assert_eq!(b.try_acquire(), Admission::Refuse, "still at the new limit");
+        assert_eq!(admit(&b), Admission::Refuse, "still at the new limit");
         b.release();
-        assert_eq!(b.try_acquire(), Admission::Serve);
+        assert_eq!(admit(&b), Admission::Serve);
     }
 
     #[test]
@@ -248,9 +283,7 @@ mod tests {
             .map(|_| {
                 let b = b.clone();
                 std::thread::spawn(move || {
-                    (0..1000)
-                        .filter(|_| b.try_acquire() == Admission::Serve)
-                        .count()
+                    (0..1000).filter(|_| admit(&b) == Admission::Serve).count()
                 })
             })
             .map(|t| t.join().unwrap())

@@ -30,6 +30,8 @@ pub(crate) struct Config {
     pub(crate) low_water: usize,
     pub(crate) output_limit: usize,
     pub(crate) linger: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) write_stall_timeout: Duration,
     pub(crate) accept_backoff: Duration,
     pub(crate) events_capacity: usize,
     /// Serve TLS with this config (or these PEM files).
@@ -55,6 +57,8 @@ impl Default for Config {
             low_water: 16 * 1024,
             output_limit: 1024 * 1024,
             linger: Duration::from_secs(2),
+            idle_timeout: Duration::ZERO,
+            write_stall_timeout: Duration::from_secs(30),
             accept_backoff: Duration::from_millis(100),
             events_capacity: 1024,
             #[cfg(feature = "tls")]
@@ -86,6 +90,9 @@ impl Config {
             if max < self.acceptors {
                 return bad("Overflow::Grow's max must be at least the number of acceptors");
             }
+        }
+        if self.linger.is_zero() {
+            return bad("linger must be positive");
         }
         if self.events_capacity == 0 {
             return bad("events_capacity must be at least 1");
@@ -215,6 +222,25 @@ impl Builder {
     /// latest after this long (nginx calls it lingering close).
     pub fn linger(mut self, timeout: Duration) -> Self {
         self.config.linger = timeout;
+        self
+    }
+
+    /// Closes a connection on which no complete line arrived and no output
+    /// made progress for this long ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)).
+    /// Bytes without a newline do not count as activity, so a client that
+    /// trickles a line byte by byte (slowloris) is closed too. Default:
+    /// `Duration::ZERO`, off.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection whose queued output made no progress for this
+    /// long: the peer stopped reading ([`CloseReason::WriteStalled`](crate::CloseReason::WriteStalled)).
+    /// This is what bounds a graceful close to a peer that never reads.
+    /// Default 30 s; `Duration::ZERO` turns it off.
+    pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_stall_timeout = timeout;
         self
     }
 

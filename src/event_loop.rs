@@ -27,12 +27,13 @@
 //! `again` and comes back to it without waiting for an edge that may never
 //! come.
 
+#[cfg(feature = "tls")]
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -41,11 +42,12 @@ use slab::Slab;
 
 use crate::budget::Admission;
 use crate::config::Config;
-use crate::conn::{Connection, Phase};
+use crate::conn::{Connection, Phase, Timeout, Timeouts};
 use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
 use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+use crate::timers::{millis, Clock, Millis, TimerHeap};
 #[cfg(feature = "tls")]
 use crate::tls::{Probe, Session, Sessions};
 
@@ -102,7 +104,7 @@ struct AcceptState {
     tls_refusing: bool,
     /// `accept` failed for lack of resources; retrying at `retry_at`.
     failing: bool,
-    retry_at: Option<Instant>,
+    retry_at: Option<Millis>,
     /// Accept again at the end of this turn without waiting for an event:
     /// a slot freed while paused, the budget changed, or a turn was cut short.
     again: bool,
@@ -111,7 +113,7 @@ struct AcceptState {
 /// A stop in progress.
 #[derive(Debug)]
 struct Stopping {
-    deadline: Instant,
+    deadline: Millis,
     open_at_stop: usize,
     waiters: Vec<std::sync::mpsc::Sender<StopReport>>,
 }
@@ -140,11 +142,11 @@ pub(crate) struct EventLoop<H: Handler> {
     /// Connections to drive again this turn without an event (see `# Draining
     /// readiness`). The id guards against a slot reused meanwhile.
     again: Vec<(usize, ConnId)>,
-    /// Lingering closes, by deadline. Every entry has the same timeout, so
-    /// arrival order *is* deadline order: a FIFO is a complete timer queue,
-    /// O(1) to add and to expire. Entries whose connection closed earlier are
-    /// skipped when they come up (lazy deletion).
-    lingering: VecDeque<(Instant, usize, ConnId)>,
+    /// "Now" for this turn, read once after `poll` returns.
+    clock: Clock,
+    /// When to look at which connection again (idle, write stall, linger).
+    timers: TimerHeap,
+    timeouts: Timeouts,
     stopping: Option<Stopping>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
@@ -159,7 +161,10 @@ pub(crate) struct EventLoop<H: Handler> {
     /// timeout, so a FIFO is the whole timer queue; entries whose handshake
     /// finished (or whose connection closed) are skipped when they come up.
     #[cfg(feature = "tls")]
-    handshakes: VecDeque<(Instant, usize, ConnId)>,
+    handshakes: VecDeque<(Millis, usize, ConnId)>,
+    /// The handshake timeout, in the clock's milliseconds.
+    #[cfg(feature = "tls")]
+    handshake_timeout: Millis,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -173,6 +178,13 @@ impl<H: Handler> EventLoop<H> {
     ) -> Self {
         let shared = server.loops[index].clone();
         let read_buf = vec![0; config.read_buffer].into_boxed_slice();
+        let timeouts = Timeouts {
+            idle: millis(config.idle_timeout),
+            write_stall: millis(config.write_stall_timeout),
+            linger: millis(config.linger).unwrap_or(1),
+        };
+        #[cfg(feature = "tls")]
+        let handshake_timeout = millis(config.handshake_timeout).unwrap_or(1);
         EventLoop {
             poll,
             listener: Some(listener),
@@ -187,7 +199,9 @@ impl<H: Handler> EventLoop<H> {
             write_buf: Vec::new(),
             accept: AcceptState::default(),
             again: Vec::new(),
-            lingering: VecDeque::new(),
+            clock: Clock::new(),
+            timers: TimerHeap::default(),
+            timeouts,
             stopping: None,
             commands: Vec::new(),
             #[cfg(feature = "tls")]
@@ -196,6 +210,8 @@ impl<H: Handler> EventLoop<H> {
             handshaking: 0,
             #[cfg(feature = "tls")]
             handshakes: VecDeque::new(),
+            #[cfg(feature = "tls")]
+            handshake_timeout,
         }
     }
 
@@ -230,6 +246,7 @@ impl<H: Handler> EventLoop<H> {
                     return Err(e.into());
                 }
             }
+            self.clock.tick();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_connections(),
@@ -259,13 +276,12 @@ impl<H: Handler> EventLoop<H> {
         let handshake = None;
         let deadlines = [
             self.accept.retry_at,
-            self.lingering.front().map(|l| l.0),
+            self.timers.next(),
             self.stopping.as_ref().map(|s| s.deadline),
             handshake,
         ];
         let next = deadlines.into_iter().flatten().min()?;
-        // mio rounds a sub-millisecond timeout up, never down to a busy spin.
-        Some(next.saturating_duration_since(Instant::now()))
+        Some(self.clock.until(next))
     }
 
     // ----- Accepting ------------------------------------------------------
@@ -308,6 +324,10 @@ impl<H: Handler> EventLoop<H> {
                         self.accept.failing = false;
                         log::info!("accepting again after resource errors");
                     }
+                    let admission = match admission {
+                        Admission::Overflow => self.server.budget.admit_overflow(),
+                        other => other,
+                    };
                     match admission {
                         Admission::Serve => self.serve(stream, peer),
                         _ => self.refuse(stream, peer),
@@ -352,7 +372,8 @@ impl<H: Handler> EventLoop<H> {
         } else {
             log::debug!("accept still failing: {e}");
         }
-        self.accept.retry_at = Some(Instant::now() + self.config.accept_backoff);
+        self.accept.retry_at =
+            Some(self.clock.now() + self.config.accept_backoff.as_millis() as Millis);
     }
 
     /// Registers a newly accepted connection and greets the handler.
@@ -403,7 +424,7 @@ impl<H: Handler> EventLoop<H> {
         }
         let id = ConnId(self.next_id);
         self.next_id += self.id_step;
-        let conn = entry.insert(Connection::new(stream, peer, id, tls));
+        let conn = entry.insert(Connection::new(stream, peer, id, self.clock.now(), tls));
         self.shared.counters.accepted.add(1);
         log::debug!("{id} {peer}: accepted");
 
@@ -413,7 +434,7 @@ impl<H: Handler> EventLoop<H> {
             // until then it holds a handshake place, on a deadline.
             self.sessions.insert(key, session);
             self.handshaking += 1;
-            let deadline = Instant::now() + self.config.handshake_timeout;
+            let deadline = self.clock.now() + self.handshake_timeout;
             self.handshakes.push_back((deadline, key, id));
             self.settle(key);
             return;
@@ -429,7 +450,12 @@ impl<H: Handler> EventLoop<H> {
             false,
             |ctx, _| handler.on_connect(ctx),
         );
-        flush(conn, &mut self.write_buf, &self.shared.counters);
+        flush(
+            conn,
+            &mut self.write_buf,
+            &self.shared.counters,
+            self.clock.now(),
+        );
         self.after_output(key);
         self.settle(key);
     }
@@ -515,6 +541,7 @@ impl<H: Handler> EventLoop<H> {
                     shared: &self.shared,
                     again: &mut self.again,
                     handshaking: &mut self.handshaking,
+                    now: self.clock.now(),
                 };
                 serving.read_tls(key, conn, session, short_read_drains);
                 return;
@@ -523,6 +550,7 @@ impl<H: Handler> EventLoop<H> {
         // A lingering TLS connection comes here too: what the peer still
         // sends is read raw and discarded, never decrypted.
         let counters = &self.shared.counters;
+        let now = self.clock.now();
         for _ in 0..READS_PER_TURN {
             let lingering = match conn.phase() {
                 Phase::Open => false,
@@ -540,7 +568,7 @@ impl<H: Handler> EventLoop<H> {
                     if !lingering {
                         // A lingering connection's input is read only to
                         // see the peer close; it is discarded.
-                        deliver_lines(
+                        let lines = deliver_lines(
                             &mut self.handler,
                             conn,
                             &mut self.write_buf,
@@ -550,7 +578,10 @@ impl<H: Handler> EventLoop<H> {
                             &self.read_buf[..n],
                             false,
                         );
-                        flush(conn, &mut self.write_buf, counters);
+                        if lines > 0 {
+                            conn.last_active = now;
+                        }
+                        flush(conn, &mut self.write_buf, counters, now);
                         if apply_marks(conn, &self.config) {
                             self.again.push((key, conn.id));
                         }
@@ -584,6 +615,10 @@ impl<H: Handler> EventLoop<H> {
             Ok(n) => {
                 self.shared.counters.bytes_out.add(n as u64);
                 conn.out.advance(n);
+                if n > 0 {
+                    conn.last_active = self.clock.now();
+                    conn.last_progress = self.clock.now();
+                }
             }
             Err(e) => conn.begin_close(CloseReason::from_io(&e), true),
         }
@@ -616,7 +651,7 @@ impl<H: Handler> EventLoop<H> {
                     if !session.close_notify_sent {
                         session.close_notify_sent = true;
                         session.tls.send_close_notify();
-                        send_tls(conn, session, &self.shared.counters);
+                        send_tls(conn, session, &self.shared.counters, self.clock.now());
                     }
                 }
             }
@@ -627,11 +662,11 @@ impl<H: Handler> EventLoop<H> {
                 let shut = conn.stream.shutdown(Shutdown::Write);
                 if linger && shut.is_ok() {
                     conn.set_phase(Phase::Lingering { reason });
-                    let deadline = Instant::now() + self.config.linger;
-                    self.lingering.push_back((deadline, key, conn.id));
+                    conn.last_progress = self.clock.now();
                     // The peer's end-of-stream may already be waiting, its
                     // edge consumed while we were only writing: look now.
                     self.again.push((key, conn.id));
+                    release_slot(conn, &self.server, &mut self.accept);
                 } else {
                     conn.set_phase(Phase::Closed { reason });
                 }
@@ -651,7 +686,30 @@ impl<H: Handler> EventLoop<H> {
                 log::warn!("{} {}: re-register failed: {e}", conn.id, conn.peer);
                 conn.begin_close(CloseReason::from_io(&e), true);
                 self.remove(key);
+                return;
             }
+        }
+        // Keep one wake-up in the timer heap at or before the connection's
+        // next deadline; a later deadline is found when that one comes up.
+        if let Some((at, _)) = conn.deadline(&self.timeouts) {
+            if conn.timer_at.map_or(true, |t| at < t) {
+                conn.timer_at = Some(at);
+                self.timers.schedule(at, key, conn.id);
+            }
+        }
+    }
+
+    /// A timeout came due for the connection in slot `key`.
+    fn fire(&mut self, key: usize, timeout: Timeout) {
+        let conn = &mut self.conns[key];
+        log::debug!("{} {}: {timeout:?} timeout", conn.id, conn.peer);
+        match (timeout, conn.phase()) {
+            (Timeout::Idle, _) => conn.begin_close(CloseReason::IdleTimeout, false),
+            (Timeout::WriteStall, _) => conn.begin_close(CloseReason::WriteStalled, true),
+            (Timeout::Linger, Phase::Lingering { reason }) => {
+                conn.set_phase(Phase::Closed { reason })
+            }
+            (Timeout::Linger, _) => {}
         }
     }
 
@@ -661,7 +719,7 @@ impl<H: Handler> EventLoop<H> {
     /// the epoll set: no `deregister` call is needed, one syscall saved per
     /// connection.
     fn remove(&mut self, key: usize) {
-        let conn = self.conns.remove(key);
+        let mut conn = self.conns.remove(key);
         // A TLS connection that never finished its handshake frees its
         // handshake place, and the handler, which never saw it, hears nothing.
         #[cfg(feature = "tls")]
@@ -674,10 +732,7 @@ impl<H: Handler> EventLoop<H> {
         };
         #[cfg(not(feature = "tls"))]
         let greeted = true;
-        self.server.budget.release();
-        if self.accept.paused {
-            self.accept.again = true;
-        }
+        release_slot(&mut conn, &self.server, &mut self.accept);
         let reason = match conn.phase() {
             Phase::Closed { reason }
             | Phase::Lingering { reason }
@@ -745,6 +800,7 @@ impl<H: Handler> EventLoop<H> {
 
     fn send_from_handle(&mut self, key: usize, id: ConnId, data: &[u8]) {
         let limit = self.config.output_limit;
+        let now = self.clock.now();
         let Some(conn) = self.live(key, id) else {
             return;
         };
@@ -761,12 +817,16 @@ impl<H: Handler> EventLoop<H> {
             if let Some(session) = self.sessions.get_mut(key) {
                 let conn = &mut self.conns[key];
                 encrypt(conn, session, data);
-                send_tls(conn, session, &self.shared.counters);
+                send_tls(conn, session, &self.shared.counters, now);
                 self.after_output(key);
                 self.settle(key);
                 return;
             }
-            self.conns[key].out.for_append().extend_from_slice(data);
+            let conn = &mut self.conns[key];
+            if conn.out.is_empty() {
+                conn.last_progress = now; // the stall clock starts
+            }
+            conn.out.for_append().extend_from_slice(data);
             self.write_pending(key);
         }
         self.settle(key);
@@ -779,24 +839,27 @@ impl<H: Handler> EventLoop<H> {
     fn run_deferred(&mut self) {
         #[cfg(feature = "tls")]
         self.expire_handshakes();
-        if self.accept.retry_at.is_some() || !self.lingering.is_empty() {
-            let now = Instant::now();
-            if self.accept.retry_at.is_some_and(|t| t <= now) {
-                self.accept.retry_at = None;
-                self.accept.again = true;
+        let now = self.clock.now();
+        if self.accept.retry_at.is_some_and(|t| t <= now) {
+            self.accept.retry_at = None;
+            self.accept.again = true;
+        }
+        while let Some((at, key, id)) = self.timers.pop_due(now) {
+            // Skip entries of closed connections, and entries superseded by
+            // an earlier wake-up of the same connection (lazy deletion).
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.id != id || conn.timer_at != Some(at) {
+                continue;
             }
-            while let Some(&(deadline, key, id)) = self.lingering.front() {
-                if deadline > now {
-                    break;
-                }
-                self.lingering.pop_front();
-                if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
-                    if let Phase::Lingering { reason } = conn.phase() {
-                        conn.set_phase(Phase::Closed { reason });
-                        self.remove(key);
-                    }
-                }
+            conn.timer_at = None;
+            match conn.deadline(&self.timeouts) {
+                Some((deadline, timeout)) if deadline <= now => self.fire(key, timeout),
+                // Activity moved the deadline: `settle` re-queues it.
+                _ => {}
             }
+            self.settle(key);
         }
         if self.accept.again {
             self.accept_connections();
@@ -816,13 +879,7 @@ impl<H: Handler> EventLoop<H> {
     /// held one handshake place and nothing else.
     #[cfg(feature = "tls")]
     fn expire_handshakes(&mut self) {
-        let Some(&(first, ..)) = self.handshakes.front() else {
-            return;
-        };
-        let now = Instant::now();
-        if first > now {
-            return;
-        }
+        let now = self.clock.now();
         while let Some(&(deadline, key, id)) = self.handshakes.front() {
             if deadline > now {
                 break;
@@ -857,7 +914,7 @@ impl<H: Handler> EventLoop<H> {
             self.conns.len()
         );
         self.stopping = Some(Stopping {
-            deadline: Instant::now() + grace,
+            deadline: self.clock.now() + grace.as_millis() as Millis,
             open_at_stop: self.conns.len(),
             waiters: done.into_iter().collect(),
         });
@@ -877,7 +934,7 @@ impl<H: Handler> EventLoop<H> {
             force_closed: 0,
         };
         if !self.conns.is_empty() {
-            if Instant::now() < stopping.deadline {
+            if self.clock.now() < stopping.deadline {
                 return None;
             }
             let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -968,7 +1025,7 @@ fn with_conn<S, R>(
 /// Frames `chunk` into lines and hands each to the handler, stopping early if
 /// the handler closes the connection; a line too long starts a close. The
 /// replies are left in `write_buf` (or the connection's queue) for the
-/// caller to flush.
+/// caller to flush. Returns how many lines the handler saw.
 #[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
 fn deliver_lines<H: Handler>(
     handler: &mut H,
@@ -979,7 +1036,7 @@ fn deliver_lines<H: Handler>(
     shared: &Arc<LoopShared>,
     chunk: &[u8],
     tls: bool,
-) {
+) -> u64 {
     let max = config.max_line_len;
     let framed = with_conn(conn, write_buf, config, key, shared, tls, |ctx, partial| {
         let mut lines = 0;
@@ -994,23 +1051,25 @@ fn deliver_lines<H: Handler>(
         });
         (framed, lines)
     });
-    if let Some((framed, lines)) = framed {
-        shared.counters.lines.add(lines);
-        if framed == Err(FrameError::LineTooLong) {
-            log::debug!(
-                "{} {}: line longer than {} bytes, closing",
-                conn.id,
-                conn.peer,
-                max
-            );
-            conn.begin_close(CloseReason::LineTooLong, false);
-        }
+    let Some((framed, lines)) = framed else {
+        return 0; // the handler panicked; the connection is closing
+    };
+    shared.counters.lines.add(lines);
+    if framed == Err(FrameError::LineTooLong) {
+        log::debug!(
+            "{} {}: line longer than {} bytes, closing",
+            conn.id,
+            conn.peer,
+            max
+        );
+        conn.begin_close(CloseReason::LineTooLong, false);
     }
+    lines
 }
 
 /// Writes what the handler produced into the shared write buffer; whatever
 /// the socket does not take moves to the connection's own output queue.
-fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counters) {
+fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counters, now: Millis) {
     if write_buf.is_empty() {
         return;
     }
@@ -1018,6 +1077,12 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
         match write_some(&mut conn.stream, write_buf) {
             Ok(n) => {
                 counters.bytes_out.add(n as u64);
+                // Progress, or the moment output starts to wait: either way
+                // the stall clock starts from now.
+                conn.last_progress = now;
+                if n > 0 {
+                    conn.last_active = now;
+                }
                 if n < write_buf.len() {
                     conn.out.for_append().extend_from_slice(&write_buf[n..]);
                 }
@@ -1026,6 +1091,18 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
         }
     }
     write_buf.clear();
+}
+
+/// Gives the connection's acceptor slot back, once. A paused accept resumes
+/// at the end of this turn: the edge for the clients waiting in the backlog
+/// was consumed long ago, so no event will announce them.
+fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut AcceptState) {
+    if std::mem::replace(&mut conn.holds_slot, false) {
+        server.budget.release();
+        if accept.paused {
+            accept.again = true;
+        }
+    }
 }
 
 /// Applies the water marks; true when reading should resume.
@@ -1090,6 +1167,8 @@ struct Serving<'a, H: Handler> {
     shared: &'a Arc<LoopShared>,
     again: &'a mut Vec<(usize, ConnId)>,
     handshaking: &'a mut usize,
+    /// The loop's clock, as of this turn.
+    now: Millis,
 }
 
 #[cfg(feature = "tls")]
@@ -1145,7 +1224,7 @@ impl<H: Handler> Serving<'_, H> {
                 // Not TLS, or a bad record: rustls has queued an alert. It is
                 // flushed (and the connection lingers) before closing.
                 log::debug!("{} {}: TLS error, closing: {e}", conn.id, conn.peer);
-                send_tls(conn, session, counters);
+                send_tls(conn, session, counters, self.now);
                 conn.begin_close(CloseReason::Tls, eof);
                 return;
             }
@@ -1154,7 +1233,7 @@ impl<H: Handler> Serving<'_, H> {
             }
             self.take_plaintext(key, conn, session);
             // Handshake flights and alerts; replies went out with each chunk.
-            send_tls(conn, session, counters);
+            send_tls(conn, session, counters, self.now);
             if eof {
                 if conn.phase() == Phase::Handshaking {
                     log::debug!(
@@ -1200,7 +1279,13 @@ impl<H: Handler> Serving<'_, H> {
             true,
             |ctx, _| handler.on_connect(ctx),
         );
-        flush_tls(conn, session, self.write_buf, &self.shared.counters);
+        flush_tls(
+            conn,
+            session,
+            self.write_buf,
+            &self.shared.counters,
+            self.now,
+        );
     }
 
     /// Hands the plaintext rustls has decrypted to the handler, through the
@@ -1221,7 +1306,7 @@ impl<H: Handler> Serving<'_, H> {
                     end_of_stream(conn);
                 }
                 Ok(n) => {
-                    deliver_lines(
+                    let lines = deliver_lines(
                         self.handler,
                         conn,
                         self.write_buf,
@@ -1231,7 +1316,16 @@ impl<H: Handler> Serving<'_, H> {
                         &self.read_buf[..n],
                         true,
                     );
-                    flush_tls(conn, session, self.write_buf, &self.shared.counters);
+                    if lines > 0 {
+                        conn.last_active = self.now;
+                    }
+                    flush_tls(
+                        conn,
+                        session,
+                        self.write_buf,
+                        &self.shared.counters,
+                        self.now,
+                    );
                     if apply_marks(conn, self.config) {
                         self.again.push((key, conn.id));
                     }
@@ -1273,12 +1367,13 @@ fn flush_tls<S>(
     session: &mut Session,
     write_buf: &mut Vec<u8>,
     counters: &Counters,
+    now: Millis,
 ) {
     if !write_buf.is_empty() {
         encrypt(conn, session, write_buf);
         write_buf.clear();
     }
-    send_tls(conn, session, counters);
+    send_tls(conn, session, counters, now);
 }
 
 /// Moves every TLS byte rustls has produced out of it: to the socket while it
@@ -1290,19 +1385,24 @@ fn flush_tls<S>(
 /// queue holds exactly the TLS bytes the peer has yet to receive, record
 /// overhead included: the water marks and the output limit count what
 /// really waits, with no estimate. Bytes go to the socket directly only while
-/// the queue is empty, so they never overtake queued ones.
+/// the queue is empty, so they never overtake queued ones. The idle and
+/// write-stall clocks move as in `flush`.
 #[cfg(feature = "tls")]
-fn send_tls<S>(conn: &mut Connection<S>, session: &mut Session, counters: &Counters) {
+fn send_tls<S>(conn: &mut Connection<S>, session: &mut Session, counters: &Counters, now: Millis) {
     if !session.tls.wants_write() || matches!(conn.phase(), Phase::Closed { .. }) {
         return; // a closed connection's output is dropped with it
     }
     if conn.out.is_empty() {
+        // Progress, or the moment output starts to wait: either way the
+        // stall clock starts from now.
+        conn.last_progress = now;
         loop {
             let mut socket = Probe::new(&mut conn.stream);
             match session.tls.write_tls(&mut socket) {
                 Ok(0) => break,
                 Ok(n) => {
                     counters.bytes_out.add(n as u64);
+                    conn.last_active = now;
                     // A short write proves the socket full (see `write_some`).
                     if socket.short || !session.tls.wants_write() {
                         break;

@@ -43,6 +43,8 @@
 //!   its interest and its output queue.
 //! - `framing.rs`: splitting bytes into lines; no I/O.
 //! - `budget.rs`: the accept budget and the [`Overflow`] strategies.
+//! - `timers.rs`: idle, write-stall and linger timeouts: a heap of wake-up
+//!   times with lazy deletion, whose cost per turn is only what is due.
 //! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
 //! - `handle.rs`: [`ServerHandle`], [`ConnHandle`], [`Stats`]: reaching the
 //!   loop from other threads through a command queue and mio's `Waker`.
@@ -149,6 +151,7 @@ mod framing;
 mod handle;
 mod handler;
 mod server;
+mod timers;
 #[cfg(feature = "tls")]
 mod tls;
 

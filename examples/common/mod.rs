@@ -4,7 +4,7 @@
 //! ```text
 //! [--addr 127.0.0.1:7000] [--acceptors 1024]
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//! [--tls-cert FILE --tls-key FILE]
+//! [--idle-timeout SECS] [--tls-cert FILE --tls-key FILE]
 //! ```
 
 use std::io::Write;
@@ -28,7 +28,8 @@ pub struct Options {
 
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
-       [--refuse-message TEXT] [--max-line BYTES] [--tls-cert FILE --tls-key FILE]
+       [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
+       [--tls-cert FILE --tls-key FILE]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
   --acceptors N          connections served at once (default 1024)
@@ -36,6 +37,7 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
                          (STEP default 50, MAX default 10 x acceptors), or pause
   --refuse-message TEXT  line written to refused clients (a newline is added)
   --max-line BYTES       longest line accepted (default 65536)
+  --idle-timeout SECS    close connections silent this long (default 0: off)
   --tls-cert FILE        serve TLS with this PEM certificate chain (leaf first)
   --tls-key FILE         and this PEM private key (PKCS#8, PKCS#1 or SEC1)
 
@@ -63,6 +65,7 @@ impl Options {
         let mut max_line = 65536usize;
         let mut tls_cert = None::<std::path::PathBuf>;
         let mut tls_key = None::<std::path::PathBuf>;
+        let mut idle_secs = 0f64;
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -73,6 +76,7 @@ impl Options {
                 Long("max-line") => max_line = parser.value()?.parse()?,
                 Long("tls-cert") => tls_cert = Some(parser.value()?.into()),
                 Long("tls-key") => tls_key = Some(parser.value()?.into()),
+                Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -113,7 +117,11 @@ impl Options {
         let mut builder = Server::builder()
             .acceptors(acceptors)
             .overflow(overflow)
-            .max_line_len(max_line);
+            .max_line_len(max_line)
+            .idle_timeout(
+                Duration::try_from_secs_f64(idle_secs)
+                    .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
+            );
         match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => builder = builder.tls_pem(cert, key),
             (None, None) => {}

@@ -1,0 +1,178 @@
+//! The accept budget and the overflow strategies, as clients see them.
+
+mod util;
+
+use std::time::Duration;
+
+use netpool::{Overflow, Server};
+use util::{echo, start, wait_until, Client};
+
+/// Under Refuse, the client past the budget gets the message and is closed;
+/// a freed slot serves again.
+#[test]
+fn refuse_sends_the_message_closes_and_frees_slots_serve_again() {
+    let server = start(
+        Server::builder()
+            .acceptors(1)
+            .overflow(Overflow::Refuse)
+            .refuse_message(b"-ERR max number of clients reached\r\n".to_vec()),
+        echo,
+    );
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    assert_eq!(a.roundtrip(b"a\n"), b"a\n");
+
+    let mut b = Client::connect(addr);
+    assert_eq!(b.read_to_end(), b"-ERR max number of clients reached\r\n");
+    let stats = server.handle().stats();
+    assert_eq!((stats.active, stats.refused), (1, 1));
+
+    drop(a);
+    wait_until("a's slot is free", || server.handle().stats().active == 0);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.roundtrip(b"c\n"), b"c\n");
+}
+
+/// A refused client that had already sent data still reads the message
+/// (the server drains its input first, so the close is no reset).
+#[test]
+fn refuse_message_survives_early_client_data() {
+    let server = start(
+        Server::builder()
+            .acceptors(0)
+            .refuse_message(b"busy\n".to_vec()),
+        echo,
+    );
+    for _ in 0..20 {
+        let mut c = Client::connect(server.local_addr());
+        c.send(b"hello\n");
+        assert_eq!(c.read_to_end(), b"busy\n");
+    }
+    assert_eq!(server.handle().stats().refused, 20);
+}
+
+/// Grow adds exactly `step` slots at a time up to `max`, then refuses.
+#[test]
+fn grow_adds_step_slots_up_to_max_then_refuses() {
+    let server = start(
+        Server::builder()
+            .acceptors(2)
+            .overflow(Overflow::Grow { step: 3, max: 6 })
+            .refuse_message(b"full\n".to_vec()),
+        echo,
+    );
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut c = Client::connect(addr);
+        assert_eq!(c.roundtrip(b"x\n"), b"x\n", "client {i} served");
+        clients.push(c);
+        let budget = server.handle().stats().budget;
+        assert_eq!(
+            budget,
+            if i < 2 {
+                2
+            } else if i < 5 {
+                5
+            } else {
+                6
+            }
+        );
+    }
+    let mut late = Client::connect(addr);
+    assert_eq!(late.read_to_end(), b"full\n");
+    let stats = server.handle().stats();
+    assert_eq!((stats.active, stats.grown, stats.refused), (6, 2, 1));
+}
+
+/// Under Pause, a client past the budget waits in the backlog, unanswered
+/// and costing no CPU, and is served as soon as a slot frees.
+#[test]
+fn pause_holds_clients_in_the_backlog_until_a_slot_frees() {
+    let server = start(
+        Server::builder().acceptors(1).overflow(Overflow::Pause),
+        echo,
+    );
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    assert_eq!(a.roundtrip(b"a\n"), b"a\n");
+
+    // The kernel completes b's handshake; netpool does not accept it.
+    let mut b = Client::connect(addr);
+    b.send(b"b\n");
+    let cpu_before = util::process_cpu_time();
+    assert!(b.silent_for(Duration::from_millis(300)), "b must wait");
+    let cpu = util::process_cpu_time() - cpu_before;
+    // A spinning loop would burn the whole 300 ms; an idle one next to nothing.
+    assert!(
+        cpu < Duration::from_millis(150),
+        "paused loop used {cpu:?} of CPU"
+    );
+    let stats = server.handle().stats();
+    assert_eq!((stats.accepted, stats.refused), (1, 0));
+    assert!(stats.pause_episodes >= 1);
+
+    drop(a);
+    assert_eq!(b.line(), b"b\n", "b is served once a's slot frees");
+}
+
+/// Under Pause, waiting clients are served in arrival order.
+#[test]
+fn pause_serves_waiting_clients_in_order() {
+    let server = start(
+        Server::builder().acceptors(1).overflow(Overflow::Pause),
+        |line: &[u8], conn: &mut netpool::Conn| {
+            conn.send(line);
+            conn.send(b"\n");
+            conn.close();
+        },
+    );
+    let addr = server.local_addr();
+    let mut waiting: Vec<Client> = (0..5)
+        .map(|i| {
+            let mut c = Client::connect(addr);
+            c.send(format!("{i}\n").as_bytes());
+            c
+        })
+        .collect();
+    let mut served = Vec::new();
+    for c in waiting.iter_mut() {
+        served.push(c.read_to_end());
+    }
+    let want: Vec<Vec<u8>> = (0..5).map(|i| format!("{i}\n").into_bytes()).collect();
+    assert_eq!(served, want);
+}
+
+/// Raising the budget at run time admits a waiting client at once; lowering
+/// it keeps every served connection.
+#[test]
+fn budget_changes_at_run_time() {
+    let server = start(
+        Server::builder().acceptors(1).overflow(Overflow::Pause),
+        echo,
+    );
+    let handle = server.handle().clone();
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    assert_eq!(a.roundtrip(b"a\n"), b"a\n");
+    let mut b = Client::connect(addr);
+    b.send(b"b\n");
+    assert!(b.silent_for(Duration::from_millis(100)));
+
+    handle.set_acceptors(2);
+    assert_eq!(b.line(), b"b\n", "raising the budget admits b");
+
+    handle.set_acceptors(1);
+    handle.set_overflow(Overflow::Refuse);
+    assert_eq!(a.roundtrip(b"still\n"), b"still\n", "lowering kills nobody");
+    assert_eq!(b.roundtrip(b"here\n"), b"here\n");
+    let mut c = Client::connect(addr);
+    assert_eq!(c.read_to_end(), b"", "over the lowered budget: refused");
+
+    drop(a);
+    drop(b);
+    wait_until("both slots are free", || handle.stats().active == 0);
+    let mut d = Client::connect(addr);
+    assert_eq!(d.roundtrip(b"d\n"), b"d\n");
+    assert_eq!(handle.stats().budget, 1);
+}

@@ -1,0 +1,145 @@
+//! Helpers shared by the socket tests: start a server on a free loopback
+//! port, talk to it with deadlines, wait for conditions without sleeping
+//! blindly.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use netpool::{Builder, Conn, Handler, ServerThread};
+
+/// How long any single wait in a test may take before it counts as a failure.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Starts `handler` on `builder` at 127.0.0.1:0, on its own thread.
+pub fn start<H: Handler + Send>(builder: Builder, handler: H) -> ServerThread {
+    let _ = env_logger::builder().is_test(true).try_init();
+    builder
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind 127.0.0.1:0")
+        .spawn(handler)
+        .expect("spawn server")
+}
+
+/// The echo handler of examples/echo.rs.
+pub fn echo(line: &[u8], conn: &mut Conn) {
+    conn.send(line);
+    conn.send(b"\n");
+}
+
+/// A blocking test client whose reads give up after [`DEADLINE`].
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_write_timeout(Some(DEADLINE)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    /// Reads one line including its `\n`; panics on EOF or timeout.
+    pub fn line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        let n = self.reader.read_until(b'\n', &mut line).expect("read line");
+        assert!(n > 0, "unexpected end of stream");
+        line
+    }
+
+    /// Sends `line` and returns the reply line.
+    pub fn roundtrip(&mut self, line: &[u8]) -> Vec<u8> {
+        self.send(line);
+        self.line()
+    }
+
+    /// Reads until end of stream; returns what came before it.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => rest,
+            // A reset also ends the stream; what was read is kept.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => rest,
+            Err(e) => panic!("read to end: {e}"),
+        }
+    }
+
+    /// True if nothing arrives within `wait` (the connection stays silent).
+    pub fn silent_for(&mut self, wait: Duration) -> bool {
+        self.stream().set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        let silent = match self.reader.read(&mut byte) {
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            Ok(_) => false,
+        };
+        self.stream().set_read_timeout(Some(DEADLINE)).unwrap();
+        silent
+    }
+
+    pub fn shutdown_write(&self) {
+        self.stream().shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// This process's CPU time (user + system) so far. Uses `getrusage`, which
+/// needs no descriptor (tests run it while descriptors are exhausted).
+pub fn process_cpu_time() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Raises the soft descriptor limit to at least `want` (up to the hard
+/// limit). Returns false, after printing why, if that is not possible, so the
+/// caller can skip.
+pub fn raise_fd_limit(want: u64) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_cur >= want {
+        return true;
+    }
+    if lim.rlim_max < want {
+        eprintln!(
+            "skipped: needs {want} descriptors, hard limit is {}",
+            lim.rlim_max
+        );
+        return false;
+    }
+    lim.rlim_cur = want;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        eprintln!("skipped: setrlimit failed: {}", io::Error::last_os_error());
+        return false;
+    }
+    true
+}
