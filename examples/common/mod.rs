@@ -28,6 +28,7 @@ pub struct Options {
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
+       [--max-per-ip N] [--accept-rate N]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
   --acceptors N          connections served at once (default 1024)
@@ -36,6 +37,9 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --refuse-message TEXT  line written to refused clients (a newline is added)
   --max-line BYTES       longest line accepted (default 65536)
   --idle-timeout SECS    close connections silent this long (default 0: off)
+  --max-per-ip N         connections at once from one address (default 0: no cap)
+  --accept-rate N        new connections per second; the excess meets --overflow
+                         (default 0: no limit)
 
 Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
 
@@ -60,6 +64,8 @@ impl Options {
         let mut refuse_message = None::<String>;
         let mut max_line = 65536usize;
         let mut idle_secs = 0f64;
+        let mut max_per_ip = 0u32;
+        let mut accept_rate = 0u32;
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -69,6 +75,8 @@ impl Options {
                 Long("refuse-message") => refuse_message = Some(parser.value()?.string()?),
                 Long("max-line") => max_line = parser.value()?.parse()?,
                 Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
+                Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
+                Long("accept-rate") => accept_rate = parser.value()?.parse()?,
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -110,6 +118,8 @@ impl Options {
             .acceptors(acceptors)
             .overflow(overflow)
             .max_line_len(max_line)
+            .max_per_ip(max_per_ip)
+            .accept_rate(accept_rate)
             .idle_timeout(
                 Duration::try_from_secs_f64(idle_secs)
                     .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
