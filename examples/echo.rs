@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --release --example echo -- [--addr 127.0.0.1:7000] [--acceptors 1024]
 //!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//!     [--idle-timeout SECS] [--tls-cert FILE --tls-key FILE]
+//!     [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
+//!     [--tls-cert FILE --tls-key FILE]
 //! ```
 //!
 //! Poke it with `nc 127.0.0.1 7000` and type lines. Try `--acceptors 1

@@ -33,6 +33,9 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
     pub(crate) accept_backoff: Duration,
+    pub(crate) spare_descriptor: bool,
+    pub(crate) max_per_ip: u32,
+    pub(crate) accept_rate: u32,
     pub(crate) events_capacity: usize,
     /// Serve TLS with this config (or these PEM files).
     #[cfg(feature = "tls")]
@@ -60,6 +63,9 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             write_stall_timeout: Duration::from_secs(30),
             accept_backoff: Duration::from_millis(100),
+            spare_descriptor: true,
+            max_per_ip: 0,
+            accept_rate: 0,
             events_capacity: 1024,
             #[cfg(feature = "tls")]
             tls: None,
@@ -250,6 +256,39 @@ impl Builder {
     /// meanwhile are accepted even if no new one arrives.
     pub fn accept_backoff(mut self, backoff: Duration) -> Self {
         self.config.accept_backoff = backoff;
+        self
+    }
+
+    /// Keeps one descriptor open (on `/dev/null`) for the moment `accept`
+    /// fails with `EMFILE`: the loop then closes it, accepts the waiting
+    /// client, writes the refusal message, closes it and reopens the spare.
+    /// Queued clients get an answer instead of hanging in the backlog until
+    /// descriptors free up. Default on; off, the loop only backs off and
+    /// retries ([`accept_backoff`](Builder::accept_backoff)), and clients
+    /// wait.
+    pub fn spare_descriptor(mut self, on: bool) -> Self {
+        self.config.spare_descriptor = on;
+        self
+    }
+
+    /// At most this many connections at once from one IP address, so one
+    /// address cannot take the whole budget; the excess is refused (with the
+    /// refusal message) and counted in [`Stats::refused_per_ip`](crate::Stats::refused_per_ip).
+    /// Default 0: no cap. Behind a proxy every client has the proxy's
+    /// address: leave it off there.
+    pub fn max_per_ip(mut self, connections: u32) -> Self {
+        self.config.max_per_ip = connections;
+        self
+    }
+
+    /// Accepts at most this many connections per second on average (a token
+    /// bucket holding one second's worth, so short bursts pass). The excess
+    /// meets the overflow strategy: under [`Overflow::Pause`] it waits in
+    /// the backlog, otherwise it is refused and counted in
+    /// [`Stats::rate_limited`](crate::Stats::rate_limited). Default 0: no
+    /// limit.
+    pub fn accept_rate(mut self, per_second: u32) -> Self {
+        self.config.accept_rate = per_second;
         self
     }
 

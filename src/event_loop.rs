@@ -29,18 +29,19 @@
 
 #[cfg(feature = "tls")]
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::budget::Admission;
+use crate::budget::{Admission, Overflow};
 use crate::config::Config;
 use crate::conn::{Connection, Phase, Timeout, Timeouts};
 use crate::error::Error;
@@ -165,6 +166,8 @@ pub(crate) struct EventLoop<H: Handler> {
     /// The handshake timeout, in the clock's milliseconds.
     #[cfg(feature = "tls")]
     handshake_timeout: Millis,
+    /// One descriptor kept open for `EMFILE` (see `refuse_with_spare`).
+    spare: Option<File>,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -212,6 +215,7 @@ impl<H: Handler> EventLoop<H> {
             handshakes: VecDeque::new(),
             #[cfg(feature = "tls")]
             handshake_timeout,
+            spare: None,
         }
     }
 
@@ -219,6 +223,9 @@ impl<H: Handler> EventLoop<H> {
     /// returns, is the same report.
     pub(crate) fn run(mut self) -> Result<StopReport, Error> {
         let _ = self.shared.thread.set(std::thread::current().id());
+        if self.config.spare_descriptor {
+            self.spare = open_spare();
+        }
         let result = self.turn_until_stopped();
         // Close the queue first, so that no `stop()` can wait on a command
         // nobody will read; the `Sender`s in what was left are dropped here,
@@ -295,11 +302,31 @@ impl<H: Handler> EventLoop<H> {
     fn accept_connections(&mut self) {
         self.accept.again = false;
         if self.accept.retry_at.is_some() {
-            return; // backing off after EMFILE & co; the timer brings us back
+            return; // backing off (EMFILE & co, or the rate limit); a timer brings us back
         }
         for _ in 0..ACCEPTS_PER_TURN {
-            let admission = self.server.budget.try_acquire();
+            // The rate limit first: out of tokens is handled like a full
+            // budget, by the overflow strategy.
+            let mut refusal = None;
+            let mut took_token = false;
+            if let Some(rate) = &self.server.accept_rate {
+                match rate.try_take(Instant::now()) {
+                    Ok(()) => took_token = true,
+                    Err(wait) if self.server.budget.overflow() == Overflow::Pause => {
+                        // Leave clients in the backlog until a token is due.
+                        let wait = wait.as_millis() as Millis + 1;
+                        self.accept.retry_at = Some(self.clock.now() + wait);
+                        return;
+                    }
+                    Err(_) => refusal = Some(Refusal::Rate),
+                }
+            }
+            let admission = match refusal {
+                Some(_) => Admission::Refuse,
+                None => self.server.budget.try_acquire(),
+            };
             if admission == Admission::Pause {
+                self.give_back_token(took_token);
                 if !self.accept.paused {
                     self.accept.paused = true;
                     self.shared.counters.pause_episodes.add(1);
@@ -324,21 +351,30 @@ impl<H: Handler> EventLoop<H> {
                         self.accept.failing = false;
                         log::info!("accepting again after resource errors");
                     }
-                    let admission = match admission {
+                    let mut admission = match admission {
                         Admission::Overflow => self.server.budget.admit_overflow(),
                         other => other,
                     };
+                    if admission == Admission::Serve && !self.take_per_ip(peer) {
+                        self.server.budget.release();
+                        admission = Admission::Refuse;
+                        refusal = Some(Refusal::PerIp);
+                    }
                     match admission {
                         Admission::Serve => self.serve(stream, peer),
-                        _ => self.refuse(stream, peer),
+                        _ => self.refuse(stream, peer, refusal.unwrap_or(Refusal::Budget)),
                     }
                 }
                 Err(e) => {
                     self.release_unused(admission);
+                    self.give_back_token(took_token);
                     match AcceptError::classify(&e) {
                         AcceptError::Drained => return,
                         AcceptError::Retry => continue,
                         AcceptError::BackOff => {
+                            if e.raw_os_error() == Some(EMFILE) && self.refuse_with_spare(&e) {
+                                continue;
+                            }
                             self.back_off_accept(&e);
                             return;
                         }
@@ -348,6 +384,54 @@ impl<H: Handler> EventLoop<H> {
         }
         // The turn's share is used; the queue may hold more.
         self.accept.again = true;
+    }
+
+    /// Counts the connection against its address's cap, if there is one.
+    fn take_per_ip(&self, peer: SocketAddr) -> bool {
+        match &self.server.per_ip {
+            Some(cap) => cap.try_take(peer.ip()),
+            None => true,
+        }
+    }
+
+    /// A token taken for an accept that found nobody goes back: a drained
+    /// queue must not eat the rate.
+    fn give_back_token(&self, took: bool) {
+        if let (true, Some(rate)) = (took, &self.server.accept_rate) {
+            rate.give_back();
+        }
+    }
+
+    /// Out of descriptors (EMFILE), with a spare one kept for this moment:
+    /// close the spare, accept the waiting client, refuse it (message and
+    /// close), and open the spare again. Clients queued in the backlog get a
+    /// clear answer instead of hanging until descriptors free up. Returns
+    /// false when there was no spare, or nobody was waiting.
+    fn refuse_with_spare(&mut self, e: &io::Error) -> bool {
+        let Some(spare) = self.spare.take() else {
+            return false;
+        };
+        drop(spare);
+        let accepted = match &self.listener {
+            Some(listener) => listener.accept(),
+            None => return false,
+        };
+        let refused = match accepted {
+            Ok((stream, peer)) => {
+                self.shared.counters.accept_errors.add(1);
+                if !self.accept.failing {
+                    self.accept.failing = true;
+                    log::warn!(
+                        "accept failed ({e}): refusing queued clients through the spare descriptor"
+                    );
+                }
+                self.refuse(stream, peer, Refusal::NoDescriptors);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = open_spare();
+        refused
     }
 
     fn release_unused(&self, admission: Admission) {
@@ -392,7 +476,7 @@ impl<H: Handler> EventLoop<H> {
                     Ok(session) => Some(session),
                     Err(e) => {
                         log::warn!("{peer}: cannot start a TLS session: {e}");
-                        self.server.budget.release();
+                        self.unserve(peer);
                         return;
                     }
                 }
@@ -419,7 +503,7 @@ impl<H: Handler> EventLoop<H> {
             .register(&mut stream, token, Interest::READABLE)
         {
             log::warn!("{peer}: could not register the connection: {e}");
-            self.server.budget.release();
+            self.unserve(peer);
             return;
         }
         let id = ConnId(self.next_id);
@@ -462,16 +546,21 @@ impl<H: Handler> EventLoop<H> {
 
     /// Refuses a connection: one best-effort write of the refusal message,
     /// then close. It is never registered with the poll.
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
-        self.shared.counters.refused.add(1);
-        if !self.accept.refusing {
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, why: Refusal) {
+        let counters = &self.shared.counters;
+        match why {
+            Refusal::Budget | Refusal::NoDescriptors => counters.refused.add(1),
+            Refusal::PerIp => counters.refused_per_ip.add(1),
+            Refusal::Rate => counters.rate_limited.add(1),
+        }
+        if why == Refusal::Budget && !self.accept.refusing {
             self.accept.refusing = true;
             log::warn!(
                 "all {} acceptor slots busy: refusing new connections",
                 self.server.budget.limit()
             );
         }
-        log::debug!("{peer}: refused");
+        log::debug!("{peer}: refused ({why:?})");
         let message = &self.config.refuse_message;
         #[cfg(feature = "tls")]
         let plaintext = self.server.tls.is_none();
@@ -488,13 +577,22 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
+    /// Gives back what `accept_connections` took for a connection that
+    /// `serve` then could not serve: its slot and its per-IP count.
+    fn unserve(&self, peer: SocketAddr) {
+        self.server.budget.release();
+        if let Some(cap) = &self.server.per_ip {
+            cap.give_back(peer.ip());
+        }
+    }
+
     /// Refuses a TLS connection because `max_handshakes` handshakes are in
     /// progress: a flood of handshakes (or of clients that never send one)
     /// must not take the loop's CPU or every slot. Its reserved slot is given
     /// back; the caller drops the stream, which closes it.
     #[cfg(feature = "tls")]
     fn refuse_tls(&mut self, peer: SocketAddr) {
-        self.server.budget.release();
+        self.unserve(peer);
         self.shared.counters.tls_refused.add(1);
         if !self.accept.tls_refusing {
             self.accept.tls_refusing = true;
@@ -1099,6 +1197,9 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
 fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut AcceptState) {
     if std::mem::replace(&mut conn.holds_slot, false) {
         server.budget.release();
+        if let Some(cap) = &server.per_ip {
+            cap.give_back(conn.peer.ip());
+        }
         if accept.paused {
             accept.again = true;
         }
@@ -1422,6 +1523,34 @@ fn send_tls<S>(conn: &mut Connection<S>, session: &mut Session, counters: &Count
         // Writing to a `Vec` cannot fail.
         if !matches!(session.tls.write_tls(queue), Ok(n) if n > 0) {
             break;
+        }
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Every acceptor slot is busy (and the strategy says refuse).
+    Budget,
+    /// Its address is at the per-IP cap.
+    PerIp,
+    /// The accept rate limit is exceeded.
+    Rate,
+    /// The process is out of descriptors (refused through the spare one).
+    NoDescriptors,
+}
+
+/// `EMFILE`: this process is out of descriptors.
+const EMFILE: i32 = 24;
+
+/// Opens the spare descriptor kept for `EMFILE`; `None` (logged) if even
+/// that fails.
+pub(crate) fn open_spare() -> Option<File> {
+    match File::open("/dev/null") {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log::warn!("no spare descriptor for EMFILE: {e}");
+            None
         }
     }
 }

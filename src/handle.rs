@@ -23,6 +23,7 @@ use mio::Waker;
 use crate::budget::{Budget, Overflow};
 use crate::error::Error;
 use crate::handler::ConnId;
+use crate::limits::{AcceptRate, PerIpCap};
 
 /// A request from another thread to a loop.
 #[derive(Debug)]
@@ -69,6 +70,8 @@ impl Counter {
 pub(crate) struct Counters {
     pub(crate) accepted: Counter,
     pub(crate) refused: Counter,
+    pub(crate) refused_per_ip: Counter,
+    pub(crate) rate_limited: Counter,
     pub(crate) pause_episodes: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) bytes_in: Counter,
@@ -156,6 +159,8 @@ impl LoopShared {
 #[derive(Debug)]
 pub(crate) struct ServerShared {
     pub(crate) budget: Budget,
+    pub(crate) per_ip: Option<PerIpCap>,
+    pub(crate) accept_rate: Option<AcceptRate>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) loops: Vec<Arc<LoopShared>>,
     /// The TLS config new connections get; `None` on a plaintext server.
@@ -173,8 +178,14 @@ pub struct Stats {
     pub budget: usize,
     /// Connections accepted and served since start.
     pub accepted: u64,
-    /// Connections accepted and refused because every slot was busy.
+    /// Connections accepted and refused because every slot was busy (or,
+    /// with the spare descriptor, because the process was out of them).
     pub refused: u64,
+    /// Connections refused because their address was at
+    /// [`Builder::max_per_ip`](crate::Builder::max_per_ip).
+    pub refused_per_ip: u64,
+    /// Connections refused by [`Builder::accept_rate`](crate::Builder::accept_rate).
+    pub rate_limited: u64,
     /// How many times [`Overflow::Grow`] added slots.
     pub grown: u64,
     /// How many times accepting paused under [`Overflow::Pause`].
@@ -259,6 +270,8 @@ impl ServerHandle {
             let c = &l.counters;
             s.accepted += c.accepted.get();
             s.refused += c.refused.get();
+            s.refused_per_ip += c.refused_per_ip.get();
+            s.rate_limited += c.rate_limited.get();
             s.pause_episodes += c.pause_episodes.get();
             s.accept_errors += c.accept_errors.get();
             s.bytes_in += c.bytes_in.get();

@@ -43,6 +43,7 @@
 //!   its interest and its output queue.
 //! - `framing.rs`: splitting bytes into lines; no I/O.
 //! - `budget.rs`: the accept budget and the [`Overflow`] strategies.
+//! - `limits.rs`: abuse limits at accept: per-address cap, accept rate.
 //! - `timers.rs`: idle, write-stall and linger timeouts: a heap of wake-up
 //!   times with lazy deletion, whose cost per turn is only what is due.
 //! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
@@ -150,6 +151,7 @@ mod event_loop;
 mod framing;
 mod handle;
 mod handler;
+mod limits;
 mod server;
 mod timers;
 #[cfg(feature = "tls")]

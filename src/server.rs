@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::event_loop::{EventLoop, LISTENER, WAKER};
 use crate::handle::{LoopShared, ServerHandle, ServerShared, StopReport};
 use crate::handler::Handler;
+use crate::limits::{AcceptRate, PerIpCap};
 
 /// A bound, listening server, not yet running.
 ///
@@ -69,6 +70,8 @@ impl Server {
         let waker = Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(ServerShared {
             budget: Budget::new(config.acceptors, config.overflow),
+            per_ip: (config.max_per_ip > 0).then(|| PerIpCap::new(config.max_per_ip)),
+            accept_rate: (config.accept_rate > 0).then(|| AcceptRate::new(config.accept_rate)),
             local_addr,
             loops: vec![Arc::new(LoopShared::new(waker))],
             #[cfg(feature = "tls")]

@@ -4,7 +4,8 @@
 //! ```text
 //! [--addr 127.0.0.1:7000] [--acceptors 1024]
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//! [--idle-timeout SECS] [--tls-cert FILE --tls-key FILE]
+//! [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
+//! [--tls-cert FILE --tls-key FILE]
 //! ```
 
 use std::io::Write;
@@ -29,6 +30,7 @@ pub struct Options {
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
+       [--max-per-ip N] [--accept-rate N]
        [--tls-cert FILE --tls-key FILE]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
@@ -38,6 +40,9 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --refuse-message TEXT  line written to refused clients (a newline is added)
   --max-line BYTES       longest line accepted (default 65536)
   --idle-timeout SECS    close connections silent this long (default 0: off)
+  --max-per-ip N         connections at once from one address (default 0: no cap)
+  --accept-rate N        new connections per second; the excess meets --overflow
+                         (default 0: no limit)
   --tls-cert FILE        serve TLS with this PEM certificate chain (leaf first)
   --tls-key FILE         and this PEM private key (PKCS#8, PKCS#1 or SEC1)
 
@@ -66,6 +71,8 @@ impl Options {
         let mut tls_cert = None::<std::path::PathBuf>;
         let mut tls_key = None::<std::path::PathBuf>;
         let mut idle_secs = 0f64;
+        let mut max_per_ip = 0u32;
+        let mut accept_rate = 0u32;
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -77,6 +84,8 @@ impl Options {
                 Long("tls-cert") => tls_cert = Some(parser.value()?.into()),
                 Long("tls-key") => tls_key = Some(parser.value()?.into()),
                 Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
+                Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
+                Long("accept-rate") => accept_rate = parser.value()?.parse()?,
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -118,6 +127,8 @@ impl Options {
             .acceptors(acceptors)
             .overflow(overflow)
             .max_line_len(max_line)
+            .max_per_ip(max_per_ip)
+            .accept_rate(accept_rate)
             .idle_timeout(
                 Duration::try_from_secs_f64(idle_secs)
                     .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
