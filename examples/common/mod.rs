@@ -134,7 +134,10 @@ impl Options {
                     .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
             );
         match (tls_cert, tls_key) {
+            #[cfg(feature = "tls")]
             (Some(cert), Some(key)) => builder = builder.tls_pem(cert, key),
+            #[cfg(not(feature = "tls"))]
+            (Some(_), Some(_)) => return Err("built without the tls feature".into()),
             (None, None) => {}
             _ => return Err("--tls-cert and --tls-key go together".into()),
         }
