@@ -26,6 +26,14 @@
 //! early on purpose (fairness, backpressure), it notes the connection in
 //! `again` and comes back to it without waiting for an edge that may never
 //! come.
+//!
+//! # TLS
+//!
+//! A TLS connection has the same tokens, phases, timers and output queue. Its
+//! input goes through `tls.rs` (`Serving::read_tls`: `read_tls` →
+//! `process_new_packets` → plaintext into the same framer → `write_tls`), its
+//! session lives beside the slab (`Sessions`), and its handshake deadline in
+//! a FIFO of its own (`handshakes`).
 
 #[cfg(feature = "tls")]
 use std::collections::VecDeque;
@@ -50,7 +58,7 @@ use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
 use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
 use crate::timers::{millis, Clock, Millis, TimerHeap};
 #[cfg(feature = "tls")]
-use crate::tls::{Probe, Session, Sessions};
+use crate::tls::{encrypt, send_tls, Serving, Session, Sessions};
 
 /// The listening socket's token.
 pub(crate) const LISTENER: Token = Token(0);
@@ -63,7 +71,7 @@ const FIRST_CONN: usize = 2;
 /// default). A client that sends faster than the loop can serve would
 /// otherwise keep it in one connection forever; past this, the connection
 /// goes to the back of the line (`again`) and the others get their turn.
-const READS_PER_TURN: usize = 16;
+pub(crate) const READS_PER_TURN: usize = 16;
 
 /// Accepts per turn, for the same fairness: a flood of connects (say, a
 /// storm of clients being refused) must not starve the connections already
@@ -1071,7 +1079,7 @@ impl<H: Handler> EventLoop<H> {
 /// to `write_buf` (plaintext, encrypted by `flush_tls` afterwards, still in
 /// order), and the queue's length counts toward the output limit.
 #[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
-fn with_conn<S, R>(
+pub(crate) fn with_conn<S, R>(
     conn: &mut Connection<S>,
     write_buf: &mut Vec<u8>,
     config: &Config,
@@ -1125,7 +1133,7 @@ fn with_conn<S, R>(
 /// replies are left in `write_buf` (or the connection's queue) for the
 /// caller to flush. Returns how many lines the handler saw.
 #[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
-fn deliver_lines<H: Handler>(
+pub(crate) fn deliver_lines<H: Handler>(
     handler: &mut H,
     conn: &mut Connection<H::State>,
     write_buf: &mut Vec<u8>,
@@ -1207,14 +1215,14 @@ fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut
 }
 
 /// Applies the water marks; true when reading should resume.
-fn apply_marks<S>(conn: &mut Connection<S>, config: &Config) -> bool {
+pub(crate) fn apply_marks<S>(conn: &mut Connection<S>, config: &Config) -> bool {
     conn.apply_water_marks(config.low_water, config.high_water)
 }
 
 /// The peer closed its side. An open connection has handled every complete
 /// line already; it flushes and closes. A lingering one was waiting for
 /// exactly this.
-fn end_of_stream<S>(conn: &mut Connection<S>) {
+pub(crate) fn end_of_stream<S>(conn: &mut Connection<S>) {
     match conn.phase() {
         Phase::Lingering { reason } => conn.set_phase(Phase::Closed { reason }),
         _ => {
@@ -1253,278 +1261,6 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(done)
-}
-
-// ----- TLS ------------------------------------------------------------------
-
-/// The loop's parts that serving one TLS connection's input needs, borrowed
-/// apart from the connection and its session (which live in other fields).
-#[cfg(feature = "tls")]
-struct Serving<'a, H: Handler> {
-    handler: &'a mut H,
-    read_buf: &'a mut [u8],
-    write_buf: &'a mut Vec<u8>,
-    config: &'a Config,
-    shared: &'a Arc<LoopShared>,
-    again: &'a mut Vec<(usize, ConnId)>,
-    handshaking: &'a mut usize,
-    /// The loop's clock, as of this turn.
-    now: Millis,
-}
-
-#[cfg(feature = "tls")]
-impl<H: Handler> Serving<'_, H> {
-    /// The TLS twin of `read_input`, for a connection that is handshaking or
-    /// open. Per round: take the plaintext rustls already holds, read TLS
-    /// records (`read_tls`), decrypt them (`process_new_packets`), take the
-    /// new plaintext, write what rustls produced (`write_tls`). Rounds repeat
-    /// until the socket is drained (`WouldBlock`, or a short read when that
-    /// proves it), the connection stops reading, or its turn is used.
-    ///
-    /// Plaintext is taken after *every* `process_new_packets`: rustls stops
-    /// reading once 16 KiB of decrypted input wait, so leaving it would stall.
-    fn read_tls(
-        &mut self,
-        key: usize,
-        conn: &mut Connection<H::State>,
-        session: &mut Session,
-        short_read_drains: bool,
-    ) {
-        let counters = &self.shared.counters;
-        for _ in 0..READS_PER_TURN {
-            // Left over from a round cut short by backpressure.
-            self.take_plaintext(key, conn, session);
-            if !matches!(conn.phase(), Phase::Handshaking | Phase::Open) {
-                return;
-            }
-            let mut socket = Probe::new(&mut conn.stream);
-            let read = session.tls.read_tls(&mut socket);
-            let short = socket.short;
-            let eof = match read {
-                Ok(0) => true,
-                Ok(n) => {
-                    counters.bytes_in.add(n as u64);
-                    false
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::debug!("{} {}: TLS read failed: {e}", conn.id, conn.peer);
-                    // rustls says InvalidData for a handshake message too
-                    // large for its buffer: a TLS error like any other.
-                    let reason = match e.kind() {
-                        io::ErrorKind::InvalidData => CloseReason::Tls,
-                        _ => CloseReason::from_io(&e),
-                    };
-                    conn.begin_close(reason, true);
-                    return;
-                }
-            };
-            let was_handshaking = conn.phase() == Phase::Handshaking;
-            if let Err(e) = session.tls.process_new_packets() {
-                // Not TLS, or a bad record: rustls has queued an alert. It is
-                // flushed (and the connection lingers) before closing.
-                log::debug!("{} {}: TLS error, closing: {e}", conn.id, conn.peer);
-                send_tls(conn, session, counters, self.now);
-                conn.begin_close(CloseReason::Tls, eof);
-                return;
-            }
-            if was_handshaking && !session.tls.is_handshaking() {
-                self.established(key, conn, session);
-            }
-            self.take_plaintext(key, conn, session);
-            // Handshake flights and alerts; replies went out with each chunk.
-            send_tls(conn, session, counters, self.now);
-            if eof {
-                if conn.phase() == Phase::Handshaking {
-                    log::debug!(
-                        "{} {}: peer closed during the TLS handshake",
-                        conn.id,
-                        conn.peer
-                    );
-                    conn.begin_close(CloseReason::PeerClosed, true);
-                }
-                // An open connection met the end in `take_plaintext`.
-                return;
-            }
-            if short && short_read_drains {
-                return;
-            }
-        }
-        // Turn used up with input perhaps still waiting.
-        self.again.push((key, conn.id));
-    }
-
-    /// The handshake has just finished: the connection opens, frees its
-    /// handshake place and meets the handler.
-    fn established(&mut self, key: usize, conn: &mut Connection<H::State>, session: &mut Session) {
-        session.greeted = true;
-        *self.handshaking -= 1;
-        self.shared.counters.tls_handshakes.add(1);
-        conn.set_phase(Phase::Open);
-        log::debug!(
-            "{} {}: TLS established: {:?}, {:?}, ALPN {:?}",
-            conn.id,
-            conn.peer,
-            session.tls.protocol_version(),
-            session.tls.negotiated_cipher_suite().map(|s| s.suite()),
-            session.tls.alpn_protocol().map(String::from_utf8_lossy),
-        );
-        let handler = &mut *self.handler;
-        with_conn(
-            conn,
-            self.write_buf,
-            self.config,
-            key,
-            self.shared,
-            true,
-            |ctx, _| handler.on_connect(ctx),
-        );
-        flush_tls(
-            conn,
-            session,
-            self.write_buf,
-            &self.shared.counters,
-            self.now,
-        );
-    }
-
-    /// Hands the plaintext rustls has decrypted to the handler, through the
-    /// loop's read buffer and the same framer as plaintext input, until
-    /// rustls has none left or the connection stops reading (throttled or
-    /// closing: the rest waits in rustls). Replies are encrypted and sent
-    /// after each chunk, so backpressure sees them at once.
-    fn take_plaintext(
-        &mut self,
-        key: usize,
-        conn: &mut Connection<H::State>,
-        session: &mut Session,
-    ) {
-        while conn.phase() == Phase::Open {
-            match session.tls.reader().read(self.read_buf) {
-                Ok(0) => {
-                    log::debug!("{} {}: close_notify received", conn.id, conn.peer);
-                    end_of_stream(conn);
-                }
-                Ok(n) => {
-                    let lines = deliver_lines(
-                        self.handler,
-                        conn,
-                        self.write_buf,
-                        self.config,
-                        key,
-                        self.shared,
-                        &self.read_buf[..n],
-                        true,
-                    );
-                    if lines > 0 {
-                        conn.last_active = self.now;
-                    }
-                    flush_tls(
-                        conn,
-                        session,
-                        self.write_buf,
-                        &self.shared.counters,
-                        self.now,
-                    );
-                    if apply_marks(conn, self.config) {
-                        self.again.push((key, conn.id));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    // TCP closed without close_notify: for a line protocol,
-                    // the complete lines stand; the fragment is dropped.
-                    log::debug!("{} {}: closed without close_notify", conn.id, conn.peer);
-                    end_of_stream(conn);
-                }
-                Err(e) => {
-                    conn.begin_close(CloseReason::from_io(&e), true);
-                }
-            }
-        }
-    }
-}
-
-/// Hands plaintext to rustls to encrypt. Nothing is encrypted after our
-/// close_notify: the peer would ignore it.
-#[cfg(feature = "tls")]
-fn encrypt<S>(conn: &mut Connection<S>, session: &mut Session, data: &[u8]) {
-    if session.close_notify_sent || matches!(conn.phase(), Phase::Closed { .. }) {
-        return;
-    }
-    // Without a buffer limit (see `Session::new`) the writer takes it all;
-    // it fails only after a TLS error, which is closing the connection.
-    if let Err(e) = session.tls.writer().write_all(data) {
-        log::debug!("{} {}: not encrypted: {e}", conn.id, conn.peer);
-        conn.begin_close(CloseReason::Tls, false);
-    }
-}
-
-/// Encrypts the handler's replies from `write_buf` and sends them.
-#[cfg(feature = "tls")]
-fn flush_tls<S>(
-    conn: &mut Connection<S>,
-    session: &mut Session,
-    write_buf: &mut Vec<u8>,
-    counters: &Counters,
-    now: Millis,
-) {
-    if !write_buf.is_empty() {
-        encrypt(conn, session, write_buf);
-        write_buf.clear();
-    }
-    send_tls(conn, session, counters, now);
-}
-
-/// Moves every TLS byte rustls has produced out of it: to the socket while it
-/// takes them, the rest to the connection's queue.
-///
-/// # Backpressure
-///
-/// rustls therefore buffers nothing between events, and the connection's
-/// queue holds exactly the TLS bytes the peer has yet to receive, record
-/// overhead included: the water marks and the output limit count what
-/// really waits, with no estimate. Bytes go to the socket directly only while
-/// the queue is empty, so they never overtake queued ones. The idle and
-/// write-stall clocks move as in `flush`.
-#[cfg(feature = "tls")]
-fn send_tls<S>(conn: &mut Connection<S>, session: &mut Session, counters: &Counters, now: Millis) {
-    if !session.tls.wants_write() || matches!(conn.phase(), Phase::Closed { .. }) {
-        return; // a closed connection's output is dropped with it
-    }
-    if conn.out.is_empty() {
-        // Progress, or the moment output starts to wait: either way the
-        // stall clock starts from now.
-        conn.last_progress = now;
-        loop {
-            let mut socket = Probe::new(&mut conn.stream);
-            match session.tls.write_tls(&mut socket) {
-                Ok(0) => break,
-                Ok(n) => {
-                    counters.bytes_out.add(n as u64);
-                    conn.last_active = now;
-                    // A short write proves the socket full (see `write_some`).
-                    if socket.short || !session.tls.wants_write() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    conn.begin_close(CloseReason::from_io(&e), true);
-                    return;
-                }
-            }
-        }
-    }
-    let queue = conn.out.for_append();
-    while session.tls.wants_write() {
-        // Writing to a `Vec` cannot fail.
-        if !matches!(session.tls.write_tls(queue), Ok(n) if n > 0) {
-            break;
-        }
-    }
 }
 
 /// Why a connection was refused at accept.

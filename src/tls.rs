@@ -37,7 +37,7 @@
 //! bytes that really wait for the peer, record overhead included.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +47,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, ServerConnection};
 use rustls::sign::CertifiedKey;
 
+use crate::config::Config;
+use crate::conn::{Connection, Phase};
 use crate::error::Error;
+use crate::event_loop::{apply_marks, deliver_lines, end_of_stream, with_conn, READS_PER_TURN};
+use crate::handle::{Counters, LoopShared};
+use crate::handler::{CloseReason, ConnId, Handler};
+use crate::timers::Millis;
 
 /// The crypto provider netpool uses for configs it builds: rustls's ring
 /// provider with its default cipher suites and key-exchange groups.
@@ -270,6 +276,278 @@ impl Sessions {
 
     pub(crate) fn remove(&mut self, key: usize) -> Option<Box<Session>> {
         self.slots.get_mut(key).and_then(Option::take)
+    }
+}
+
+// ----- Driving a session in the loop ----------------------------------------
+
+/// The loop's parts that serving one TLS connection's input needs, borrowed
+/// apart from the connection and its session (which live in other fields).
+pub(crate) struct Serving<'a, H: Handler> {
+    pub(crate) handler: &'a mut H,
+    pub(crate) read_buf: &'a mut [u8],
+    pub(crate) write_buf: &'a mut Vec<u8>,
+    pub(crate) config: &'a Config,
+    pub(crate) shared: &'a Arc<LoopShared>,
+    pub(crate) again: &'a mut Vec<(usize, ConnId)>,
+    pub(crate) handshaking: &'a mut usize,
+    /// The loop's clock, as of this turn.
+    pub(crate) now: Millis,
+}
+
+impl<H: Handler> Serving<'_, H> {
+    /// The TLS twin of `read_input`, for a connection that is handshaking or
+    /// open. Per round: take the plaintext rustls already holds, read TLS
+    /// records (`read_tls`), decrypt them (`process_new_packets`), take the
+    /// new plaintext, write what rustls produced (`write_tls`). Rounds repeat
+    /// until the socket is drained (`WouldBlock`, or a short read when that
+    /// proves it), the connection stops reading, or its turn is used.
+    ///
+    /// Plaintext is taken after *every* `process_new_packets`: rustls stops
+    /// reading once 16 KiB of decrypted input wait, so leaving it would stall.
+    pub(crate) fn read_tls(
+        &mut self,
+        key: usize,
+        conn: &mut Connection<H::State>,
+        session: &mut Session,
+        short_read_drains: bool,
+    ) {
+        let counters = &self.shared.counters;
+        for _ in 0..READS_PER_TURN {
+            // Left over from a round cut short by backpressure.
+            self.take_plaintext(key, conn, session);
+            if !matches!(conn.phase(), Phase::Handshaking | Phase::Open) {
+                return;
+            }
+            let mut socket = Probe::new(&mut conn.stream);
+            let read = session.tls.read_tls(&mut socket);
+            let short = socket.short;
+            let eof = match read {
+                Ok(0) => true,
+                Ok(n) => {
+                    counters.bytes_in.add(n as u64);
+                    false
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("{} {}: TLS read failed: {e}", conn.id, conn.peer);
+                    // rustls says InvalidData for a handshake message too
+                    // large for its buffer: a TLS error like any other.
+                    let reason = match e.kind() {
+                        io::ErrorKind::InvalidData => CloseReason::Tls,
+                        _ => CloseReason::from_io(&e),
+                    };
+                    conn.begin_close(reason, true);
+                    return;
+                }
+            };
+            let was_handshaking = conn.phase() == Phase::Handshaking;
+            if let Err(e) = session.tls.process_new_packets() {
+                // Not TLS, or a bad record: rustls has queued an alert. It is
+                // flushed (and the connection lingers) before closing.
+                log::debug!("{} {}: TLS error, closing: {e}", conn.id, conn.peer);
+                send_tls(conn, session, counters, self.now);
+                conn.begin_close(CloseReason::Tls, eof);
+                return;
+            }
+            if was_handshaking && !session.tls.is_handshaking() {
+                self.established(key, conn, session);
+            }
+            self.take_plaintext(key, conn, session);
+            // Handshake flights and alerts; replies went out with each chunk.
+            send_tls(conn, session, counters, self.now);
+            if eof {
+                if conn.phase() == Phase::Handshaking {
+                    log::debug!(
+                        "{} {}: peer closed during the TLS handshake",
+                        conn.id,
+                        conn.peer
+                    );
+                    conn.begin_close(CloseReason::PeerClosed, true);
+                }
+                // An open connection met the end in `take_plaintext`.
+                return;
+            }
+            if short && short_read_drains {
+                return;
+            }
+        }
+        // Turn used up with input perhaps still waiting.
+        self.again.push((key, conn.id));
+    }
+
+    /// The handshake has just finished: the connection opens, frees its
+    /// handshake place and meets the handler.
+    fn established(&mut self, key: usize, conn: &mut Connection<H::State>, session: &mut Session) {
+        session.greeted = true;
+        *self.handshaking -= 1;
+        self.shared.counters.tls_handshakes.add(1);
+        conn.set_phase(Phase::Open);
+        log::debug!(
+            "{} {}: TLS established: {:?}, {:?}, ALPN {:?}",
+            conn.id,
+            conn.peer,
+            session.tls.protocol_version(),
+            session.tls.negotiated_cipher_suite().map(|s| s.suite()),
+            session.tls.alpn_protocol().map(String::from_utf8_lossy),
+        );
+        let handler = &mut *self.handler;
+        with_conn(
+            conn,
+            self.write_buf,
+            self.config,
+            key,
+            self.shared,
+            true,
+            |ctx, _| handler.on_connect(ctx),
+        );
+        flush_tls(
+            conn,
+            session,
+            self.write_buf,
+            &self.shared.counters,
+            self.now,
+        );
+    }
+
+    /// Hands the plaintext rustls has decrypted to the handler, through the
+    /// loop's read buffer and the same framer as plaintext input, until
+    /// rustls has none left or the connection stops reading (throttled or
+    /// closing: the rest waits in rustls). Replies are encrypted and sent
+    /// after each chunk, so backpressure sees them at once.
+    fn take_plaintext(
+        &mut self,
+        key: usize,
+        conn: &mut Connection<H::State>,
+        session: &mut Session,
+    ) {
+        while conn.phase() == Phase::Open {
+            match session.tls.reader().read(self.read_buf) {
+                Ok(0) => {
+                    log::debug!("{} {}: close_notify received", conn.id, conn.peer);
+                    end_of_stream(conn);
+                }
+                Ok(n) => {
+                    let lines = deliver_lines(
+                        self.handler,
+                        conn,
+                        self.write_buf,
+                        self.config,
+                        key,
+                        self.shared,
+                        &self.read_buf[..n],
+                        true,
+                    );
+                    if lines > 0 {
+                        conn.last_active = self.now;
+                    }
+                    flush_tls(
+                        conn,
+                        session,
+                        self.write_buf,
+                        &self.shared.counters,
+                        self.now,
+                    );
+                    if apply_marks(conn, self.config) {
+                        self.again.push((key, conn.id));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    // TCP closed without close_notify: for a line protocol,
+                    // the complete lines stand; the fragment is dropped.
+                    log::debug!("{} {}: closed without close_notify", conn.id, conn.peer);
+                    end_of_stream(conn);
+                }
+                Err(e) => {
+                    conn.begin_close(CloseReason::from_io(&e), true);
+                }
+            }
+        }
+    }
+}
+
+/// Hands plaintext to rustls to encrypt. Nothing is encrypted after our
+/// close_notify: the peer would ignore it.
+pub(crate) fn encrypt<S>(conn: &mut Connection<S>, session: &mut Session, data: &[u8]) {
+    if session.close_notify_sent || matches!(conn.phase(), Phase::Closed { .. }) {
+        return;
+    }
+    // Without a buffer limit (see `Session::new`) the writer takes it all;
+    // it fails only after a TLS error, which is closing the connection.
+    if let Err(e) = session.tls.writer().write_all(data) {
+        log::debug!("{} {}: not encrypted: {e}", conn.id, conn.peer);
+        conn.begin_close(CloseReason::Tls, false);
+    }
+}
+
+/// Encrypts the handler's replies from `write_buf` and sends them.
+pub(crate) fn flush_tls<S>(
+    conn: &mut Connection<S>,
+    session: &mut Session,
+    write_buf: &mut Vec<u8>,
+    counters: &Counters,
+    now: Millis,
+) {
+    if !write_buf.is_empty() {
+        encrypt(conn, session, write_buf);
+        write_buf.clear();
+    }
+    send_tls(conn, session, counters, now);
+}
+
+/// Moves every TLS byte rustls has produced out of it: to the socket while it
+/// takes them, the rest to the connection's queue.
+///
+/// # Backpressure
+///
+/// rustls therefore buffers nothing between events, and the connection's
+/// queue holds exactly the TLS bytes the peer has yet to receive, record
+/// overhead included: the water marks and the output limit count what
+/// really waits, with no estimate. Bytes go to the socket directly only while
+/// the queue is empty, so they never overtake queued ones. The idle and
+/// write-stall clocks move as in `flush`.
+pub(crate) fn send_tls<S>(
+    conn: &mut Connection<S>,
+    session: &mut Session,
+    counters: &Counters,
+    now: Millis,
+) {
+    if !session.tls.wants_write() || matches!(conn.phase(), Phase::Closed { .. }) {
+        return; // a closed connection's output is dropped with it
+    }
+    if conn.out.is_empty() {
+        // Progress, or the moment output starts to wait: either way the
+        // stall clock starts from now.
+        conn.last_progress = now;
+        loop {
+            let mut socket = Probe::new(&mut conn.stream);
+            match session.tls.write_tls(&mut socket) {
+                Ok(0) => break,
+                Ok(n) => {
+                    counters.bytes_out.add(n as u64);
+                    conn.last_active = now;
+                    // A short write proves the socket full (see `write_some`).
+                    if socket.short || !session.tls.wants_write() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    conn.begin_close(CloseReason::from_io(&e), true);
+                    return;
+                }
+            }
+        }
+    }
+    let queue = conn.out.for_append();
+    while session.tls.wants_write() {
+        // Writing to a `Vec` cannot fail.
+        if !matches!(session.tls.write_tls(queue), Ok(n) if n > 0) {
+            break;
+        }
     }
 }
 
