@@ -596,3 +596,81 @@ impl<S: io::Write> io::Write for Probe<'_, S> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Arc<ServerConfig> {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+        let config = ServerConfig::builder_with_provider(tls_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![c.cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    mod sessions {
+        use super::*;
+
+        #[test]
+        fn sessions_follow_slab_keys() {
+            let mut sessions = Sessions::default();
+            assert!(sessions.get_mut(0).is_none(), "a plaintext loop has none");
+            sessions.insert(3, Session::new(config()).unwrap());
+            assert!(sessions.get_mut(3).is_some());
+            assert!(sessions.get_mut(2).is_none());
+            assert!(sessions.remove(3).is_some());
+            assert!(sessions.remove(3).is_none(), "removed once");
+            assert!(sessions.get_mut(3).is_none());
+        }
+
+        #[test]
+        fn a_new_session_is_handshaking_and_owes_nothing() {
+            let session = Session::new(config()).unwrap();
+            assert!(session.tls.is_handshaking());
+            assert!(!session.greeted);
+            assert!(!session.close_notify_sent);
+            assert!(!session.tls.wants_write(), "the server speaks second");
+        }
+    }
+
+    mod alpn {
+        use super::*;
+
+        #[test]
+        fn the_builders_alpn_replaces_the_configs() {
+            let c = config();
+            let alpn = [b"line/1".to_vec()];
+            assert_eq!(with_alpn(c.clone(), Some(&alpn)).alpn_protocols, alpn);
+            assert!(Arc::ptr_eq(&with_alpn(c.clone(), None), &c), "untouched");
+        }
+    }
+
+    mod probe {
+        use super::*;
+
+        #[test]
+        fn short_reads_and_writes_are_noticed() {
+            let mut src = io::Cursor::new(vec![1u8; 3]);
+            let mut probe = Probe::new(&mut src);
+            let mut buf = [0; 8];
+            assert_eq!(probe.read(&mut buf).unwrap(), 3);
+            assert!(probe.short, "3 of 8: the source is drained");
+
+            let mut src = io::Cursor::new(vec![1u8; 16]);
+            let mut probe = Probe::new(&mut src);
+            assert_eq!(probe.read(&mut buf).unwrap(), 8);
+            assert!(!probe.short, "a full read proves nothing");
+
+            let mut sink = Vec::new();
+            let mut probe = Probe::new(&mut sink);
+            let bufs = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
+            assert_eq!(probe.write_vectored(&bufs).unwrap(), 4);
+            assert!(!probe.short);
+        }
+    }
+}
