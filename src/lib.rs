@@ -118,6 +118,10 @@ mod limits;
 mod server;
 mod timers;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use framing::fuzz_split_lines;
+
 pub use budget::Overflow;
 pub use config::Builder;
 pub use error::Error;
