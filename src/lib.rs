@@ -157,6 +157,10 @@ mod timers;
 #[cfg(feature = "tls")]
 mod tls;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use framing::fuzz_split_lines;
+
 pub use budget::Overflow;
 pub use config::Builder;
 pub use error::Error;
