@@ -225,6 +225,23 @@ impl TlsClient {
         self.pump(&[], |c| !c.tls.is_handshaking())
     }
 
+    /// Writes as much of `data` as the connection takes without reading
+    /// anything, until the socket stays full; returns how much was taken.
+    fn flood(&mut self, data: &[u8]) -> usize {
+        let mut sent = 0;
+        loop {
+            if sent < data.len() {
+                sent += self.tls.writer().write(&data[sent..]).unwrap();
+            }
+            match self.tls.write_tls(&mut self.sock) {
+                Ok(_) if self.tls.wants_write() || sent < data.len() => {}
+                Ok(_) => return sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+                Err(e) => panic!("flood: {e}"),
+            }
+        }
+    }
+
     /// Sends `data` and returns the next `len` bytes received.
     fn exchange(&mut self, data: &[u8], len: usize) -> Vec<u8> {
         let ok = self.pump(data, |c| c.received.len() >= len);
@@ -605,6 +622,34 @@ fn a_mebibyte_of_pipelined_lines_is_intact() {
         drop(client);
         server.stop(DEADLINE).unwrap();
     }
+}
+
+/// A client that sends without reading is throttled, not dropped: a
+/// bystander is answered meanwhile, and once it reads, every echo arrives.
+#[test]
+fn a_client_that_does_not_read_is_throttled() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder(), &cert);
+    let line = [b'y'; 1023];
+    let mut data = Vec::new();
+    while data.len() < 8 << 20 {
+        data.extend_from_slice(&line);
+        data.push(b'\n');
+    }
+    let mut flooder = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(flooder.handshake());
+    // Typically a few MiB fit in the socket buffers; the server reads up to
+    // its high-water mark of replies and stops.
+    let sent = flooder.flood(&data);
+
+    let mut bystander = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(bystander.handshake());
+    assert_eq!(bystander.exchange(b"me too\n", 7), b"me too\n");
+
+    let echoed = flooder.exchange(&data[sent..], data.len());
+    assert!(echoed == data, "the echo differs from what was sent");
+    drop((flooder, bystander));
+    server.stop(DEADLINE).unwrap();
 }
 
 /// A reply larger than the output limit closes the connection; the limit
