@@ -55,7 +55,7 @@ use crate::conn::{Connection, Phase, Timeout, Timeouts};
 use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
-use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler, Transport};
 use crate::timers::{millis, Clock, Millis, TimerHeap};
 #[cfg(feature = "tls")]
 use crate::tls::{encrypt, send_tls, Serving, Session, Sessions};
@@ -539,7 +539,7 @@ impl<H: Handler> EventLoop<H> {
             &self.config,
             key,
             &self.shared,
-            false,
+            Transport::Plain,
             |ctx, _| handler.on_connect(ctx),
         );
         flush(
@@ -682,7 +682,7 @@ impl<H: Handler> EventLoop<H> {
                             key,
                             &self.shared,
                             &self.read_buf[..n],
-                            false,
+                            Transport::Plain,
                         );
                         if lines > 0 {
                             conn.last_active = now;
@@ -1085,9 +1085,10 @@ pub(crate) fn with_conn<S, R>(
     config: &Config,
     key: usize,
     shared: &Arc<LoopShared>,
-    tls: bool,
+    transport: Transport<'_>,
     f: impl FnOnce(&mut Conn<'_, S>, &mut Vec<u8>) -> R,
 ) -> Option<R> {
+    let tls = !matches!(transport, Transport::Plain);
     let mut verdict = None;
     let (out, queued) = if tls || conn.out.is_empty() {
         (write_buf, conn.out.len())
@@ -1104,6 +1105,7 @@ pub(crate) fn with_conn<S, R>(
         verdict: &mut verdict,
         key,
         shared,
+        transport,
     };
     let partial = &mut conn.partial;
     let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx, partial)));
@@ -1141,22 +1143,30 @@ pub(crate) fn deliver_lines<H: Handler>(
     key: usize,
     shared: &Arc<LoopShared>,
     chunk: &[u8],
-    tls: bool,
+    transport: Transport<'_>,
 ) -> u64 {
     let max = config.max_line_len;
-    let framed = with_conn(conn, write_buf, config, key, shared, tls, |ctx, partial| {
-        let mut lines = 0;
-        let framed = split_lines(partial, chunk, max, |line| {
-            lines += 1;
-            handler.on_line(line, ctx);
-            if ctx.is_closing() {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        });
-        (framed, lines)
-    });
+    let framed = with_conn(
+        conn,
+        write_buf,
+        config,
+        key,
+        shared,
+        transport,
+        |ctx, partial| {
+            let mut lines = 0;
+            let framed = split_lines(partial, chunk, max, |line| {
+                lines += 1;
+                handler.on_line(line, ctx);
+                if ctx.is_closing() {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            });
+            (framed, lines)
+        },
+    );
     let Some((framed, lines)) = framed else {
         return 0; // the handler panicked; the connection is closing
     };

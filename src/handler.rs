@@ -225,6 +225,19 @@ pub struct Conn<'a, S = ()> {
     pub(crate) verdict: &'a mut Option<CloseReason>,
     pub(crate) key: usize,
     pub(crate) shared: &'a Arc<LoopShared>,
+    pub(crate) transport: Transport<'a>,
+}
+
+/// What a connection runs over, as far as a handler can see.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Transport<'a> {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(&'a rustls::ServerConnection),
+    /// Keeps the lifetime used when TLS is compiled out; never built.
+    #[cfg(not(feature = "tls"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
 }
 
 impl<S> Conn<'_, S> {
@@ -279,6 +292,47 @@ impl<S> Conn<'_, S> {
     pub fn handle(&self) -> ConnHandle {
         ConnHandle::new(self.shared.clone(), self.key, self.id)
     }
+
+    /// True when the connection is a TLS session (its handshake is done by
+    /// the time the handler sees it).
+    pub fn is_tls(&self) -> bool {
+        !matches!(self.transport, Transport::Plain)
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls(&self) -> Option<&rustls::ServerConnection> {
+        match self.transport {
+            Transport::Tls(session) => Some(session),
+            Transport::Plain => None,
+        }
+    }
+
+    /// The ALPN protocol agreed in the TLS handshake (see
+    /// [`Builder::alpn_protocols`](crate::Builder::alpn_protocols)); `None`
+    /// on plaintext, or when the client offered none.
+    #[cfg(feature = "tls")]
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.tls()?.alpn_protocol()
+    }
+
+    /// The server name the client asked for (SNI), if any.
+    #[cfg(feature = "tls")]
+    pub fn server_name(&self) -> Option<&str> {
+        self.tls()?.server_name()
+    }
+
+    /// The TLS version agreed (`TLSv1_3` or `TLSv1_2`); `None` on plaintext.
+    #[cfg(feature = "tls")]
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.tls()?.protocol_version()
+    }
+
+    /// The client's certificate chain, leaf first, when the server's
+    /// `ServerConfig` asked for client certificates and the client sent them.
+    #[cfg(feature = "tls")]
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.tls()?.peer_certificates()
+    }
 }
 
 impl<S> fmt::Debug for Conn<'_, S> {
@@ -288,6 +342,7 @@ impl<S> fmt::Debug for Conn<'_, S> {
             .field("peer", &self.peer)
             .field("queued", &(self.queued + self.out.len()))
             .field("closing", &self.verdict)
+            .field("tls", &self.is_tls())
             .finish_non_exhaustive()
     }
 }

@@ -101,7 +101,9 @@
 //! [`ServerHandle::reload_tls_pem`]. The handshake never blocks the loop; it
 //! has a deadline ([`Builder::tls_handshake_timeout`]), and at most
 //! [`Builder::max_handshakes`] run at once. The handler meets a connection
-//! once its handshake is done. Encrypted output counts toward the same
+//! once its handshake is done, and can ask [`Conn`] about it
+//! ([`Conn::alpn_protocol`], [`Conn::server_name`], [`Conn::peer_certificates`]
+//! for client certificates requested by a `ServerConfig` of your own). Encrypted output counts toward the same
 //! backpressure marks as plaintext. Stopping or [`Conn::close`] sends
 //! `close_notify` after the last reply. netpool builds its configs with the
 //! ring provider, selected explicitly; see [`tls_provider`] for why and how
@@ -136,9 +138,7 @@
 //! # Not (yet) here
 //!
 //! Several loops per server, idle timeouts and the PROXY protocol are
-//! planned; see the README. TLS client certificates work through a
-//! `ServerConfig` of your own, but the handler cannot see them (nor the
-//! negotiated ALPN protocol or SNI name) yet.
+//! planned; see the README.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]

@@ -52,7 +52,7 @@ use crate::conn::{Connection, Phase};
 use crate::error::Error;
 use crate::event_loop::{apply_marks, deliver_lines, end_of_stream, with_conn, READS_PER_TURN};
 use crate::handle::{Counters, LoopShared};
-use crate::handler::{CloseReason, ConnId, Handler};
+use crate::handler::{CloseReason, ConnId, Handler, Transport};
 use crate::timers::Millis;
 
 /// The crypto provider netpool uses for configs it builds: rustls's ring
@@ -399,7 +399,7 @@ impl<H: Handler> Serving<'_, H> {
             self.config,
             key,
             self.shared,
-            true,
+            Transport::Tls(&session.tls),
             |ctx, _| handler.on_connect(ctx),
         );
         flush_tls(
@@ -437,7 +437,7 @@ impl<H: Handler> Serving<'_, H> {
                         key,
                         self.shared,
                         &self.read_buf[..n],
-                        true,
+                        Transport::Tls(&session.tls),
                     );
                     if lines > 0 {
                         conn.last_active = self.now;

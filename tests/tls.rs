@@ -349,6 +349,50 @@ fn alpn_is_negotiated() {
     server.stop(DEADLINE).unwrap();
 }
 
+/// The handler sees the TLS session through `Conn`: ALPN, SNI, version;
+/// a plaintext server's handler sees none of it.
+#[test]
+fn the_handler_sees_the_tls_session() {
+    let describe = |_: &[u8], conn: &mut Conn| {
+        let text = format!(
+            "{} {:?} {:?} {:?}\n",
+            conn.is_tls(),
+            conn.alpn_protocol().map(String::from_utf8_lossy),
+            conn.server_name(),
+            conn.tls_version(),
+        );
+        conn.send(text.as_bytes());
+    };
+    let cert = TestCert::new();
+    let server = Server::builder()
+        .tls_pem(&cert.cert, &cert.key)
+        .alpn_protocols(["line/1"])
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(describe)
+        .unwrap();
+    let mut config = (*tls13(&[&cert])).clone();
+    config.alpn_protocols = vec![b"line/1".to_vec()];
+    let mut client = TlsClient::connect(server.local_addr(), Arc::new(config));
+    assert!(client.pump(b"?\n", |c| c.received.ends_with(b"\n")));
+    assert_eq!(
+        String::from_utf8_lossy(&client.received),
+        "true Some(\"line/1\") Some(\"localhost\") Some(TLSv1_3)\n"
+    );
+    drop(client);
+    server.stop(DEADLINE).unwrap();
+
+    let plain = Server::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(describe)
+        .unwrap();
+    let mut client = raw_client(plain.local_addr());
+    client.write_all(b"?\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut client), b"false None None None\n");
+    plain.stop(DEADLINE).unwrap();
+}
+
 /// `openssl s_client` (TLS 1.3 and 1.2, verifying the certificate) gets its
 /// line echoed.
 #[test]
