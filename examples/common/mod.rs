@@ -28,7 +28,7 @@ pub struct Options {
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
-       [--max-per-ip N] [--accept-rate N]
+       [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
   --acceptors N          connections served at once (default 1024)
@@ -40,6 +40,9 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --max-per-ip N         connections at once from one address (default 0: no cap)
   --accept-rate N        new connections per second; the excess meets --overflow
                          (default 0: no limit)
+  --proxy-protocol       expect a PROXY protocol v1/v2 header on every connection
+  --allow CIDR           serve only clients in this range (repeatable)
+  --deny CIDR            never serve clients in this range (repeatable; wins over --allow)
 
 Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
 
@@ -66,6 +69,9 @@ impl Options {
         let mut idle_secs = 0f64;
         let mut max_per_ip = 0u32;
         let mut accept_rate = 0u32;
+        let mut proxy_protocol = false;
+        let mut allow: Vec<netpool::IpNet> = Vec::new();
+        let mut deny: Vec<netpool::IpNet> = Vec::new();
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -77,6 +83,9 @@ impl Options {
                 Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
                 Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
                 Long("accept-rate") => accept_rate = parser.value()?.parse()?,
+                Long("proxy-protocol") => proxy_protocol = true,
+                Long("allow") => allow.push(parser.value()?.parse()?),
+                Long("deny") => deny.push(parser.value()?.parse()?),
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -120,10 +129,17 @@ impl Options {
             .max_line_len(max_line)
             .max_per_ip(max_per_ip)
             .accept_rate(accept_rate)
+            .proxy_protocol(proxy_protocol)
             .idle_timeout(
                 Duration::try_from_secs_f64(idle_secs)
                     .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
             );
+        for range in allow {
+            builder = builder.allow(range);
+        }
+        for range in deny {
+            builder = builder.deny(range);
+        }
         if let Some(mut message) = refuse_message {
             message.push('\n');
             builder = builder.refuse_message(message);
