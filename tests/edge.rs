@@ -3,14 +3,12 @@
 
 mod util;
 
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use netpool::{Alarm, Conn, Handler, Overflow, Server};
-use socket2::{Domain, Socket, Type};
-use util::{start, wait_until, Client, DEADLINE};
+use util::{connect_from, start, wait_until, Client, DEADLINE};
 
 /// Answers each line with `peer proxy line`, and counts the connections it
 /// heard of.
@@ -61,18 +59,6 @@ fn v2_tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
     block.extend_from_slice(&sport.to_be_bytes());
     block.extend_from_slice(&dport.to_be_bytes());
     v2(1, 0x11, &block)
-}
-
-fn connect_from(source: &str, to: SocketAddr) -> Client {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let source: SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&source.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    Client {
-        reader: std::io::BufReader::new(stream),
-    }
 }
 
 /// The spec's v1 TCP4 example: the handler sees the client the header names
