@@ -167,6 +167,11 @@ impl Budget {
         }
     }
 
+    /// True when a slot is free now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.active.load(Ordering::Relaxed) < self.limit.load(Ordering::Relaxed)
+    }
+
     /// Gives a slot back.
     pub(crate) fn release(&self) {
         let before = self.active.fetch_sub(1, Ordering::AcqRel);

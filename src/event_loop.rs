@@ -56,6 +56,7 @@ use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
 use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler, Transport};
+use crate::proxy::{self, ProxyHeader};
 use crate::timers::{millis, Clock, Millis, TimerHeap};
 #[cfg(feature = "tls")]
 use crate::tls::{encrypt, send_tls, Serving, Session, Sessions};
@@ -159,23 +160,24 @@ pub(crate) struct EventLoop<H: Handler> {
     stopping: Option<Stopping>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
+    /// One descriptor kept open for `EMFILE` (see `refuse_with_spare`).
+    spare: Option<File>,
     /// The TLS sessions, by slab key; empty on a plaintext server.
     #[cfg(feature = "tls")]
     sessions: Sessions,
-    /// TLS connections whose handler has not seen them yet: handshakes in
-    /// progress (or failing), bounded by `Config::max_handshakes`.
+    /// TLS connections the handler has not seen yet (not `announced`):
+    /// handshakes in progress, or failing; bounded by `max_handshakes`.
     #[cfg(feature = "tls")]
     handshaking: usize,
-    /// Handshake deadlines. As with `lingering`, every entry has the same
-    /// timeout, so a FIFO is the whole timer queue; entries whose handshake
-    /// finished (or whose connection closed) are skipped when they come up.
+    /// Handshake deadlines. Every entry has the same timeout, so arrival
+    /// order is deadline order and a FIFO is the whole timer queue, O(1) to
+    /// add and to expire; entries whose handshake finished (or whose
+    /// connection closed) are skipped when they come up.
     #[cfg(feature = "tls")]
     handshakes: VecDeque<(Millis, usize, ConnId)>,
     /// The handshake timeout, in the clock's milliseconds.
     #[cfg(feature = "tls")]
     handshake_timeout: Millis,
-    /// One descriptor kept open for `EMFILE` (see `refuse_with_spare`).
-    spare: Option<File>,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -193,6 +195,7 @@ impl<H: Handler> EventLoop<H> {
             idle: millis(config.idle_timeout),
             write_stall: millis(config.write_stall_timeout),
             linger: millis(config.linger).unwrap_or(1),
+            proxy_header: millis(config.proxy_header_timeout).unwrap_or(1),
         };
         #[cfg(feature = "tls")]
         let handshake_timeout = millis(config.handshake_timeout).unwrap_or(1);
@@ -215,6 +218,7 @@ impl<H: Handler> EventLoop<H> {
             timeouts,
             stopping: None,
             commands: Vec::new(),
+            spare: None,
             #[cfg(feature = "tls")]
             sessions: Sessions::default(),
             #[cfg(feature = "tls")]
@@ -223,7 +227,6 @@ impl<H: Handler> EventLoop<H> {
             handshakes: VecDeque::new(),
             #[cfg(feature = "tls")]
             handshake_timeout,
-            spare: None,
         }
     }
 
@@ -363,6 +366,14 @@ impl<H: Handler> EventLoop<H> {
                         Admission::Overflow => self.server.budget.admit_overflow(),
                         other => other,
                     };
+                    if !self.config.proxy_protocol && !self.config.filter.permits(peer.ip()) {
+                        // Denied: no slot, no message, not registered.
+                        self.release_unused(admission);
+                        self.give_back_token(took_token);
+                        self.shared.counters.denied.add(1);
+                        log::debug!("{peer}: denied by the address filter");
+                        continue;
+                    }
                     if admission == Admission::Serve && !self.take_per_ip(peer) {
                         self.server.budget.release();
                         admission = Admission::Refuse;
@@ -468,7 +479,9 @@ impl<H: Handler> EventLoop<H> {
             Some(self.clock.now() + self.config.accept_backoff.as_millis() as Millis);
     }
 
-    /// Registers a newly accepted connection and greets the handler.
+    /// Registers a newly accepted connection and greets the handler (or,
+    /// with the PROXY protocol on, waits for the header first; with TLS,
+    /// for the handshake).
     fn serve(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         self.accept.refusing = false;
         #[cfg(feature = "tls")]
@@ -484,7 +497,7 @@ impl<H: Handler> EventLoop<H> {
                     Ok(session) => Some(session),
                     Err(e) => {
                         log::warn!("{peer}: cannot start a TLS session: {e}");
-                        self.unserve(peer);
+                        self.server.give_back_admission(peer);
                         return;
                     }
                 }
@@ -511,44 +524,34 @@ impl<H: Handler> EventLoop<H> {
             .register(&mut stream, token, Interest::READABLE)
         {
             log::warn!("{peer}: could not register the connection: {e}");
-            self.unserve(peer);
+            self.server.give_back_admission(peer);
             return;
         }
         let id = ConnId(self.next_id);
         self.next_id += self.id_step;
-        let conn = entry.insert(Connection::new(stream, peer, id, self.clock.now(), tls));
+        let now = self.clock.now();
+        let proxied = self.config.proxy_protocol;
+        let conn = entry.insert(Connection::new(stream, peer, id, now, proxied, tls));
         self.shared.counters.accepted.add(1);
         log::debug!("{id} {peer}: accepted");
-
+        self.server.check_alarm();
         #[cfg(feature = "tls")]
         if let Some(session) = session {
             // The handler meets the connection when the handshake is done;
-            // until then it holds a handshake place, on a deadline.
+            // until then it holds a handshake place, on a deadline (which
+            // also covers a PROXY header before the handshake).
             self.sessions.insert(key, session);
             self.handshaking += 1;
-            let deadline = self.clock.now() + self.handshake_timeout;
-            self.handshakes.push_back((deadline, key, id));
+            self.handshakes
+                .push_back((now + self.handshake_timeout, key, id));
             self.settle(key);
             return;
         }
-
-        let handler = &mut self.handler;
-        with_conn(
-            conn,
-            &mut self.write_buf,
-            &self.config,
-            key,
-            &self.shared,
-            Transport::Plain,
-            |ctx, _| handler.on_connect(ctx),
-        );
-        flush(
-            conn,
-            &mut self.write_buf,
-            &self.shared.counters,
-            self.clock.now(),
-        );
-        self.after_output(key);
+        if !proxied {
+            let cx = Cx::of(&self.config, &self.shared, &self.server, now);
+            announce(conn, &mut self.handler, &mut self.write_buf, &cx, key);
+            self.after_output(key);
+        }
         self.settle(key);
     }
 
@@ -585,22 +588,14 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Gives back what `accept_connections` took for a connection that
-    /// `serve` then could not serve: its slot and its per-IP count.
-    fn unserve(&self, peer: SocketAddr) {
-        self.server.budget.release();
-        if let Some(cap) = &self.server.per_ip {
-            cap.give_back(peer.ip());
-        }
-    }
-
     /// Refuses a TLS connection because `max_handshakes` handshakes are in
     /// progress: a flood of handshakes (or of clients that never send one)
-    /// must not take the loop's CPU or every slot. Its reserved slot is given
-    /// back; the caller drops the stream, which closes it.
+    /// must not take the loop's CPU or every slot. What `accept_connections`
+    /// took for it is given back; the caller drops the stream, which closes
+    /// it.
     #[cfg(feature = "tls")]
     fn refuse_tls(&mut self, peer: SocketAddr) {
-        self.unserve(peer);
+        self.server.give_back_admission(peer);
         self.shared.counters.tls_refused.add(1);
         if !self.accept.tls_refusing {
             self.accept.tls_refusing = true;
@@ -645,6 +640,7 @@ impl<H: Handler> EventLoop<H> {
                     write_buf: &mut self.write_buf,
                     config: &self.config,
                     shared: &self.shared,
+                    server: &self.server,
                     again: &mut self.again,
                     handshaking: &mut self.handshaking,
                     now: self.clock.now(),
@@ -653,44 +649,48 @@ impl<H: Handler> EventLoop<H> {
                 return;
             }
         }
-        // A lingering TLS connection comes here too: what the peer still
-        // sends is read raw and discarded, never decrypted.
-        let counters = &self.shared.counters;
-        let now = self.clock.now();
+        // A TLS connection comes here for its PROXY header (plaintext) and
+        // while lingering (what the peer still sends is read raw and
+        // discarded, never decrypted).
+        let cx = Cx::of(&self.config, &self.shared, &self.server, self.clock.now());
         for _ in 0..READS_PER_TURN {
-            let lingering = match conn.phase() {
-                Phase::Open => false,
-                Phase::Lingering { .. } => true,
+            let phase = conn.phase();
+            match phase {
+                Phase::Open | Phase::Lingering { .. } | Phase::ProxyHeader => {}
                 // Throttled waits for output to drain; Closing only writes.
                 _ => return,
-            };
+            }
             match conn.stream.read(&mut self.read_buf) {
                 Ok(0) => {
                     end_of_stream(conn);
                     return;
                 }
                 Ok(n) => {
-                    counters.bytes_in.add(n as u64);
-                    if !lingering {
-                        // A lingering connection's input is read only to
-                        // see the peer close; it is discarded.
-                        let lines = deliver_lines(
-                            &mut self.handler,
+                    cx.shared.counters.bytes_in.add(n as u64);
+                    let input = &self.read_buf[..n];
+                    let resume = match phase {
+                        Phase::Open => serve_lines(
                             conn,
+                            &mut self.handler,
+                            input,
                             &mut self.write_buf,
-                            &self.config,
+                            &cx,
                             key,
-                            &self.shared,
-                            &self.read_buf[..n],
-                            Transport::Plain,
-                        );
-                        if lines > 0 {
-                            conn.last_active = now;
-                        }
-                        flush(conn, &mut self.write_buf, counters, now);
-                        if apply_marks(conn, &self.config) {
-                            self.again.push((key, conn.id));
-                        }
+                        ),
+                        Phase::ProxyHeader => read_proxy_header(
+                            conn,
+                            &mut self.handler,
+                            input,
+                            &mut self.write_buf,
+                            &cx,
+                            key,
+                        ),
+                        // A lingering connection's input is read only to see
+                        // the peer close; it is discarded.
+                        _ => false,
+                    };
+                    if resume {
+                        self.again.push((key, conn.id));
                     }
                     if n < self.read_buf.len() && short_read_drains {
                         return;
@@ -816,6 +816,10 @@ impl<H: Handler> EventLoop<H> {
                 conn.set_phase(Phase::Closed { reason })
             }
             (Timeout::Linger, _) => {}
+            (Timeout::ProxyHeader, _) => {
+                self.shared.counters.bad_proxy_headers.add(1);
+                conn.begin_close(CloseReason::BadProxyHeader, true);
+            }
         }
     }
 
@@ -826,34 +830,29 @@ impl<H: Handler> EventLoop<H> {
     /// connection.
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
-        // A TLS connection that never finished its handshake frees its
-        // handshake place, and the handler, which never saw it, hears nothing.
-        #[cfg(feature = "tls")]
-        let greeted = match self.sessions.remove(key) {
-            Some(session) if !session.greeted => {
-                self.handshaking -= 1;
-                false
-            }
-            _ => true,
-        };
-        #[cfg(not(feature = "tls"))]
-        let greeted = true;
         release_slot(&mut conn, &self.server, &mut self.accept);
         let reason = match conn.phase() {
             Phase::Closed { reason }
             | Phase::Lingering { reason }
             | Phase::Closing { reason, .. } => reason,
-            Phase::Open | Phase::Throttled | Phase::Handshaking => CloseReason::Stopped,
+            Phase::Open | Phase::Throttled | Phase::ProxyHeader | Phase::Handshaking => {
+                CloseReason::Stopped
+            }
         };
         log::debug!("{} {}: closed: {}", conn.id, conn.peer, reason);
-        if !greeted {
+        // A TLS connection the handler never saw frees its handshake place.
+        #[cfg(feature = "tls")]
+        if self.sessions.remove(key).is_some() && !conn.announced {
+            self.handshaking -= 1;
             let counters = &self.shared.counters;
             match reason {
                 CloseReason::HandshakeTimeout => counters.tls_handshake_timeouts.add(1),
-                CloseReason::Stopped => {}
+                CloseReason::Stopped | CloseReason::BadProxyHeader | CloseReason::Denied => {}
                 _ => counters.tls_handshake_failures.add(1),
             }
-            return;
+        }
+        if !conn.announced {
+            return; // the handler never heard of it (no PROXY header or handshake yet)
         }
         let closed = Disconnect {
             id: conn.id,
@@ -913,8 +912,11 @@ impl<H: Handler> EventLoop<H> {
         match conn.phase() {
             Phase::Open | Phase::Throttled | Phase::Closing { .. } => {}
             // Its write side is shut: nothing more can be sent. (No handle
-            // exists before a handshake ends: the handler hands them out.)
-            Phase::Lingering { .. } | Phase::Closed { .. } | Phase::Handshaking => return,
+            // exists before the PROXY header is in and the handshake done.)
+            Phase::ProxyHeader
+            | Phase::Handshaking
+            | Phase::Lingering { .. }
+            | Phase::Closed { .. } => return,
         }
         if conn.out.len() + data.len() > limit {
             conn.begin_close(CloseReason::OutputOverflow, true);
@@ -967,7 +969,9 @@ impl<H: Handler> EventLoop<H> {
             }
             self.settle(key);
         }
-        if self.accept.again {
+        // A slot may have been given back without a close (`release_slot`),
+        // or by another loop: a paused accept looks again.
+        if self.accept.again || (self.accept.paused && self.server.budget.has_room()) {
             self.accept_connections();
         }
         // Swap with an empty vector: entries pushed while we work wait for
@@ -992,7 +996,7 @@ impl<H: Handler> EventLoop<H> {
             }
             self.handshakes.pop_front();
             if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
-                if conn.phase() == Phase::Handshaking {
+                if matches!(conn.phase(), Phase::Handshaking | Phase::ProxyHeader) {
                     log::debug!("{} {}: TLS handshake timed out", conn.id, conn.peer);
                     conn.begin_close(CloseReason::HandshakeTimeout, false);
                     self.remove(key);
@@ -1068,6 +1072,35 @@ impl<H: Handler> EventLoop<H> {
     }
 }
 
+/// What serving a connection needs from the loop besides the connection,
+/// the handler and the write buffer: borrowed together, so the functions
+/// below take one argument instead of five.
+pub(crate) struct Cx<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) shared: &'a Arc<LoopShared>,
+    pub(crate) server: &'a ServerShared,
+    pub(crate) now: Millis,
+    /// What the handler is told the connection runs over.
+    pub(crate) transport: Transport<'a>,
+}
+
+impl<'a> Cx<'a> {
+    pub(crate) fn of(
+        config: &'a Config,
+        shared: &'a Arc<LoopShared>,
+        server: &'a ServerShared,
+        now: Millis,
+    ) -> Self {
+        Cx {
+            config,
+            shared,
+            server,
+            now,
+            transport: Transport::Plain,
+        }
+    }
+}
+
 /// Runs `f` with a [`Conn`] context for `conn`, catching a handler panic.
 ///
 /// Replies go to the loop's shared `write_buf` when the connection has no
@@ -1078,18 +1111,15 @@ impl<H: Handler> EventLoop<H> {
 /// On a TLS connection the queue holds encrypted bytes, so replies always go
 /// to `write_buf` (plaintext, encrypted by `flush_tls` afterwards, still in
 /// order), and the queue's length counts toward the output limit.
-#[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
-pub(crate) fn with_conn<S, R>(
+fn with_conn<S, R>(
     conn: &mut Connection<S>,
     write_buf: &mut Vec<u8>,
-    config: &Config,
+    cx: &Cx<'_>,
     key: usize,
-    shared: &Arc<LoopShared>,
-    transport: Transport<'_>,
     f: impl FnOnce(&mut Conn<'_, S>, &mut Vec<u8>) -> R,
 ) -> Option<R> {
-    let tls = !matches!(transport, Transport::Plain);
     let mut verdict = None;
+    let tls = !matches!(cx.transport, Transport::Plain);
     let (out, queued) = if tls || conn.out.is_empty() {
         (write_buf, conn.out.len())
     } else {
@@ -1098,14 +1128,17 @@ pub(crate) fn with_conn<S, R>(
     let mut ctx = Conn {
         id: conn.id,
         peer: conn.peer,
+        proxy: conn.proxy.as_deref().copied(),
         state: &mut conn.state,
         out,
         queued,
-        out_limit: config.output_limit,
+        out_limit: cx.config.output_limit,
         verdict: &mut verdict,
+        holds_slot: &mut conn.holds_slot,
         key,
-        shared,
-        transport,
+        shared: cx.shared,
+        server: cx.server,
+        transport: cx.transport,
     };
     let partial = &mut conn.partial;
     let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx, partial)));
@@ -1117,7 +1150,7 @@ pub(crate) fn with_conn<S, R>(
             Some(r)
         }
         Err(panic) => {
-            shared.counters.handler_panics.add(1);
+            cx.shared.counters.handler_panics.add(1);
             log::error!(
                 "{} {}: handler panicked, closing the connection: {}",
                 conn.id,
@@ -1130,57 +1163,142 @@ pub(crate) fn with_conn<S, R>(
     }
 }
 
-/// Frames `chunk` into lines and hands each to the handler, stopping early if
-/// the handler closes the connection; a line too long starts a close. The
-/// replies are left in `write_buf` (or the connection's queue) for the
-/// caller to flush. Returns how many lines the handler saw.
-#[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
-pub(crate) fn deliver_lines<H: Handler>(
-    handler: &mut H,
+/// Tells the handler about a connection (`on_connect`) and writes its
+/// greeting, if any.
+fn announce<H: Handler>(
     conn: &mut Connection<H::State>,
+    handler: &mut H,
     write_buf: &mut Vec<u8>,
-    config: &Config,
+    cx: &Cx<'_>,
     key: usize,
-    shared: &Arc<LoopShared>,
-    chunk: &[u8],
-    transport: Transport<'_>,
-) -> u64 {
-    let max = config.max_line_len;
-    let framed = with_conn(
-        conn,
-        write_buf,
-        config,
-        key,
-        shared,
-        transport,
-        |ctx, partial| {
-            let mut lines = 0;
-            let framed = split_lines(partial, chunk, max, |line| {
-                lines += 1;
-                handler.on_line(line, ctx);
-                if ctx.is_closing() {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            });
-            (framed, lines)
-        },
-    );
-    let Some((framed, lines)) = framed else {
-        return 0; // the handler panicked; the connection is closing
-    };
-    shared.counters.lines.add(lines);
-    if framed == Err(FrameError::LineTooLong) {
-        log::debug!(
-            "{} {}: line longer than {} bytes, closing",
-            conn.id,
-            conn.peer,
-            max
-        );
-        conn.begin_close(CloseReason::LineTooLong, false);
+) {
+    greet(conn, handler, write_buf, cx, key);
+    flush(conn, write_buf, &cx.shared.counters, cx.now);
+}
+
+/// Tells the handler about a connection (`on_connect`); its greeting, if
+/// any, is left in `write_buf` for the caller to send.
+pub(crate) fn greet<H: Handler>(
+    conn: &mut Connection<H::State>,
+    handler: &mut H,
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    key: usize,
+) {
+    conn.announced = true;
+    with_conn(conn, write_buf, cx, key, |ctx, _| handler.on_connect(ctx));
+}
+
+/// Hands `input` to the handler line by line, then writes the replies in one
+/// `write`. Returns true when reading should resume (see `apply_marks`).
+fn serve_lines<H: Handler>(
+    conn: &mut Connection<H::State>,
+    handler: &mut H,
+    input: &[u8],
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    key: usize,
+) -> bool {
+    handle_lines(conn, handler, input, write_buf, cx, key);
+    flush(conn, write_buf, &cx.shared.counters, cx.now);
+    apply_marks(conn, cx.config)
+}
+
+/// Hands `input` to the handler line by line; the replies are left in
+/// `write_buf` (or the connection's queue) for the caller to send.
+pub(crate) fn handle_lines<H: Handler>(
+    conn: &mut Connection<H::State>,
+    handler: &mut H,
+    input: &[u8],
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    key: usize,
+) {
+    let max = cx.config.max_line_len;
+    let framed = with_conn(conn, write_buf, cx, key, |ctx, partial| {
+        let mut lines = 0;
+        let framed = split_lines(partial, input, max, |line| {
+            lines += 1;
+            handler.on_line(line, ctx);
+            if ctx.is_closing() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        });
+        (framed, lines)
+    });
+    if let Some((framed, lines)) = framed {
+        cx.shared.counters.lines.add(lines);
+        if lines > 0 {
+            conn.last_active = cx.now;
+        }
+        if framed == Err(FrameError::LineTooLong) {
+            log::debug!(
+                "{} {}: line longer than {max} bytes, closing",
+                conn.id,
+                conn.peer
+            );
+            conn.begin_close(CloseReason::LineTooLong, false);
+        }
     }
-    lines
+}
+
+/// Gathers the PROXY protocol header from the first bytes of a connection.
+/// Once it is complete: the peer address becomes the client's, the address
+/// filter decides, the handler hears of the connection, and what followed
+/// the header is served as lines.
+fn read_proxy_header<H: Handler>(
+    conn: &mut Connection<H::State>,
+    handler: &mut H,
+    input: &[u8],
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    key: usize,
+) -> bool {
+    conn.partial.extend_from_slice(input);
+    let (header, used) = match proxy::parse(&conn.partial) {
+        Ok(None) => return false, // incomplete: wait for more
+        Ok(Some(done)) => done,
+        Err(e) => {
+            log::debug!("{} {}: {e}; closing", conn.id, conn.peer);
+            cx.shared.counters.bad_proxy_headers.add(1);
+            conn.begin_close(CloseReason::BadProxyHeader, true);
+            return false;
+        }
+    };
+    let rest = std::mem::take(&mut conn.partial);
+    if let ProxyHeader::Proxied { source, .. } = header {
+        conn.proxy = Some(Box::new(std::mem::replace(&mut conn.peer, source)));
+        log::debug!(
+            "{} {}: proxied for {source}",
+            conn.id,
+            conn.proxy.as_deref().unwrap()
+        );
+    }
+    if !cx.config.filter.permits(conn.peer.ip()) {
+        log::debug!("{} {}: denied by the address filter", conn.id, conn.peer);
+        cx.shared.counters.denied.add(1);
+        conn.begin_close(CloseReason::Denied, true);
+        return false;
+    }
+    #[cfg(feature = "tls")]
+    if cx.config.tls.is_some() {
+        // TLS starts after the header. What followed it is the start of the
+        // ClientHello: the TLS path hands it to rustls before reading more.
+        let mut early = rest;
+        early.drain(..used);
+        conn.partial = early;
+        conn.set_phase(Phase::Handshaking);
+        return true; // `again` brings the connection to the TLS path
+    }
+    conn.set_phase(Phase::Open);
+    announce(conn, handler, write_buf, cx, key);
+    let after = &rest[used..];
+    if conn.phase() == Phase::Open && !after.is_empty() {
+        return serve_lines(conn, handler, after, write_buf, cx, key);
+    }
+    apply_marks(conn, cx.config)
 }
 
 /// Writes what the handler produced into the shared write buffer; whatever
@@ -1214,10 +1332,7 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
 /// was consumed long ago, so no event will announce them.
 fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut AcceptState) {
     if std::mem::replace(&mut conn.holds_slot, false) {
-        server.budget.release();
-        if let Some(cap) = &server.per_ip {
-            cap.give_back(conn.peer.ip());
-        }
+        server.give_back_admission(conn.socket_peer());
         if accept.paused {
             accept.again = true;
         }

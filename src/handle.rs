@@ -13,10 +13,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
@@ -72,6 +73,8 @@ pub(crate) struct Counters {
     pub(crate) refused: Counter,
     pub(crate) refused_per_ip: Counter,
     pub(crate) rate_limited: Counter,
+    pub(crate) denied: Counter,
+    pub(crate) bad_proxy_headers: Counter,
     pub(crate) pause_episodes: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) bytes_in: Counter,
@@ -161,11 +164,87 @@ pub(crate) struct ServerShared {
     pub(crate) budget: Budget,
     pub(crate) per_ip: Option<PerIpCap>,
     pub(crate) accept_rate: Option<AcceptRate>,
+    pub(crate) alarm: Option<AlarmState>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) loops: Vec<Arc<LoopShared>>,
     /// The TLS config new connections get; `None` on a plaintext server.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsShared>,
+}
+
+impl ServerShared {
+    /// Gives back what admitting a connection from `socket_peer` took: its
+    /// slot, and its place under the per-IP cap.
+    pub(crate) fn give_back_admission(&self, socket_peer: SocketAddr) {
+        self.budget.release();
+        if let Some(cap) = &self.per_ip {
+            cap.give_back(socket_peer.ip());
+        }
+    }
+
+    /// Calls the budget alarm if the active count is at or above its
+    /// threshold and the cooldown has passed since it last rang.
+    pub(crate) fn check_alarm(&self) {
+        let Some(alarm) = &self.alarm else {
+            return;
+        };
+        let active = self.budget.active();
+        if active < alarm.threshold {
+            return;
+        }
+        {
+            let mut last = alarm.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < alarm.cooldown) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let event = Alarm {
+            active,
+            threshold: alarm.threshold,
+            budget: self.budget.limit(),
+        };
+        log::warn!(
+            "budget alarm: {active} connections active (threshold {})",
+            alarm.threshold
+        );
+        let callback = &alarm.callback;
+        if catch_unwind(AssertUnwindSafe(|| callback(&event))).is_err() {
+            log::error!("the budget alarm callback panicked");
+        }
+    }
+}
+
+/// What a budget alarm reports (see [`Builder::alarm`](crate::Builder::alarm)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Alarm {
+    /// Connections active when it rang.
+    pub active: usize,
+    /// The threshold it was set for.
+    pub threshold: usize,
+    /// The budget (slots in service) at that moment.
+    pub budget: usize,
+}
+
+/// The callback type of a budget alarm.
+pub(crate) type AlarmCallback = Arc<dyn Fn(&Alarm) + Send + Sync>;
+
+/// A budget alarm's settings and when it last rang.
+pub(crate) struct AlarmState {
+    pub(crate) threshold: usize,
+    pub(crate) cooldown: Duration,
+    pub(crate) callback: AlarmCallback,
+    pub(crate) last: Mutex<Option<Instant>>,
+}
+
+impl fmt::Debug for AlarmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlarmState")
+            .field("threshold", &self.threshold)
+            .field("cooldown", &self.cooldown)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A snapshot of a server's counters, from [`ServerHandle::stats`].
@@ -186,6 +265,12 @@ pub struct Stats {
     pub refused_per_ip: u64,
     /// Connections refused by [`Builder::accept_rate`](crate::Builder::accept_rate).
     pub rate_limited: u64,
+    /// Connections closed by the address filter ([`Builder::allow`](crate::Builder::allow),
+    /// [`Builder::deny`](crate::Builder::deny)).
+    pub denied: u64,
+    /// Connections closed for a missing, malformed, over-long or late PROXY
+    /// protocol header.
+    pub bad_proxy_headers: u64,
     /// How many times [`Overflow::Grow`] added slots.
     pub grown: u64,
     /// How many times accepting paused under [`Overflow::Pause`].
@@ -272,6 +357,8 @@ impl ServerHandle {
             s.refused += c.refused.get();
             s.refused_per_ip += c.refused_per_ip.get();
             s.rate_limited += c.rate_limited.get();
+            s.denied += c.denied.get();
+            s.bad_proxy_headers += c.bad_proxy_headers.get();
             s.pause_episodes += c.pause_episodes.get();
             s.accept_errors += c.accept_errors.get();
             s.bytes_in += c.bytes_in.get();

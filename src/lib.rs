@@ -44,6 +44,8 @@
 //! - `framing.rs`: splitting bytes into lines; no I/O.
 //! - `budget.rs`: the accept budget and the [`Overflow`] strategies.
 //! - `limits.rs`: abuse limits at accept: per-address cap, accept rate.
+//! - `filter.rs`: allow and deny lists of CIDR ranges.
+//! - `proxy.rs`: the PROXY protocol v1 and v2 header parser; no I/O.
 //! - `timers.rs`: idle, write-stall and linger timeouts: a heap of wake-up
 //!   times with lazy deletion, whose cost per turn is only what is due.
 //! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
@@ -148,10 +150,12 @@ mod config;
 mod conn;
 mod error;
 mod event_loop;
+mod filter;
 mod framing;
 mod handle;
 mod handler;
 mod limits;
+mod proxy;
 mod server;
 mod timers;
 #[cfg(feature = "tls")]
@@ -164,8 +168,11 @@ pub use framing::fuzz_split_lines;
 pub use budget::Overflow;
 pub use config::Builder;
 pub use error::Error;
-pub use handle::{ConnHandle, ServerHandle, Stats, StopReport};
+pub use handle::{Alarm, ConnHandle, ServerHandle, Stats, StopReport};
 pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+/// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
+/// `ipnet` crate.
+pub use ipnet::IpNet;
 /// The rustls this crate is built with, for building a
 /// [`ServerConfig`](rustls::ServerConfig) of your own (feature `tls`).
 #[cfg(feature = "tls")]

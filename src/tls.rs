@@ -50,8 +50,8 @@ use rustls::sign::CertifiedKey;
 use crate::config::Config;
 use crate::conn::{Connection, Phase};
 use crate::error::Error;
-use crate::event_loop::{apply_marks, deliver_lines, end_of_stream, with_conn, READS_PER_TURN};
-use crate::handle::{Counters, LoopShared};
+use crate::event_loop::{apply_marks, end_of_stream, greet, handle_lines, Cx, READS_PER_TURN};
+use crate::handle::{Counters, LoopShared, ServerShared};
 use crate::handler::{CloseReason, ConnId, Handler, Transport};
 use crate::timers::Millis;
 
@@ -223,10 +223,6 @@ fn with_alpn(config: Arc<ServerConfig>, alpn: Option<&[Vec<u8>]>) -> Arc<ServerC
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) tls: ServerConnection,
-    /// The handshake finished and the handler's `on_connect` ran, so the
-    /// handler is owed an `on_disconnect`. Until then the connection holds
-    /// one of the loop's handshake places.
-    pub(crate) greeted: bool,
     /// Our close_notify is queued: nothing may be encrypted after it.
     pub(crate) close_notify_sent: bool,
 }
@@ -240,7 +236,6 @@ impl Session {
         tls.set_buffer_limit(None);
         Ok(Session {
             tls,
-            greeted: false,
             close_notify_sent: false,
         })
     }
@@ -289,6 +284,7 @@ pub(crate) struct Serving<'a, H: Handler> {
     pub(crate) write_buf: &'a mut Vec<u8>,
     pub(crate) config: &'a Config,
     pub(crate) shared: &'a Arc<LoopShared>,
+    pub(crate) server: &'a ServerShared,
     pub(crate) again: &'a mut Vec<(usize, ConnId)>,
     pub(crate) handshaking: &'a mut usize,
     /// The loop's clock, as of this turn.
@@ -319,13 +315,35 @@ impl<H: Handler> Serving<'_, H> {
             if !matches!(conn.phase(), Phase::Handshaking | Phase::Open) {
                 return;
             }
-            let mut socket = Probe::new(&mut conn.stream);
-            let read = session.tls.read_tls(&mut socket);
-            let short = socket.short;
+            let (read, short) = if conn.phase() == Phase::Handshaking && !conn.partial.is_empty() {
+                // What followed a PROXY header: the start of the ClientHello,
+                // read (and counted) already. The handshake cannot finish
+                // before rustls has taken all of it.
+                log::trace!(
+                    "{} {}: {} bytes after the PROXY header go to rustls",
+                    conn.id,
+                    conn.peer,
+                    conn.partial.len()
+                );
+                let mut early = &conn.partial[..];
+                let read = session.tls.read_tls(&mut early);
+                let taken = conn.partial.len() - early.len();
+                conn.partial.drain(..taken);
+                if conn.partial.is_empty() {
+                    conn.partial = Vec::new();
+                }
+                (read.map(|n| (n, false)), false)
+            } else {
+                let mut socket = Probe::new(&mut conn.stream);
+                let read = session.tls.read_tls(&mut socket);
+                (read.map(|n| (n, true)), socket.short)
+            };
             let eof = match read {
-                Ok(0) => true,
-                Ok(n) => {
-                    counters.bytes_in.add(n as u64);
+                Ok((0, _)) => true,
+                Ok((n, from_socket)) => {
+                    if from_socket {
+                        counters.bytes_in.add(n as u64);
+                    }
                     false
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -380,7 +398,10 @@ impl<H: Handler> Serving<'_, H> {
     /// The handshake has just finished: the connection opens, frees its
     /// handshake place and meets the handler.
     fn established(&mut self, key: usize, conn: &mut Connection<H::State>, session: &mut Session) {
-        session.greeted = true;
+        debug_assert!(
+            conn.partial.is_empty(),
+            "early bytes left after the handshake"
+        );
         *self.handshaking -= 1;
         self.shared.counters.tls_handshakes.add(1);
         conn.set_phase(Phase::Open);
@@ -392,16 +413,12 @@ impl<H: Handler> Serving<'_, H> {
             session.tls.negotiated_cipher_suite().map(|s| s.suite()),
             session.tls.alpn_protocol().map(String::from_utf8_lossy),
         );
-        let handler = &mut *self.handler;
-        with_conn(
-            conn,
-            self.write_buf,
-            self.config,
-            key,
-            self.shared,
-            Transport::Tls(&session.tls),
-            |ctx, _| handler.on_connect(ctx),
-        );
+        let cx = Cx::of(self.config, self.shared, self.server, self.now);
+        let cx = Cx {
+            transport: Transport::Tls(&session.tls),
+            ..cx
+        };
+        greet(conn, &mut *self.handler, self.write_buf, &cx, key);
         flush_tls(
             conn,
             session,
@@ -429,19 +446,19 @@ impl<H: Handler> Serving<'_, H> {
                     end_of_stream(conn);
                 }
                 Ok(n) => {
-                    let lines = deliver_lines(
-                        self.handler,
+                    let cx = Cx::of(self.config, self.shared, self.server, self.now);
+                    let cx = Cx {
+                        transport: Transport::Tls(&session.tls),
+                        ..cx
+                    };
+                    handle_lines(
                         conn,
-                        self.write_buf,
-                        self.config,
-                        key,
-                        self.shared,
+                        &mut *self.handler,
                         &self.read_buf[..n],
-                        Transport::Tls(&session.tls),
+                        self.write_buf,
+                        &cx,
+                        key,
                     );
-                    if lines > 0 {
-                        conn.last_active = self.now;
-                    }
                     flush_tls(
                         conn,
                         session,
@@ -632,7 +649,6 @@ mod tests {
         fn a_new_session_is_handshaking_and_owes_nothing() {
             let session = Session::new(config()).unwrap();
             assert!(session.tls.is_handshaking());
-            assert!(!session.greeted);
             assert!(!session.close_notify_sent);
             assert!(!session.tls.wants_write(), "the server speaks second");
         }

@@ -126,14 +126,29 @@ struct TlsClient {
 
 impl TlsClient {
     fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsClient {
-        let std = TcpStream::connect(addr).expect("connect");
+        TlsClient::over(TcpStream::connect(addr).expect("connect"), config)
+    }
+
+    /// A TLS client on a connection that is already open.
+    fn over(std: TcpStream, config: Arc<ClientConfig>) -> TlsClient {
+        TlsClient::after(std, config, &[])
+    }
+
+    /// A TLS client whose ClientHello goes out in one `write` right behind
+    /// `prefix`.
+    fn after(mut std: TcpStream, config: Arc<ClientConfig>, prefix: &[u8]) -> TlsClient {
+        let mut tls = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut first = prefix.to_vec();
+        while tls.wants_write() {
+            tls.write_tls(&mut first).unwrap();
+        }
+        std.write_all(&first).unwrap();
         std.set_nonblocking(true).unwrap();
         let mut sock = mio::net::TcpStream::from_std(std);
         let poll = Poll::new().unwrap();
         poll.registry()
             .register(&mut sock, Token(0), Interest::READABLE | Interest::WRITABLE)
             .unwrap();
-        let tls = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
         TlsClient {
             tls,
             sock,
@@ -391,6 +406,41 @@ fn the_handler_sees_the_tls_session() {
     client.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut client), b"false None None None\n");
     plain.stop(DEADLINE).unwrap();
+}
+
+/// Behind a PROXY protocol balancer the header comes first, in the clear,
+/// then the handshake; the handler sees the client address it carried.
+#[test]
+fn a_proxy_header_precedes_the_handshake() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let cert = TestCert::new();
+    let server = Server::builder()
+        .proxy_protocol(true)
+        .tls_pem(&cert.cert, &cert.key)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(|_: &[u8], conn: &mut Conn| {
+            let text = format!("{} {}\n", conn.peer_addr(), conn.is_tls());
+            conn.send(text.as_bytes());
+        })
+        .unwrap();
+    // The header alone, then the handshake.
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    stream
+        .write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 7000\r\n")
+        .unwrap();
+    let mut client = TlsClient::over(stream, tls13(&[&cert]));
+    assert!(client.handshake());
+    assert_eq!(client.exchange(b"who\n", 22), b"203.0.113.7:4242 true\n");
+    // The header and the ClientHello in one segment.
+    let stream = TcpStream::connect(server.local_addr()).unwrap();
+    let header = b"PROXY TCP4 198.51.100.9 127.0.0.1 5151 7000\r\n";
+    let mut other = TlsClient::after(stream, tls13(&[&cert]), header);
+    assert!(other.handshake());
+    assert_eq!(other.exchange(b"who\n", 23), b"198.51.100.9:5151 true\n");
+    assert_eq!(stats(&server).tls_handshakes, 2);
+    drop((client, other));
+    server.stop(DEADLINE).unwrap();
 }
 
 /// `openssl s_client` (TLS 1.3 and 1.2, verifying the certificate) gets its

@@ -5,7 +5,7 @@
 //! [--addr 127.0.0.1:7000] [--acceptors 1024]
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
 //! [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
-//! [--tls-cert FILE --tls-key FILE]
+//! [--proxy-protocol] [--allow CIDR]... [--deny CIDR]... [--tls-cert FILE --tls-key FILE]
 //! ```
 
 use std::io::Write;
@@ -30,7 +30,7 @@ pub struct Options {
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
-       [--max-per-ip N] [--accept-rate N]
+       [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
        [--tls-cert FILE --tls-key FILE]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
@@ -43,6 +43,9 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --max-per-ip N         connections at once from one address (default 0: no cap)
   --accept-rate N        new connections per second; the excess meets --overflow
                          (default 0: no limit)
+  --proxy-protocol       expect a PROXY protocol v1/v2 header on every connection
+  --allow CIDR           serve only clients in this range (repeatable)
+  --deny CIDR            never serve clients in this range (repeatable; wins over --allow)
   --tls-cert FILE        serve TLS with this PEM certificate chain (leaf first)
   --tls-key FILE         and this PEM private key (PKCS#8, PKCS#1 or SEC1)
 
@@ -73,6 +76,9 @@ impl Options {
         let mut idle_secs = 0f64;
         let mut max_per_ip = 0u32;
         let mut accept_rate = 0u32;
+        let mut proxy_protocol = false;
+        let mut allow: Vec<netpool::IpNet> = Vec::new();
+        let mut deny: Vec<netpool::IpNet> = Vec::new();
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -86,6 +92,9 @@ impl Options {
                 Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
                 Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
                 Long("accept-rate") => accept_rate = parser.value()?.parse()?,
+                Long("proxy-protocol") => proxy_protocol = true,
+                Long("allow") => allow.push(parser.value()?.parse()?),
+                Long("deny") => deny.push(parser.value()?.parse()?),
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -129,10 +138,17 @@ impl Options {
             .max_line_len(max_line)
             .max_per_ip(max_per_ip)
             .accept_rate(accept_rate)
+            .proxy_protocol(proxy_protocol)
             .idle_timeout(
                 Duration::try_from_secs_f64(idle_secs)
                     .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
             );
+        for range in allow {
+            builder = builder.allow(range);
+        }
+        for range in deny {
+            builder = builder.deny(range);
+        }
         match (tls_cert, tls_key) {
             #[cfg(feature = "tls")]
             (Some(cert), Some(key)) => builder = builder.tls_pem(cert, key),
