@@ -245,7 +245,7 @@ impl Session {
 ///
 /// Kept beside the connection slab rather than inside `Connection`: an
 /// `Option<Box<_>>` field there would grow every connection, plaintext ones
-/// included, from 120 to 128 bytes. Here a plaintext server's vector stays
+/// included, by 8 bytes (measured: 120 to 128 when this was written). Here a plaintext server's vector stays
 /// empty, and a TLS server pays one pointer per slot plus the boxed session.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
