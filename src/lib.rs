@@ -139,8 +139,7 @@
 //!
 //! # Not (yet) here
 //!
-//! Several loops per server, idle timeouts and the PROXY protocol are
-//! planned; see the README.
+//! Several loops per server are planned; see the README.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
