@@ -443,6 +443,77 @@ fn a_proxy_header_precedes_the_handshake() {
     server.stop(DEADLINE).unwrap();
 }
 
+/// Client certificates asked for by a `ServerConfig` of one's own reach the
+/// handler; a client without one fails the handshake.
+#[test]
+fn client_certificates_reach_the_handler() {
+    use netpool::rustls::pki_types::PrivateKeyDer;
+    let cert = TestCert::new();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client_params = rcgen::CertificateParams::new(vec!["client.test".into()]).unwrap();
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
+
+    let mut client_roots = rustls::RootCertStore::empty();
+    client_roots.add(ca.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(client_roots),
+        netpool::tls_provider(),
+    )
+    .build()
+    .unwrap();
+    let server_key = netpool::rustls::pki_types::pem::PemObject::from_pem_file(&cert.key).unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(netpool::tls_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.der.clone()], server_key)
+        .unwrap();
+    let expected = client_cert.der().to_vec();
+    let server = Server::builder()
+        .tls(Arc::new(server_config))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(move |_: &[u8], conn: &mut Conn| {
+            let chain = conn.peer_certificates().unwrap_or_default();
+            let known = chain.first().is_some_and(|c| c.as_ref() == expected);
+            conn.send(format!("{} {known}\n", chain.len()).as_bytes());
+        })
+        .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let with_cert = ClientConfig::builder_with_provider(netpool::tls_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![client_cert.der().clone()],
+            PrivateKeyDer::Pkcs8(client_key.serialize_der().into()),
+        )
+        .unwrap();
+    let mut client = TlsClient::connect(server.local_addr(), Arc::new(with_cert));
+    assert!(client.handshake());
+    assert_eq!(client.exchange(b"who\n", 7), b"1 true\n");
+
+    let mut anonymous = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(!anonymous.pump(b"who\n", |c| !c.received.is_empty()));
+    assert!(
+        anonymous.received.is_empty(),
+        "served without a certificate"
+    );
+    drop((client, anonymous));
+    server.stop(DEADLINE).unwrap();
+}
+
 /// `openssl s_client` (TLS 1.3 and 1.2, verifying the certificate) gets its
 /// line echoed.
 #[test]
@@ -817,8 +888,42 @@ fn close_sends_close_notify() {
     assert!(client.handshake());
     assert!(client.pump(b"a\nquit\nnever\n", |c| c.close_notify));
     assert_eq!(client.received, b"a\nquit\n");
+    drop(client); // the server lingers until we close
     assert_eq!(rx.recv_timeout(DEADLINE), Ok(CloseReason::Closed));
-    drop(client);
+    server.stop(DEADLINE).unwrap();
+}
+
+/// A client's close_notify is answered: its lines are echoed, then our
+/// close_notify and the end of the stream come, and the handler hears
+/// `PeerClosed`.
+#[test]
+fn a_clients_close_notify_is_answered() {
+    struct Report(mpsc::Sender<CloseReason>);
+    impl netpool::Handler for Report {
+        type State = ();
+        fn on_line(&mut self, line: &[u8], conn: &mut Conn) {
+            conn.send(line);
+            conn.send(b"\n");
+        }
+        fn on_disconnect(&mut self, closed: netpool::Disconnect<()>) {
+            let _ = self.0.send(closed.reason);
+        }
+    }
+    let cert = TestCert::new();
+    let (tx, rx) = mpsc::channel();
+    let server = Server::builder()
+        .tls_pem(&cert.cert, &cert.key)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(Report(tx))
+        .unwrap();
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    client.tls.writer().write_all(b"last\nwords\n").unwrap();
+    client.tls.send_close_notify();
+    assert!(client.pump(&[], |c| c.close_notify && c.eof));
+    assert_eq!(client.received, b"last\nwords\n");
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok(CloseReason::PeerClosed));
     server.stop(DEADLINE).unwrap();
 }
 
