@@ -943,6 +943,25 @@ fn stop_sends_close_notify() {
     assert_eq!(report.force_closed, 0);
 }
 
+/// A stop does not wait for unfinished handshakes: they are closed at once,
+/// and the handler, which never saw them, hears nothing.
+#[test]
+fn stop_closes_unfinished_handshakes_at_once() {
+    let cert = TestCert::new();
+    let server = start_tls(Server::builder(), &cert);
+    let mut stalled = raw_client(server.local_addr());
+    assert!(wait_for(|| stats(&server).active == 1));
+    let started = Instant::now();
+    let report = server.stop(DEADLINE).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no wait for the 5 s timeout"
+    );
+    assert_eq!(report.open_at_stop, 1);
+    assert_eq!(report.force_closed, 0);
+    assert_eq!(read_to_close(&mut stalled), b"");
+}
+
 /// A `ConnHandle` reaches a TLS connection from another thread, exactly as
 /// it reaches a plaintext one.
 #[test]
