@@ -26,6 +26,25 @@
 //! Plaintext is drained after *every* `process_new_packets`, so rustls's
 //! 16 KiB received-plaintext limit is never reached.
 //!
+//! # Handshakes
+//!
+//! The handler meets a connection (`on_connect`) when its handshake is done;
+//! one whose handshake fails, times out or is cut by a stop never reaches
+//! it. Until then the connection holds one of the loop's
+//! [`max_handshakes`](crate::Builder::max_handshakes) places, and its
+//! deadline ([`tls_handshake_timeout`](crate::Builder::tls_handshake_timeout))
+//! waits in a FIFO: every handshake has the same timeout, so arrival order is
+//! deadline order. Past the cap, new connections are closed at once. With the
+//! PROXY protocol on, the header comes first, in the clear.
+//!
+//! # Memory
+//!
+//! An idle TLS connection costs about 7.5 KiB (measured with 5,000 idle
+//! connections: RSS per connection), against about 150 bytes for plaintext:
+//! the boxed rustls session (about 1.2 KiB), its keys, and rustls's 4 KiB
+//! receive buffer, which its buffered API keeps for the session's life.
+//! rustls's unbuffered API would let that buffer be the loop's shared one.
+//!
 //! # Backpressure
 //!
 //! The handler's replies are plaintext; rustls encrypts them at once and the
@@ -245,8 +264,9 @@ impl Session {
 ///
 /// Kept beside the connection slab rather than inside `Connection`: an
 /// `Option<Box<_>>` field there would grow every connection, plaintext ones
-/// included, by 8 bytes (measured: 120 to 128 when this was written). Here a plaintext server's vector stays
-/// empty, and a TLS server pays one pointer per slot plus the boxed session.
+/// included, by 8 bytes (measured: 120 to 128 when this was written). Here
+/// a plaintext server's vector stays empty, and a TLS server pays one
+/// pointer per slot plus the boxed session.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     slots: Vec<Option<Box<Session>>>,
