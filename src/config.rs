@@ -7,6 +7,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::budget::Overflow;
+use crate::distribute::Distribution;
 use crate::error::Error;
 use crate::server::Server;
 
@@ -26,6 +27,9 @@ pub(crate) struct Config {
     pub(crate) linger: Duration,
     pub(crate) accept_backoff: Duration,
     pub(crate) events_capacity: usize,
+    pub(crate) workers: usize,
+    pub(crate) distribution: Distribution,
+    pub(crate) pin_cores: bool,
 }
 
 impl Default for Config {
@@ -44,6 +48,9 @@ impl Default for Config {
             linger: Duration::from_secs(2),
             accept_backoff: Duration::from_millis(100),
             events_capacity: 1024,
+            workers: 1,
+            distribution: Distribution::default(),
+            pin_cores: false,
         }
     }
 }
@@ -71,9 +78,19 @@ impl Config {
         if self.events_capacity == 0 {
             return bad("events_capacity must be at least 1");
         }
+        if self.workers == 0 {
+            return bad("workers must be at least 1");
+        }
+        if self.workers > MAX_WORKERS {
+            return bad("workers must be at most 1024");
+        }
         Ok(())
     }
 }
+
+/// The most event loops one server runs: far beyond any core count a loop per
+/// core would need, low enough that a typo cannot spawn a million threads.
+const MAX_WORKERS: usize = 1024;
 
 /// Configures and binds a [`Server`].
 ///
@@ -204,6 +221,56 @@ impl Builder {
     /// How many readiness events one `poll` call can return. Default 1024.
     pub fn events_capacity(mut self, events: usize) -> Self {
         self.config.events_capacity = events;
+        self
+    }
+
+    /// The number of event loops, each on its own thread. Default 1; at most
+    /// 1024. One per core ([`workers_per_core`](Builder::workers_per_core))
+    /// is the usual choice for a server that has the machine to itself.
+    ///
+    /// The loops share one listener ([`distribution`](Builder::distribution))
+    /// and one exact budget of [`acceptors`](Builder::acceptors) slots: a
+    /// slot is reserved before `accept`, so the server as a whole never
+    /// serves more than the budget, whichever loops the connections land on.
+    /// Under [`Overflow::Pause`], a slot freed on any loop resumes the paused
+    /// accept.
+    ///
+    /// Each loop needs its own handler: run the server with
+    /// [`Server::run_workers`] or [`Server::spawn_workers`] and a factory.
+    /// [`Server::run`] and [`Server::spawn`] take one handler, so they serve
+    /// with one loop and refuse a configuration of more.
+    pub fn workers(mut self, loops: usize) -> Self {
+        self.config.workers = loops;
+        self
+    }
+
+    /// One event loop per core: [`workers`](Builder::workers) set to
+    /// [`std::thread::available_parallelism`] (which honours CPU affinity
+    /// masks and cgroup quotas), or 1 if that is unknown.
+    pub fn workers_per_core(self) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.workers(cores)
+    }
+
+    /// How the loops share the listener. Default [`Distribution::Handoff`]:
+    /// loop 0 accepts and hands each connection to the least loaded loop.
+    /// Irrelevant with one loop.
+    pub fn distribution(mut self, distribution: Distribution) -> Self {
+        self.config.distribution = distribution;
+        self
+    }
+
+    /// Pins loop `i` to core `i` (modulo the number of cores), through the
+    /// `core_affinity` crate. Default off. Pinning keeps a loop's caches warm
+    /// on a machine dedicated to the server; on a shared machine it can hurt,
+    /// as the scheduler can no longer move a loop off a busy core. With
+    /// [`Server::run_workers`], the calling thread runs loop 0 and is pinned
+    /// too. A failure to pin is logged and the loop runs unpinned.
+    ///
+    /// Available with the cargo feature `core_affinity`.
+    #[cfg(feature = "core_affinity")]
+    pub fn pin_cores(mut self, on: bool) -> Self {
+        self.config.pin_cores = on;
         self
     }
 

@@ -42,6 +42,7 @@ use slab::Slab;
 use crate::budget::Admission;
 use crate::config::Config;
 use crate::conn::{Connection, Phase};
+use crate::distribute::{Distributor, Reservation};
 use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
@@ -113,8 +114,13 @@ struct Stopping {
 /// One event loop and everything it owns.
 pub(crate) struct EventLoop<H: Handler> {
     poll: Poll,
-    /// `None` once a stop has begun.
+    /// `None` once a stop has begun, and on a loop that does not accept
+    /// (see `distribute.rs`).
     listener: Option<TcpListener>,
+    /// This loop's index among the server's loops.
+    index: usize,
+    /// Which loop serves what this loop accepts.
+    distributor: Distributor,
     /// The connections. A slot's key is its token minus `FIRST_CONN`.
     conns: Slab<Connection<H::State>>,
     handler: H,
@@ -147,7 +153,7 @@ pub(crate) struct EventLoop<H: Handler> {
 impl<H: Handler> EventLoop<H> {
     pub(crate) fn new(
         poll: Poll,
-        listener: TcpListener,
+        listener: Option<TcpListener>,
         handler: H,
         config: Config,
         server: Arc<ServerShared>,
@@ -157,7 +163,9 @@ impl<H: Handler> EventLoop<H> {
         let read_buf = vec![0; config.read_buffer].into_boxed_slice();
         EventLoop {
             poll,
-            listener: Some(listener),
+            listener,
+            index,
+            distributor: Distributor::new(config.distribution, index),
             conns: Slab::new(),
             handler,
             next_id: index as u64 + 1,
@@ -252,8 +260,18 @@ impl<H: Handler> EventLoop<H> {
         if self.accept.retry_at.is_some() {
             return; // backing off after EMFILE & co; the timer brings us back
         }
+        if self.listener.is_none() {
+            // Stopping, or a loop that never accepts. If a freed slot woke
+            // us, it is meant for a loop that can use it: pass the wake on.
+            self.server.wake_parked(self.server.budget.unpark_one());
+            return;
+        }
         for _ in 0..ACCEPTS_PER_TURN {
-            let admission = self.server.budget.try_acquire();
+            let mut admission = self.server.budget.try_acquire();
+            if admission == Admission::Pause {
+                // Park, so that a slot freed on any loop wakes this one.
+                admission = self.server.budget.park(self.index);
+            }
             if admission == Admission::Pause {
                 if !self.accept.paused {
                     self.accept.paused = true;
@@ -284,7 +302,7 @@ impl<H: Handler> EventLoop<H> {
                         other => other,
                     };
                     match admission {
-                        Admission::Serve => self.serve(stream, peer),
+                        Admission::Serve => self.dispatch(stream, peer),
                         _ => self.refuse(stream, peer),
                     }
                 }
@@ -307,7 +325,38 @@ impl<H: Handler> EventLoop<H> {
 
     fn release_unused(&self, admission: Admission) {
         if admission == Admission::Serve {
-            self.server.budget.release();
+            self.server.release_reservation();
+        }
+    }
+
+    /// Serves a connection here, or hands it to the loop the distributor
+    /// picks, with its reserved slot (see `distribute.rs`).
+    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let target = self.distributor.pick(&self.server);
+        if target == self.index {
+            return self.serve(stream, peer);
+        }
+        let slot = Reservation::new(self.server.clone(), target);
+        let adopt = Command::Adopt { stream, peer, slot };
+        if let Err((e, back)) = self.server.loops[target].try_push(adopt) {
+            // The target has exited: serve here rather than drop a client
+            // that was promised a slot.
+            log::debug!(
+                "{peer}: loop {target} unreachable ({e}); served by loop {}",
+                self.index
+            );
+            if let Some(Command::Adopt { stream, peer, slot }) = back {
+                drop(slot); // counted on the target: give it back...
+                if self.server.budget.try_acquire() == Admission::Serve {
+                    // ...and take it again here.
+                    self.server.loops[self.index]
+                        .open
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.serve(stream, peer);
+                } else {
+                    self.refuse(stream, peer);
+                }
+            }
         }
     }
 
@@ -350,7 +399,7 @@ impl<H: Handler> EventLoop<H> {
             .register(&mut stream, token, Interest::READABLE)
         {
             log::warn!("{peer}: could not register the connection: {e}");
-            self.server.budget.release();
+            self.server.release_slot(self.index);
             return;
         }
         let id = ConnId(self.next_id);
@@ -542,7 +591,7 @@ impl<H: Handler> EventLoop<H> {
                     // The peer's end-of-stream may already be waiting, its
                     // edge consumed while we were only writing: look now.
                     self.again.push((key, conn.id));
-                    release_slot(conn, &self.server, &mut self.accept);
+                    release_slot(conn, &self.server, self.index, &mut self.accept);
                 } else {
                     conn.set_phase(Phase::Closed { reason });
                 }
@@ -573,7 +622,7 @@ impl<H: Handler> EventLoop<H> {
     /// connection.
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
-        release_slot(&mut conn, &self.server, &mut self.accept);
+        release_slot(&mut conn, &self.server, self.index, &mut self.accept);
         let reason = match conn.phase() {
             Phase::Closed { reason }
             | Phase::Lingering { reason }
@@ -611,8 +660,17 @@ impl<H: Handler> EventLoop<H> {
                         self.settle(key);
                     }
                 }
-                Command::Stop { grace, done } => self.begin_stop(grace, done),
+                Command::Stop { deadline, done } => self.begin_stop(deadline, done),
                 Command::BudgetChanged => self.accept.again = true,
+                Command::Adopt { stream, peer, slot } => {
+                    // After a stop began, the connection is dropped
+                    // unserved, as the listener's backlog is; the
+                    // reservation gives its slot back.
+                    if self.stopping.is_none() {
+                        slot.keep();
+                        self.serve(stream, peer);
+                    }
+                }
             }
         }
         self.commands = commands;
@@ -690,7 +748,7 @@ impl<H: Handler> EventLoop<H> {
 
     /// Begins a graceful stop: close the listener, then close every
     /// connection after flushing its output.
-    fn begin_stop(&mut self, grace: Duration, done: Option<std::sync::mpsc::Sender<StopReport>>) {
+    fn begin_stop(&mut self, deadline: Instant, done: Option<std::sync::mpsc::Sender<StopReport>>) {
         if let Some(stopping) = &mut self.stopping {
             stopping.waiters.extend(done);
             return;
@@ -701,11 +759,12 @@ impl<H: Handler> EventLoop<H> {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         log::info!(
-            "stopping: {} connections open, grace {grace:?}",
-            self.conns.len()
+            "stopping: {} connections open, grace {:?}",
+            self.conns.len(),
+            deadline.saturating_duration_since(Instant::now())
         );
         self.stopping = Some(Stopping {
-            deadline: Instant::now() + grace,
+            deadline,
             open_at_stop: self.conns.len(),
             waiters: done.into_iter().collect(),
         });
@@ -829,9 +888,16 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
 /// Gives the connection's acceptor slot back, once. A paused accept resumes
 /// at the end of this turn: the edge for the clients waiting in the backlog
 /// was consumed long ago, so no event will announce them.
-fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut AcceptState) {
+fn release_slot<S>(
+    conn: &mut Connection<S>,
+    server: &ServerShared,
+    index: usize,
+    accept: &mut AcceptState,
+) {
     if std::mem::replace(&mut conn.holds_slot, false) {
-        server.budget.release();
+        // Wakes a loop parked on the budget, if any: another loop's paused
+        // accept resumes too.
+        server.release_slot(index);
         if accept.paused {
             accept.again = true;
         }

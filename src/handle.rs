@@ -13,14 +13,16 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
 use mio::Waker;
 
 use crate::budget::{Budget, Overflow};
+use crate::distribute::Reservation;
 use crate::error::Error;
 use crate::handler::ConnId;
 
@@ -35,13 +37,22 @@ pub(crate) enum Command {
     },
     /// Close a connection gracefully, if it is still the one the handle names.
     Close { key: usize, id: ConnId },
-    /// Stop the loop gracefully within `grace`; report to `done`.
+    /// Stop the loop gracefully by `deadline` (one deadline for every loop
+    /// of the server, however late a busy loop reads this); report to `done`.
     Stop {
-        grace: Duration,
+        deadline: Instant,
         done: Option<mpsc::Sender<StopReport>>,
     },
-    /// The budget or overflow strategy changed: re-check a paused accept.
+    /// The budget or overflow strategy changed, or a slot freed while this
+    /// loop was parked: re-check a paused accept.
     BudgetChanged,
+    /// Serve a connection another loop accepted (see `distribute.rs`). Its
+    /// slot is already reserved; dropping the command gives it back.
+    Adopt {
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Reservation,
+    },
 }
 
 /// A counter written by one thread (its loop) and read by any.
@@ -84,6 +95,11 @@ pub(crate) struct LoopShared {
     waker: Waker,
     queue: Mutex<Queue>,
     pub(crate) counters: Counters,
+    /// Connections holding a budget slot on this loop, plus those handed to
+    /// it and not yet adopted. Written by the accepting loop (+1, see
+    /// `Distributor::pick`) and by this loop (-1, when a slot is given back),
+    /// hence a real read-modify-write, unlike [`Counter`].
+    pub(crate) open: AtomicUsize,
     /// The loop's thread, once it runs: `stop()` from that thread would wait
     /// for itself.
     pub(crate) thread: OnceLock<ThreadId>,
@@ -107,6 +123,7 @@ impl LoopShared {
             waker,
             queue: Mutex::new(Queue::default()),
             counters: Counters::default(),
+            open: AtomicUsize::new(0),
             thread: OnceLock::new(),
             report: Mutex::new(None),
         }
@@ -118,16 +135,22 @@ impl LoopShared {
 
     /// Queues a command and wakes the loop if the queue was empty.
     pub(crate) fn push(&self, cmd: Command) -> Result<(), Error> {
+        self.try_push(cmd).map_err(|(e, _)| e)
+    }
+
+    /// As [`push`](LoopShared::push), but a command the loop will never see
+    /// (it has exited) comes back to the caller.
+    pub(crate) fn try_push(&self, cmd: Command) -> Result<(), (Error, Option<Command>)> {
         let was_empty = {
             let mut queue = self.queue();
             if queue.closed {
-                return Err(Error::Stopped);
+                return Err((Error::Stopped, Some(cmd)));
             }
             queue.commands.push(cmd);
             queue.commands.len() == 1
         };
         if was_empty {
-            self.waker.wake().map_err(Error::Io)?;
+            self.waker.wake().map_err(|e| (Error::Io(e), None))?;
         }
         Ok(())
     }
@@ -153,7 +176,35 @@ impl LoopShared {
 pub(crate) struct ServerShared {
     pub(crate) budget: Budget,
     pub(crate) local_addr: SocketAddr,
+    /// One per event loop; a loop's index here is its index everywhere
+    /// (thread name, connection ids, the budget's parked set).
     pub(crate) loops: Vec<Arc<LoopShared>>,
+}
+
+impl ServerShared {
+    /// Gives back the slot of a connection counted on loop `index`.
+    pub(crate) fn release_slot(&self, index: usize) {
+        self.loops[index].open.fetch_sub(1, Ordering::Relaxed);
+        self.release_reservation();
+    }
+
+    /// Gives back a slot reserved for a connection that never came (the
+    /// accept queue was empty), and wakes a parked loop to use it.
+    pub(crate) fn release_reservation(&self) {
+        let parked = self.budget.release();
+        self.wake_parked(parked);
+    }
+
+    /// Wakes loop `next`, unparked from the budget; if it has exited, the
+    /// next parked one instead, so the freed slot is never left unused.
+    pub(crate) fn wake_parked(&self, mut next: Option<usize>) {
+        while let Some(index) = next {
+            if self.loops[index].push(Command::BudgetChanged).is_ok() {
+                return;
+            }
+            next = self.budget.unpark_one();
+        }
+    }
 }
 
 /// A snapshot of a server's counters, from [`ServerHandle::stats`].
@@ -184,6 +235,55 @@ pub struct Stats {
     pub stale_handle_commands: u64,
     /// Handler panics caught (each closed its connection).
     pub handler_panics: u64,
+}
+
+/// One event loop's counters, from [`ServerHandle::loop_stats`]. Summed over
+/// the loops, each field is the [`Stats`] field of the same name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoopStats {
+    /// The loop's index: `0..workers`, as in its thread's name (`netpool-0`).
+    pub index: usize,
+    /// Connections this loop serves now (slots it holds), including any
+    /// handed to it and not adopted yet.
+    pub active: usize,
+    /// Connections this loop has served since start.
+    pub accepted: u64,
+    /// Connections this loop refused.
+    pub refused: u64,
+    /// How many times this loop paused accepting under [`Overflow::Pause`].
+    pub pause_episodes: u64,
+    /// `accept` errors on this loop other than the harmless ones.
+    pub accept_errors: u64,
+    /// Bytes read by this loop.
+    pub bytes_in: u64,
+    /// Bytes written by this loop.
+    pub bytes_out: u64,
+    /// Lines this loop handed to its handler.
+    pub lines: u64,
+    /// Stale [`ConnHandle`] commands dropped by this loop.
+    pub stale_handle_commands: u64,
+    /// Handler panics caught on this loop.
+    pub handler_panics: u64,
+}
+
+impl LoopStats {
+    fn of(index: usize, l: &LoopShared) -> Self {
+        let c = &l.counters;
+        LoopStats {
+            index,
+            active: l.open.load(Ordering::Relaxed),
+            accepted: c.accepted.get(),
+            refused: c.refused.get(),
+            pause_episodes: c.pause_episodes.get(),
+            accept_errors: c.accept_errors.get(),
+            bytes_in: c.bytes_in.get(),
+            bytes_out: c.bytes_out.get(),
+            lines: c.lines.get(),
+            stale_handle_commands: c.stale_handle_commands.get(),
+            handler_panics: c.handler_panics.get(),
+        }
+    }
 }
 
 /// The outcome of a graceful stop, from [`ServerHandle::stop`] or
@@ -226,7 +326,17 @@ impl ServerHandle {
         self.shared.local_addr
     }
 
+    /// The number of event loops ([`Builder::workers`](crate::Builder::workers)).
+    pub fn workers(&self) -> usize {
+        self.shared.loops.len()
+    }
+
     /// A snapshot of the counters, summed over the server's loops.
+    ///
+    /// `active` is the budget's count of taken slots, which includes a
+    /// reservation in flight (a slot taken just before `accept`); the loops'
+    /// own `active` ([`loop_stats`](ServerHandle::loop_stats)) add up to it
+    /// whenever no accept is under way.
     pub fn stats(&self) -> Stats {
         let budget = &self.shared.budget;
         let mut s = Stats {
@@ -235,25 +345,37 @@ impl ServerHandle {
             grown: budget.grown(),
             ..Stats::default()
         };
-        for l in &self.shared.loops {
-            let c = &l.counters;
-            s.accepted += c.accepted.get();
-            s.refused += c.refused.get();
-            s.pause_episodes += c.pause_episodes.get();
-            s.accept_errors += c.accept_errors.get();
-            s.bytes_in += c.bytes_in.get();
-            s.bytes_out += c.bytes_out.get();
-            s.lines += c.lines.get();
-            s.stale_handle_commands += c.stale_handle_commands.get();
-            s.handler_panics += c.handler_panics.get();
+        for l in self.loop_stats() {
+            s.accepted += l.accepted;
+            s.refused += l.refused;
+            s.pause_episodes += l.pause_episodes;
+            s.accept_errors += l.accept_errors;
+            s.bytes_in += l.bytes_in;
+            s.bytes_out += l.bytes_out;
+            s.lines += l.lines;
+            s.stale_handle_commands += l.stale_handle_commands;
+            s.handler_panics += l.handler_panics;
         }
         s
+    }
+
+    /// A snapshot of each loop's counters, in loop order. Each loop's
+    /// counters are read one after the other, not at one instant: under
+    /// load, the sum can differ slightly from a later [`stats`](ServerHandle::stats).
+    pub fn loop_stats(&self) -> Vec<LoopStats> {
+        let loops = &self.shared.loops;
+        loops
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LoopStats::of(i, l))
+            .collect()
     }
 
     /// Sets the number of acceptor slots at run time (like Ranch's
     /// `set_max_connections`). Lowering it never closes a served connection:
     /// new connections meet the overflow strategy until enough have closed.
-    /// Raising it resumes a paused accept at once.
+    /// Raising it resumes a paused accept at once. The budget is one for the
+    /// whole server, shared by all its loops.
     pub fn set_acceptors(&self, slots: usize) {
         self.shared.budget.set_limit(slots);
         self.notify_budget();
@@ -266,28 +388,40 @@ impl ServerHandle {
     }
 
     fn notify_budget(&self) {
+        // Every loop looks again, so none stays parked.
+        self.shared.budget.unpark_all();
         for l in &self.shared.loops {
             // A loop that has exited has nothing to resume.
             let _ = l.push(Command::BudgetChanged);
         }
     }
 
-    /// Starts a graceful stop and returns at once. Callable from anywhere,
-    /// including a handler on the loop's own thread.
+    /// Starts a graceful stop of every loop and returns at once. Callable
+    /// from anywhere, including a handler on a loop's own thread.
     ///
     /// # Errors
     ///
-    /// [`Error::Stopped`] if the server's loop has already exited.
+    /// [`Error::Stopped`] if a loop of the server has already exited (the
+    /// others are asked to stop all the same).
     pub fn request_stop(&self, grace: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + grace;
+        let mut result = Ok(());
         for l in &self.shared.loops {
-            l.push(Command::Stop { grace, done: None })?;
+            if let Err(e) = l.push(Command::Stop {
+                deadline,
+                done: None,
+            }) {
+                result = Err(e);
+            }
         }
-        Ok(())
+        result
     }
 
     /// Stops the server gracefully and waits until it has (see
     /// [`# Shutdown`](ServerHandle#shutdown)); returns within about `grace`.
-    /// Calling it again after the server stopped returns the same report.
+    /// With several loops, all stop under one deadline, `grace` from now, and
+    /// the report is their sum. Calling it again after the server stopped
+    /// returns the same report.
     ///
     /// # Errors
     ///
@@ -296,15 +430,21 @@ impl ServerHandle {
     /// [`Error::Stopped`] if the loop exited without a report (it failed).
     pub fn stop(&self, grace: Duration) -> Result<StopReport, Error> {
         let me = std::thread::current().id();
+        if self
+            .shared
+            .loops
+            .iter()
+            .any(|l| l.thread.get() == Some(&me))
+        {
+            return Err(Error::StopFromLoop);
+        }
+        let deadline = Instant::now() + grace;
         let mut total = StopReport::default();
         let mut waiting = Vec::new();
         for l in &self.shared.loops {
-            if l.thread.get() == Some(&me) {
-                return Err(Error::StopFromLoop);
-            }
             let (tx, rx) = mpsc::channel();
             match l.push(Command::Stop {
-                grace,
+                deadline,
                 done: Some(tx),
             }) {
                 Ok(()) => waiting.push((l, Some(rx))),

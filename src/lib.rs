@@ -42,12 +42,16 @@
 //! - `conn.rs`: one connection's state machine ([`Phase`](#connection-life)),
 //!   its interest and its output queue.
 //! - `framing.rs`: splitting bytes into lines; no I/O.
-//! - `budget.rs`: the accept budget and the [`Overflow`] strategies.
+//! - `budget.rs`: the accept budget and the [`Overflow`] strategies, and
+//!   the set of loops paused on it.
+//! - `distribute.rs`: several loops behind one listener ([`Distribution`]):
+//!   which loop serves a new connection, and why it is done that way.
 //! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
 //! - `handle.rs`: [`ServerHandle`], [`ConnHandle`], [`Stats`]: reaching the
 //!   loop from other threads through a command queue and mio's `Waker`.
 //! - `config.rs`: [`Builder`], every limit with its default.
-//! - `server.rs`: [`Server`]: bind, then run here or spawn.
+//! - `server.rs`: [`Server`]: bind, then run here or spawn, one loop or
+//!   [`workers`](Builder::workers) loops on their threads.
 //! - `error.rs`: [`Error`].
 //!
 //! # Overflow
@@ -95,10 +99,20 @@
 //! Errors, output overflow and handler panics jump to `Closed` at once. The
 //! handler hears of every end through [`Handler::on_disconnect`].
 //!
+//! # Several loops
+//!
+//! [`Builder::workers`] runs n loops on n threads, each with its own poll,
+//! slab and read buffer; [`Server::run_workers`] and
+//! [`Server::spawn_workers`] take a factory that makes each loop's handler.
+//! By default loop 0 accepts and hands each connection to the least loaded
+//! loop ([`Distribution`]); the budget stays one and exact for the whole
+//! server, a slot freed on any loop resumes a paused accept, and one
+//! [`ServerHandle`] stops, watches ([`ServerHandle::loop_stats`]) and tunes
+//! them all. A [`ConnHandle`] reaches its connection whichever loop serves it.
+//!
 //! # Not (yet) here
 //!
-//! TLS, several loops per server, idle timeouts and the PROXY protocol are
-//! planned; see the README.
+//! TLS, idle timeouts and the PROXY protocol are planned; see the README.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
@@ -106,6 +120,7 @@
 mod budget;
 mod config;
 mod conn;
+mod distribute;
 mod error;
 mod event_loop;
 mod framing;
@@ -115,7 +130,8 @@ mod server;
 
 pub use budget::Overflow;
 pub use config::Builder;
+pub use distribute::Distribution;
 pub use error::Error;
-pub use handle::{ConnHandle, ServerHandle, Stats, StopReport};
+pub use handle::{ConnHandle, LoopStats, ServerHandle, Stats, StopReport};
 pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
-pub use server::{Server, ServerThread};
+pub use server::{Server, ServerThread, FAILED_LOOP_GRACE};

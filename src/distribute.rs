@@ -1,0 +1,136 @@
+//! Several event loops behind one listener: how new connections reach the
+//! loops ([`Distribution`]), and the reservation a handed-off connection
+//! carries on its way.
+//!
+//! # The choice
+//!
+//! Three designs were on the table (see the README's "Several loops" section
+//! for the measurements behind this choice):
+//!
+//! - **`SO_REUSEPORT`, one listener per loop.** The kernel spreads
+//!   connections by a hash of the 4-tuple, not by load, and each listener has
+//!   its own accept queue. A loop that pauses (every slot busy) strands the
+//!   clients hashed to its queue even when another loop frees a slot, closing
+//!   one listener resets the clients queued on it, and an adopted listener
+//!   (socket activation) cannot be split. Rejected: it fights the exact,
+//!   global budget and the in-order promise of [`Overflow::Pause`](crate::Overflow::Pause).
+//! - **One listener registered in every loop's poll** ([`Distribution::Shared`]).
+//!   One accept queue, so order and the budget are as with one loop, and a
+//!   busy loop naturally accepts less. But mio does not expose
+//!   `EPOLLEXCLUSIVE`: every new connection wakes *every* loop, and all but
+//!   one find the queue empty (the thundering herd). Who wins is up to the
+//!   scheduler, not to the load.
+//! - **One accepting loop handing sockets to the others** ([`Distribution::Handoff`],
+//!   the default). Loop 0 owns the listener, reserves the slot, accepts, and
+//!   gives the socket to the loop serving the fewest connections, through that
+//!   loop's command queue and waker (one `eventfd` write; none when loop 0
+//!   keeps it). One queue, in order; exactly one loop woken per connection;
+//!   the spread follows the load, which matters for long connections. The
+//!   price is one hop, a few microseconds on the connection's first byte, and
+//!   a single thread doing every `accept` (about 100,000 a second on one core,
+//!   far above what a line protocol's connection churn needs).
+//!
+//! # Reservations in flight
+//!
+//! A handed-off socket travels with its budget slot: a [`Reservation`] that
+//! gives the slot back if it is dropped unused (the target loop stopped, or
+//! exited, before adopting it), so a slot is never lost on the way.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::handle::ServerShared;
+
+/// How the loops of a server share its listener. See the
+/// [module docs](self) for the trade-offs; [`Handoff`](Distribution::Handoff)
+/// is the default and the right choice unless measurements on your workload
+/// say otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Distribution {
+    /// Loop 0 accepts every connection and hands each to the loop with the
+    /// fewest connections (loop 0 included; ties go round-robin).
+    #[default]
+    Handoff,
+    /// Every loop polls the one listener and accepts for itself. Each new
+    /// connection wakes every loop (no `EPOLLEXCLUSIVE` in mio).
+    Shared,
+}
+
+/// The accepting loop's choice of a loop for each new connection.
+#[derive(Debug)]
+pub(crate) struct Distributor {
+    distribution: Distribution,
+    /// The loop this distributor runs on.
+    me: usize,
+    /// Where the next scan for the least-loaded loop starts, so that ties
+    /// (every loop idle, say) spread round-robin instead of piling on loop 0.
+    cursor: usize,
+}
+
+impl Distributor {
+    pub(crate) fn new(distribution: Distribution, me: usize) -> Self {
+        Distributor {
+            distribution,
+            me,
+            cursor: me,
+        }
+    }
+
+    /// The loop that will serve the next connection: this one, or the least
+    /// loaded of all. Counts the connection against that loop at once, so a
+    /// burst of accepts spreads even before any loop has adopted its share.
+    pub(crate) fn pick(&mut self, server: &ServerShared) -> usize {
+        let loops = &server.loops;
+        let target = match self.distribution {
+            _ if loops.len() == 1 => self.me,
+            Distribution::Shared => self.me,
+            Distribution::Handoff => {
+                let n = loops.len();
+                let start = self.cursor;
+                self.cursor = (self.cursor + 1) % n;
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .min_by_key(|&i| loops[i].open.load(Ordering::Relaxed))
+                    .unwrap_or(self.me)
+            }
+        };
+        loops[target].open.fetch_add(1, Ordering::Relaxed);
+        target
+    }
+}
+
+/// A budget slot reserved for a connection on its way to loop `target`.
+/// Dropped unused, it gives the slot back (and wakes a paused loop).
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    server: Arc<ServerShared>,
+    target: usize,
+    armed: bool,
+}
+
+impl Reservation {
+    /// Wraps a slot already reserved and already counted on `target` (by
+    /// [`Distributor::pick`]).
+    pub(crate) fn new(server: Arc<ServerShared>, target: usize) -> Self {
+        Reservation {
+            server,
+            target,
+            armed: true,
+        }
+    }
+
+    /// The connection is served: its slot now belongs to the connection,
+    /// which gives it back when it closes.
+    pub(crate) fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.armed {
+            self.server.release_slot(self.target);
+        }
+    }
+}
