@@ -30,7 +30,10 @@ fn primes_below(n: u64) -> u64 {
 }
 
 fn answer(line: &[u8]) -> String {
-    match std::str::from_utf8(line).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+    match std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
         Some(n) if n <= 100_000_000 => format!("{} primes below {n}\n", primes_below(n)),
         _ => "send a number up to 100000000\n".to_string(),
     }

@@ -66,7 +66,10 @@ fn emfile_backs_off_and_recovers_without_a_new_connection() {
     let cpu_before = util::process_cpu_time();
     assert!(second.silent_for(Duration::from_millis(300)));
     let cpu = util::process_cpu_time() - cpu_before;
-    assert!(cpu < Duration::from_millis(150), "backing off used {cpu:?} of CPU");
+    assert!(
+        cpu < Duration::from_millis(150),
+        "backing off used {cpu:?} of CPU"
+    );
     let errors = handle.stats().accept_errors;
     assert!(
         (2..=20).contains(&errors),

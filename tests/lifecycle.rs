@@ -77,7 +77,10 @@ fn hooks_and_per_connection_state() {
     assert_eq!(a.roundtrip(b"count\n"), b"3\n");
     assert_eq!(b.roundtrip(b"count\n"), b"1\n");
     drop(a);
-    assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), CloseReason::PeerClosed);
+    assert_eq!(
+        closed.recv_timeout(DEADLINE).unwrap(),
+        CloseReason::PeerClosed
+    );
 }
 
 /// close() flushes what was sent, then ends the stream; later lines in the
@@ -103,7 +106,10 @@ fn half_close_answers_complete_lines_then_closes() {
     c.send(b"a\nb\npartial");
     c.shutdown_write();
     assert_eq!(c.read_to_end(), b"a\nb\n");
-    assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), CloseReason::PeerClosed);
+    assert_eq!(
+        closed.recv_timeout(DEADLINE).unwrap(),
+        CloseReason::PeerClosed
+    );
 }
 
 /// A line over max_line_len closes only that connection, after the replies
@@ -117,7 +123,10 @@ fn an_over_long_line_closes_the_connection() {
     c.send(&[b'y'; 100]);
     assert_eq!(c.read_to_end(), b"ok\n");
     drop(c);
-    assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), CloseReason::LineTooLong);
+    assert_eq!(
+        closed.recv_timeout(DEADLINE).unwrap(),
+        CloseReason::LineTooLong
+    );
     assert_eq!(bystander.roundtrip(b"fine\n"), b"fine\n");
 }
 
@@ -130,7 +139,10 @@ fn a_handler_panic_closes_only_its_connection() {
     let mut c = connect_greeted(server.local_addr());
     c.send(b"panic\n");
     assert_eq!(c.read_to_end(), b"");
-    assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), CloseReason::HandlerPanicked);
+    assert_eq!(
+        closed.recv_timeout(DEADLINE).unwrap(),
+        CloseReason::HandlerPanicked
+    );
     assert_eq!(bystander.roundtrip(b"alive\n"), b"alive\n");
     let mut fresh = connect_greeted(server.local_addr());
     assert_eq!(fresh.roundtrip(b"new\n"), b"new\n");
@@ -252,7 +264,10 @@ fn replies_from_another_thread() {
     });
     let work = Mutex::new(work);
     let server = start(Server::builder(), move |line: &[u8], conn: &mut Conn| {
-        work.lock().unwrap().send((conn.handle(), line.to_vec())).unwrap();
+        work.lock()
+            .unwrap()
+            .send((conn.handle(), line.to_vec()))
+            .unwrap();
     });
     let mut c = Client::connect(server.local_addr());
     c.send(b"a\nb\nc\n");
@@ -269,12 +284,18 @@ fn replies_from_another_thread() {
 #[test]
 fn stop_flushes_pending_replies() {
     const BIG: usize = 4 << 20;
-    let (server, closed) = scripted(Server::builder().output_limit(2 * BIG).output_water_marks(1 << 20, 2 << 20));
+    let (server, closed) = scripted(
+        Server::builder()
+            .output_limit(2 * BIG)
+            .output_water_marks(1 << 20, 2 << 20),
+    );
     let mut c = connect_greeted(server.local_addr());
     // A reply far larger than the socket buffers: most of it waits in the
     // server when the stop begins.
     c.send(format!("big {BIG}\n").as_bytes());
-    wait_until("the big reply is queued", || server.handle().stats().lines == 1);
+    wait_until("the big reply is queued", || {
+        server.handle().stats().lines == 1
+    });
     let handle = server.handle().clone();
     let stopper = std::thread::spawn(move || handle.stop(DEADLINE));
     let got = c.read_to_end();
@@ -291,10 +312,16 @@ fn stop_flushes_pending_replies() {
 /// read), the connection is closed anyway and reported.
 #[test]
 fn stop_force_closes_past_the_grace_period() {
-    let (server, _closed) = scripted(Server::builder().output_limit(16 << 20).output_water_marks(1 << 20, 8 << 20));
+    let (server, _closed) = scripted(
+        Server::builder()
+            .output_limit(16 << 20)
+            .output_water_marks(1 << 20, 8 << 20),
+    );
     let mut c = connect_greeted(server.local_addr());
     c.send(b"big 8000000\n");
-    wait_until("the big reply is queued", || server.handle().stats().lines == 1);
+    wait_until("the big reply is queued", || {
+        server.handle().stats().lines == 1
+    });
     let report = server.handle().stop(Duration::from_millis(200)).unwrap();
     assert_eq!((report.open_at_stop, report.force_closed), (1, 1));
     // A second stop gets the same answer; the loop has exited.
