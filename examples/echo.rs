@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example echo -- [--addr 127.0.0.1:7000] [--acceptors 1024]
 //!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//!     [--workers N|cores] [--distribution handoff|shared] [--pin-cores]
+//!     [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //! ```
 //!
 //! Poke it with `nc 127.0.0.1 7000` and type lines. Try `--acceptors 1

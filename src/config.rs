@@ -283,13 +283,19 @@ impl Builder {
     /// the socket cannot be created, bound or put to listen.
     pub fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
         self.config.validate()?;
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        // Restarting a server must not wait for old connections in TIME_WAIT.
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(self.config.backlog)?;
-        Server::new(self.config, socket.into())
+        if self.config.distribution != Distribution::ReusePort || self.config.workers == 1 {
+            let listener = listen(addr, false, self.config.backlog)?;
+            return Server::new(self.config, vec![listener]);
+        }
+        // One socket per loop on the same address. The first one fixes the
+        // port when `addr` asks for any (port 0); the others join it.
+        let first = listen(addr, true, self.config.backlog)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..self.config.workers {
+            listeners.push(listen(addr, true, self.config.backlog)?);
+        }
+        Server::new(self.config, listeners)
     }
 
     /// Adopts a listener that is already bound and listening: socket
@@ -298,13 +304,36 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for inconsistent settings; [`Error::Io`] if
-    /// the listener cannot be made non-blocking or has no local address.
+    /// [`Error::InvalidConfig`] for inconsistent settings, and for
+    /// [`Distribution::ReusePort`] with several workers (one adopted socket
+    /// cannot be split into one per loop); [`Error::Io`] if the listener
+    /// cannot be made non-blocking or has no local address.
     pub fn listener(self, listener: StdListener) -> Result<Server, Error> {
         self.config.validate()?;
+        if self.config.distribution == Distribution::ReusePort && self.config.workers > 1 {
+            return Err(Error::InvalidConfig(
+                "Distribution::ReusePort needs a socket per loop: bind() them, or use \
+                 Handoff or Shared with an adopted listener"
+                    .to_string(),
+            ));
+        }
         // mio's `from_std` does not do this, and a blocking listener would
         // stall the whole loop in `accept`.
         listener.set_nonblocking(true)?;
-        Server::new(self.config, listener)
+        Server::new(self.config, vec![listener])
     }
+}
+
+/// A non-blocking listening socket on `addr`, with `SO_REUSEPORT` if asked.
+fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result<StdListener, Error> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Restarting a server must not wait for old connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }

@@ -43,8 +43,7 @@ use crate::handle::ServerShared;
 
 /// How the loops of a server share its listener. See the
 /// [module docs](self) for the trade-offs; [`Handoff`](Distribution::Handoff)
-/// is the default and the right choice unless measurements on your workload
-/// say otherwise.
+/// is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Distribution {
@@ -55,6 +54,11 @@ pub enum Distribution {
     /// Every loop polls the one listener and accepts for itself. Each new
     /// connection wakes every loop (no `EPOLLEXCLUSIVE` in mio).
     Shared,
+    /// One listening socket per loop on the same address (`SO_REUSEPORT`);
+    /// the kernel spreads connections over them by a hash of addresses and
+    /// ports. Only with [`Builder::bind`](crate::Builder::bind): an adopted
+    /// listener cannot be split.
+    ReusePort,
 }
 
 /// The accepting loop's choice of a loop for each new connection.
@@ -84,7 +88,7 @@ impl Distributor {
         let loops = &server.loops;
         let target = match self.distribution {
             _ if loops.len() == 1 => self.me,
-            Distribution::Shared => self.me,
+            Distribution::Shared | Distribution::ReusePort => self.me,
             Distribution::Handoff => {
                 let n = loops.len();
                 let start = self.cursor;

@@ -57,21 +57,22 @@ impl Server {
         Builder::new().bind(addr)
     }
 
-    pub(crate) fn new(config: Config, listener: StdListener) -> Result<Server, Error> {
-        let local_addr = listener.local_addr()?;
+    /// A server on `listeners`: one per loop (`ReusePort`), or one for all.
+    pub(crate) fn new(config: Config, listeners: Vec<StdListener>) -> Result<Server, Error> {
+        let local_addr = listeners[0].local_addr()?;
         let n = config.workers;
-        // Under `Shared`, every loop polls its own descriptor of the one
-        // listening socket (`dup`), so that each loop can drop its own when
-        // it stops; the socket closes with the last one.
-        let mut listeners = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut listeners: Vec<Option<StdListener>> = listeners.into_iter().map(Some).collect();
+        for _ in listeners.len()..n {
             listeners.push(match config.distribution {
-                _ if i == 0 => None, // the original, below
-                Distribution::Shared => Some(TcpListener::from_std(listener.try_clone()?)),
-                Distribution::Handoff => None,
+                // Every loop polls its own descriptor of the one listening
+                // socket (`dup`), so that each loop can drop its own when it
+                // stops; the socket closes with the last one.
+                Distribution::Shared => Some(listeners[0].as_ref().unwrap().try_clone()?),
+                // Only loop 0 accepts. (`ReusePort` has one per loop already.)
+                Distribution::Handoff | Distribution::ReusePort => None,
             });
         }
-        listeners[0] = Some(TcpListener::from_std(listener));
+        let listeners = listeners.into_iter().map(|l| l.map(TcpListener::from_std));
         let mut loops = Vec::with_capacity(n);
         let mut shared_loops = Vec::with_capacity(n);
         for mut listener in listeners {

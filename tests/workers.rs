@@ -14,7 +14,11 @@ use netpool::{
 };
 use util::{wait_until, Client, DEADLINE};
 
-const BOTH: [Distribution; 2] = [Distribution::Handoff, Distribution::Shared];
+const ALL: [Distribution; 3] = [
+    Distribution::Handoff,
+    Distribution::Shared,
+    Distribution::ReusePort,
+];
 
 /// Starts `workers` loops on 127.0.0.1:0, each with `handler_for(i)`.
 fn start_workers<H: Handler>(
@@ -110,7 +114,7 @@ fn connect_storm(addr: std::net::SocketAddr, threads: usize, each: usize) -> (us
 /// serve 11 at once; repeated to catch races, with Refuse and with Grow.
 #[test]
 fn the_budget_is_exact_under_concurrent_connects_from_many_threads() {
-    for distribution in BOTH {
+    for distribution in ALL {
         for (overflow, slots) in [
             (Overflow::Refuse, 10),
             (Overflow::Grow { step: 3, max: 16 }, 16),
@@ -165,14 +169,22 @@ fn connections_are_served_by_every_loop() {
     server.stop(DEADLINE).unwrap();
 }
 
-/// With a shared listener, every loop accepts, and more than one loop serves.
+/// With a shared listener, or one per loop, every loop accepts, and more
+/// than one loop serves.
 #[test]
-fn a_shared_listener_is_served_by_more_than_one_loop() {
-    let server = start_workers(Server::builder().distribution(Distribution::Shared), 2, who);
+fn a_shared_or_reuseport_listener_is_served_by_more_than_one_loop() {
+    for distribution in [Distribution::Shared, Distribution::ReusePort] {
+        served_by_more_than_one_loop(distribution);
+    }
+}
+
+fn served_by_more_than_one_loop(distribution: Distribution) {
+    let server = start_workers(Server::builder().distribution(distribution), 2, who);
     let addr = server.local_addr();
-    // Which loop wins each accept is up to the scheduler; with clients
-    // connecting from several threads at once, both loops win some. Bounded:
-    // give up after the deadline.
+    // Which loop wins each accept is up to the scheduler (Shared) or to a
+    // hash of the client's port (ReusePort); with clients connecting from
+    // several threads at once, both loops win some. Bounded: give up after
+    // the deadline.
     let start = Instant::now();
     let mut seen = BTreeSet::new();
     while seen.len() < 2 {
@@ -224,10 +236,11 @@ fn a_slot_freed_on_one_loop_admits_a_client_waiting_for_another() {
 
 /// Pause never strands a client: 30 clients against 3 slots on 3 loops, each
 /// served client leaving after one reply, are all served, whichever loop
-/// frees the slot, with either distribution.
+/// frees the slot, with every distribution (with `ReusePort`, the clients
+/// wait in three accept queues).
 #[test]
 fn under_pause_every_waiting_client_is_served_as_slots_free_anywhere() {
-    for distribution in BOTH {
+    for distribution in ALL {
         let server = start_workers(
             Server::builder()
                 .acceptors(3)
@@ -259,7 +272,7 @@ fn under_pause_every_waiting_client_is_served_as_slots_free_anywhere() {
 /// Raising the budget at run time resumes a paused accept on every loop.
 #[test]
 fn a_runtime_budget_change_reaches_every_loop() {
-    for distribution in BOTH {
+    for distribution in ALL {
         let server = start_workers(
             Server::builder()
                 .acceptors(1)
@@ -457,4 +470,191 @@ fn run_workers_blocks_until_every_loop_stopped() {
     let report = handle.stop(DEADLINE).unwrap();
     assert_eq!(report.open_at_stop, 0);
     assert_eq!(runner.join().unwrap().unwrap(), report);
+}
+
+/// An adopted listener (socket activation) serves several loops with Handoff
+/// and Shared; ReusePort, which needs a socket per loop, is refused.
+#[test]
+fn an_adopted_listener_serves_several_loops() {
+    for distribution in [Distribution::Handoff, Distribution::Shared] {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = Server::builder()
+            .workers(2)
+            .distribution(distribution)
+            .listener(std_listener)
+            .unwrap()
+            .spawn_workers(who)
+            .unwrap();
+        let mut c = Client::connect(server.local_addr());
+        assert_eq!(c.roundtrip(b"adopted\n"), b"adopted\n");
+        drop(c);
+        server.stop(DEADLINE).unwrap();
+    }
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = Server::builder()
+        .workers(2)
+        .distribution(Distribution::ReusePort)
+        .listener(std_listener)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)));
+}
+
+// ----- Measurement -----------------------------------------------------------
+
+/// Measures how the distributions spread connections and what they cost, for
+/// the README's "Several loops" section. A measurement, not a check: run it by
+/// hand, in release mode, on an otherwise idle machine:
+///
+/// ```text
+/// cargo test --release --test workers -- --ignored --nocapture measure
+/// ```
+///
+/// `NETPOOL_MEASURE_WORKERS` (default 2), `NETPOOL_MEASURE_SHORT` (short
+/// connections, default 4000), `NETPOOL_MEASURE_LONG` (long connections,
+/// default 400) and `NETPOOL_MEASURE_ROUNDS` (requests per long connection,
+/// default 25) size it; 4 client threads share the machine with the loops.
+#[test]
+#[ignore = "a measurement, run by hand (see its doc comment)"]
+fn measure_spread_and_latency() {
+    let env = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let workers = env("NETPOOL_MEASURE_WORKERS", 2);
+    let short = env("NETPOOL_MEASURE_SHORT", 4000);
+    let long = env("NETPOOL_MEASURE_LONG", 400);
+    let rounds = env("NETPOOL_MEASURE_ROUNDS", 25);
+    const CLIENTS: usize = 4;
+    println!(
+        "{CLIENTS} client threads; {short} short connections (connect, 1 line, close); \
+         {long} long connections x {rounds} lines"
+    );
+    println!(
+        "{:<16} {:>8} {:>22} {:>10} {:>22} {:>22} {:>10}",
+        "design",
+        "short/s",
+        "short p50/p99/max us",
+        "loop CPU",
+        "short spread",
+        "long spread",
+        "long p99"
+    );
+    for (name, n, distribution) in [
+        ("1 loop", 1, Distribution::Handoff),
+        ("handoff", workers, Distribution::Handoff),
+        ("shared", workers, Distribution::Shared),
+        ("reuseport", workers, Distribution::ReusePort),
+    ] {
+        let server = start_workers(
+            Server::builder()
+                .acceptors(long + 64)
+                .backlog(4096)
+                .distribution(distribution),
+            n,
+            who,
+        );
+        let addr = server.local_addr();
+        let handle = server.handle().clone();
+
+        // Many short connections.
+        let cpu = loop_cpu_ms();
+        let started = Instant::now();
+        let mut lat: Vec<Duration> = (0..CLIENTS)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..short / CLIENTS)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let mut c = Client::connect(addr);
+                            assert_eq!(c.roundtrip(b"ping\n"), b"ping\n");
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let elapsed = started.elapsed();
+        wait_until("short connections closed", || handle.stats().active == 0);
+        let cpu = loop_cpu_ms() - cpu;
+        let short_spread: Vec<u64> = handle.loop_stats().iter().map(|l| l.accepted).collect();
+        lat.sort();
+        let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_micros();
+
+        // Many long connections, opened at once, then used in turn.
+        let per = long / CLIENTS;
+        let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut conns: Vec<Client> = (0..per).map(|_| Client::connect(addr)).collect();
+                    for c in &mut conns {
+                        assert_eq!(c.roundtrip(b"x\n"), b"x\n");
+                    }
+                    barrier.wait(); // all open: the spread is read now
+                    barrier.wait();
+                    let mut lat = Vec::with_capacity(per * rounds);
+                    for _ in 0..rounds {
+                        for c in &mut conns {
+                            let t = Instant::now();
+                            assert_eq!(c.roundtrip(b"ping\n"), b"ping\n");
+                            lat.push(t.elapsed());
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        barrier.wait();
+        let long_spread: Vec<usize> = handle.loop_stats().iter().map(|l| l.active).collect();
+        barrier.wait();
+        let mut long_lat: Vec<Duration> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        long_lat.sort();
+        println!(
+            "{:<16} {:>8.0} {:>22} {:>8}ms {:>22} {:>22} {:>8}us",
+            format!("{name} x{n}"),
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            format!(
+                "{}/{}/{}",
+                pct(&lat, 0.5),
+                pct(&lat, 0.99),
+                lat.last().unwrap().as_micros()
+            ),
+            cpu,
+            format!("{short_spread:?}"),
+            format!("{long_spread:?}"),
+            pct(&long_lat, 0.99),
+        );
+        server.stop(Duration::from_secs(1)).unwrap();
+    }
+}
+
+/// CPU time (user + system) of this process's loop threads (`netpool-*`), in
+/// milliseconds, from `/proc/self/task/*/stat` (clock ticks of 10 ms).
+fn loop_cpu_ms() -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("netpool-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which ends with ')'): utime is the
+        // 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        if fields.len() > 12 {
+            total += (fields[11] + fields[12]) * 10;
+        }
+    }
+    total
 }

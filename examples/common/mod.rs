@@ -4,7 +4,7 @@
 //! ```text
 //! [--addr 127.0.0.1:7000] [--acceptors 1024]
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//! [--workers N|cores] [--distribution handoff|shared] [--pin-cores]
+//! [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //! ```
 //!
 //! `--workers` needs a handler per loop: examples that serve through
@@ -32,7 +32,7 @@ pub struct Options {
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES]
-       [--workers N|cores] [--distribution handoff|shared] [--pin-cores]
+       [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
   --acceptors N          connections served at once (default 1024)
@@ -43,8 +43,8 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --workers N|cores      event loops, one thread each (default 1; `cores`: one per core);
                          the acceptors budget is shared by all of them
   --distribution HOW     with several workers: handoff (default; loop 0 accepts and hands
-                         each connection to the least loaded loop) or shared (every loop
-                         accepts from the one listener)
+                         each connection to the least loaded loop), shared (every loop
+                         accepts from the one listener) or reuseport (a listener per loop)
   --pin-cores            pin loop i to core i (built with --features core_affinity)
 
 Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
@@ -96,9 +96,10 @@ impl Options {
                     distribution = match parser.value()?.string()?.as_str() {
                         "handoff" => Distribution::Handoff,
                         "shared" => Distribution::Shared,
+                        "reuseport" => Distribution::ReusePort,
                         other => {
                             return Err(format!(
-                                "--distribution {other}: expected handoff or shared"
+                                "--distribution {other}: expected handoff, shared or reuseport"
                             )
                             .into())
                         }
