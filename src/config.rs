@@ -25,7 +25,12 @@ pub(crate) struct Config {
     pub(crate) low_water: usize,
     pub(crate) output_limit: usize,
     pub(crate) linger: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) write_stall_timeout: Duration,
     pub(crate) accept_backoff: Duration,
+    pub(crate) spare_descriptor: bool,
+    pub(crate) max_per_ip: u32,
+    pub(crate) accept_rate: u32,
     pub(crate) events_capacity: usize,
     pub(crate) workers: usize,
     pub(crate) distribution: Distribution,
@@ -46,7 +51,12 @@ impl Default for Config {
             low_water: 16 * 1024,
             output_limit: 1024 * 1024,
             linger: Duration::from_secs(2),
+            idle_timeout: Duration::ZERO,
+            write_stall_timeout: Duration::from_secs(30),
             accept_backoff: Duration::from_millis(100),
+            spare_descriptor: true,
+            max_per_ip: 0,
+            accept_rate: 0,
             events_capacity: 1024,
             workers: 1,
             distribution: Distribution::default(),
@@ -74,6 +84,9 @@ impl Config {
             if max < self.acceptors {
                 return bad("Overflow::Grow's max must be at least the number of acceptors");
             }
+        }
+        if self.linger.is_zero() {
+            return bad("linger must be positive");
         }
         if self.events_capacity == 0 {
             return bad("events_capacity must be at least 1");
@@ -209,12 +222,64 @@ impl Builder {
         self
     }
 
+    /// Closes a connection on which no complete line arrived and no output
+    /// made progress for this long ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)).
+    /// Bytes without a newline do not count as activity, so a client that
+    /// trickles a line byte by byte (slowloris) is closed too. Default:
+    /// `Duration::ZERO`, off.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection whose queued output made no progress for this
+    /// long: the peer stopped reading ([`CloseReason::WriteStalled`](crate::CloseReason::WriteStalled)).
+    /// This is what bounds a graceful close to a peer that never reads.
+    /// Default 30 s; `Duration::ZERO` turns it off.
+    pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_stall_timeout = timeout;
+        self
+    }
+
     /// How long to stop accepting after `accept` fails for lack of resources
     /// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`). Default 100 ms (Ranch's
     /// figure). The loop retries on its own timer, so connections that queued
     /// meanwhile are accepted even if no new one arrives.
     pub fn accept_backoff(mut self, backoff: Duration) -> Self {
         self.config.accept_backoff = backoff;
+        self
+    }
+
+    /// Keeps one descriptor open (on `/dev/null`) for the moment `accept`
+    /// fails with `EMFILE`: the loop then closes it, accepts the waiting
+    /// client, writes the refusal message, closes it and reopens the spare.
+    /// Queued clients get an answer instead of hanging in the backlog until
+    /// descriptors free up. Default on; off, the loop only backs off and
+    /// retries ([`accept_backoff`](Builder::accept_backoff)), and clients
+    /// wait.
+    pub fn spare_descriptor(mut self, on: bool) -> Self {
+        self.config.spare_descriptor = on;
+        self
+    }
+
+    /// At most this many connections at once from one IP address, so one
+    /// address cannot take the whole budget; the excess is refused (with the
+    /// refusal message) and counted in [`Stats::refused_per_ip`](crate::Stats::refused_per_ip).
+    /// Default 0: no cap. Behind a proxy every client has the proxy's
+    /// address: leave it off there.
+    pub fn max_per_ip(mut self, connections: u32) -> Self {
+        self.config.max_per_ip = connections;
+        self
+    }
+
+    /// Accepts at most this many connections per second on average (a token
+    /// bucket holding one second's worth, so short bursts pass). The excess
+    /// meets the overflow strategy: under [`Overflow::Pause`] it waits in
+    /// the backlog, otherwise it is refused and counted in
+    /// [`Stats::rate_limited`](crate::Stats::rate_limited). Default 0: no
+    /// limit.
+    pub fn accept_rate(mut self, per_second: u32) -> Self {
+        self.config.accept_rate = per_second;
         self
     }
 

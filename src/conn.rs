@@ -28,6 +28,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::handler::{CloseReason, ConnId};
+use crate::timers::Millis;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +128,37 @@ pub(crate) struct Connection<S> {
     /// lingering connection is no longer served, only waiting for the peer to
     /// hang up, and must not keep a waiting client out.
     pub(crate) holds_slot: bool,
+    /// When a complete line arrived or output made progress: the idle
+    /// clock. A trickle of bytes without a newline does not move it, which
+    /// is what defeats slowloris.
+    pub(crate) last_active: Millis,
+    /// When output last made progress, or started waiting; in `Lingering`,
+    /// when lingering began. The write-stall and linger clocks.
+    pub(crate) last_progress: Millis,
+    /// The wake-up time this connection has in the loop's timer heap, if any.
+    pub(crate) timer_at: Option<Millis>,
     pub(crate) state: S,
+}
+
+/// The timeouts that apply to every connection, in milliseconds (`None` off).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Timeouts {
+    pub(crate) idle: Option<Millis>,
+    pub(crate) write_stall: Option<Millis>,
+    pub(crate) linger: Millis,
+}
+
+/// Which timeout came due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timeout {
+    Idle,
+    WriteStall,
+    Linger,
 }
 
 impl<S: Default> Connection<S> {
     /// A connection just registered for `READABLE`.
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, id: ConnId) -> Self {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, now: Millis) -> Self {
         Connection {
             stream,
             peer,
@@ -142,6 +168,9 @@ impl<S: Default> Connection<S> {
             partial: Vec::new(),
             out: Outbox::default(),
             holds_slot: true,
+            last_active: now,
+            last_progress: now,
+            timer_at: None,
             state: S::default(),
         }
     }
@@ -212,6 +241,26 @@ impl<S> Connection<S> {
         }
     }
 
+    /// The next timeout this connection can meet, given its phase and
+    /// clocks; `None` when no timeout applies.
+    pub(crate) fn deadline(&self, t: &Timeouts) -> Option<(Millis, Timeout)> {
+        let stall = match t.write_stall {
+            Some(stall) if !self.out.is_empty() => {
+                Some((self.last_progress + stall, Timeout::WriteStall))
+            }
+            _ => None,
+        };
+        match self.phase {
+            Phase::Open | Phase::Throttled => {
+                let idle = t.idle.map(|idle| (self.last_active + idle, Timeout::Idle));
+                [idle, stall].into_iter().flatten().min()
+            }
+            Phase::Closing { .. } => stall,
+            Phase::Lingering { .. } => Some((self.last_progress + t.linger, Timeout::Linger)),
+            Phase::Closed { .. } => None,
+        }
+    }
+
     /// Records the interest just registered; returns the previous one.
     pub(crate) fn swap_registered(&mut self, interest: Interest) -> Interest {
         std::mem::replace(&mut self.registered, interest)
@@ -256,7 +305,7 @@ mod tests {
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, peer) = l.accept().unwrap();
         let stream = TcpStream::from_std(server);
-        (Connection::new(stream, peer, ConnId(1)), client)
+        (Connection::new(stream, peer, ConnId(1), 0), client)
     }
 
     mod open {
@@ -353,6 +402,49 @@ mod tests {
             assert_eq!(c.wanted_interest(), Some(Interest::WRITABLE));
             c.out.advance(3);
             assert_eq!(c.wanted_interest(), None);
+        }
+    }
+
+    mod timeouts {
+        use super::*;
+
+        const T: Timeouts = Timeouts {
+            idle: Some(100),
+            write_stall: Some(30),
+            linger: 20,
+        };
+
+        #[test]
+        fn an_idle_open_connection_times_out_after_idle() {
+            let (mut c, _peer) = connection();
+            c.last_active = 50;
+            assert_eq!(c.deadline(&T), Some((150, Timeout::Idle)));
+            let off = Timeouts { idle: None, ..T };
+            assert_eq!(c.deadline(&off), None, "nothing applies");
+        }
+
+        #[test]
+        fn waiting_output_adds_the_write_stall_clock() {
+            let (mut c, _peer) = connection();
+            c.out.for_append().extend_from_slice(b"x");
+            c.last_progress = 10;
+            assert_eq!(c.deadline(&T), Some((40, Timeout::WriteStall)));
+            c.begin_close(CloseReason::Closed, false);
+            assert_eq!(
+                c.deadline(&T),
+                Some((40, Timeout::WriteStall)),
+                "closing: only the stall"
+            );
+        }
+
+        #[test]
+        fn lingering_is_bounded_by_linger() {
+            let (mut c, _peer) = connection();
+            c.set_phase(Phase::Lingering {
+                reason: CloseReason::Closed,
+            });
+            c.last_progress = 7;
+            assert_eq!(c.deadline(&T), Some((27, Timeout::Linger)));
         }
     }
 

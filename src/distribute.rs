@@ -36,14 +36,24 @@
 //! gives the slot back if it is dropped unused (the target loop stopped, or
 //! exited, before adopting it), so a slot is never lost on the way.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::handle::ServerShared;
 
-/// How the loops of a server share its listener. See the
-/// [module docs](self) for the trade-offs; [`Handoff`](Distribution::Handoff)
-/// is the default.
+/// How the loops of a server share its listener; irrelevant with one loop.
+///
+/// | | spread | per new connection | under [`Overflow::Pause`](crate::Overflow::Pause) |
+/// |---|---|---|---|
+/// | [`Handoff`](Distribution::Handoff) (default) | exact, least connections | one hop to the serving loop | one queue: in arrival order |
+/// | [`ReusePort`](Distribution::ReusePort) | by hash, about ±10% | none | a queue per loop: order per loop only |
+/// | [`Shared`](Distribution::Shared) | up to the scheduler, often lopsided | wakes every loop | one queue: in arrival order |
+///
+/// Under all three, the budget is exact and no client waits in a queue that
+/// nobody reads: a freed slot wakes a paused loop, and a woken loop with
+/// nobody waiting passes the wake on. The README's "Several loops" section
+/// has the measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Distribution {
@@ -110,18 +120,30 @@ impl Distributor {
 pub(crate) struct Reservation {
     server: Arc<ServerShared>,
     target: usize,
+    /// The client's address, counted against its per-address cap.
+    ip: IpAddr,
     armed: bool,
 }
 
 impl Reservation {
     /// Wraps a slot already reserved and already counted on `target` (by
-    /// [`Distributor::pick`]).
-    pub(crate) fn new(server: Arc<ServerShared>, target: usize) -> Self {
+    /// [`Distributor::pick`]), and the per-address count of `ip`.
+    pub(crate) fn new(server: Arc<ServerShared>, target: usize, ip: IpAddr) -> Self {
         Reservation {
             server,
             target,
+            ip,
             armed: true,
         }
+    }
+
+    /// The target loop is gone: the connection, and its slot, are served by
+    /// loop `to` instead.
+    pub(crate) fn move_to(mut self, to: usize) {
+        let loops = &self.server.loops;
+        loops[self.target].open.fetch_sub(1, Ordering::Relaxed);
+        loops[to].open.fetch_add(1, Ordering::Relaxed);
+        self.armed = false;
     }
 
     /// The connection is served: its slot now belongs to the connection,
@@ -135,6 +157,9 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.armed {
             self.server.release_slot(self.target);
+            if let Some(cap) = &self.server.per_ip {
+                cap.give_back(self.ip);
+            }
         }
     }
 }

@@ -27,7 +27,7 @@
 //! `again` and comes back to it without waiting for an edge that may never
 //! come.
 
-use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,14 +39,15 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::budget::Admission;
+use crate::budget::{Admission, Overflow};
 use crate::config::Config;
-use crate::conn::{Connection, Phase};
+use crate::conn::{Connection, Phase, Timeout, Timeouts};
 use crate::distribute::{Distributor, Reservation};
 use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
 use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+use crate::timers::{millis, Clock, Millis, TimerHeap};
 
 /// The listening socket's token.
 pub(crate) const LISTENER: Token = Token(0);
@@ -97,7 +98,7 @@ struct AcceptState {
     refusing: bool,
     /// `accept` failed for lack of resources; retrying at `retry_at`.
     failing: bool,
-    retry_at: Option<Instant>,
+    retry_at: Option<Millis>,
     /// Accept again at the end of this turn without waiting for an event:
     /// a slot freed while paused, the budget changed, or a turn was cut short.
     again: bool,
@@ -106,7 +107,7 @@ struct AcceptState {
 /// A stop in progress.
 #[derive(Debug)]
 struct Stopping {
-    deadline: Instant,
+    deadline: Millis,
     open_at_stop: usize,
     waiters: Vec<std::sync::mpsc::Sender<StopReport>>,
 }
@@ -140,14 +141,16 @@ pub(crate) struct EventLoop<H: Handler> {
     /// Connections to drive again this turn without an event (see `# Draining
     /// readiness`). The id guards against a slot reused meanwhile.
     again: Vec<(usize, ConnId)>,
-    /// Lingering closes, by deadline. Every entry has the same timeout, so
-    /// arrival order *is* deadline order: a FIFO is a complete timer queue,
-    /// O(1) to add and to expire. Entries whose connection closed earlier are
-    /// skipped when they come up (lazy deletion).
-    lingering: VecDeque<(Instant, usize, ConnId)>,
+    /// "Now" for this turn, read once after `poll` returns.
+    clock: Clock,
+    /// When to look at which connection again (idle, write stall, linger).
+    timers: TimerHeap,
+    timeouts: Timeouts,
     stopping: Option<Stopping>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
+    /// One descriptor kept open for `EMFILE` (see `refuse_with_spare`).
+    spare: Option<File>,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -161,6 +164,11 @@ impl<H: Handler> EventLoop<H> {
     ) -> Self {
         let shared = server.loops[index].clone();
         let read_buf = vec![0; config.read_buffer].into_boxed_slice();
+        let timeouts = Timeouts {
+            idle: millis(config.idle_timeout),
+            write_stall: millis(config.write_stall_timeout),
+            linger: millis(config.linger).unwrap_or(1),
+        };
         EventLoop {
             poll,
             listener,
@@ -177,9 +185,12 @@ impl<H: Handler> EventLoop<H> {
             write_buf: Vec::new(),
             accept: AcceptState::default(),
             again: Vec::new(),
-            lingering: VecDeque::new(),
+            clock: Clock::new(),
+            timers: TimerHeap::default(),
+            timeouts,
             stopping: None,
             commands: Vec::new(),
+            spare: None,
         }
     }
 
@@ -187,6 +198,9 @@ impl<H: Handler> EventLoop<H> {
     /// returns, is the same report.
     pub(crate) fn run(mut self) -> Result<StopReport, Error> {
         let _ = self.shared.thread.set(std::thread::current().id());
+        if self.config.spare_descriptor {
+            self.spare = open_spare();
+        }
         let result = self.turn_until_stopped();
         // Close the queue first, so that no `stop()` can wait on a command
         // nobody will read; the `Sender`s in what was left are dropped here,
@@ -214,6 +228,7 @@ impl<H: Handler> EventLoop<H> {
                     return Err(e.into());
                 }
             }
+            self.clock.tick();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_connections(),
@@ -239,12 +254,11 @@ impl<H: Handler> EventLoop<H> {
         }
         let deadlines = [
             self.accept.retry_at,
-            self.lingering.front().map(|l| l.0),
+            self.timers.next(),
             self.stopping.as_ref().map(|s| s.deadline),
         ];
         let next = deadlines.into_iter().flatten().min()?;
-        // mio rounds a sub-millisecond timeout up, never down to a busy spin.
-        Some(next.saturating_duration_since(Instant::now()))
+        Some(self.clock.until(next))
     }
 
     // ----- Accepting ------------------------------------------------------
@@ -258,7 +272,7 @@ impl<H: Handler> EventLoop<H> {
     fn accept_connections(&mut self) {
         self.accept.again = false;
         if self.accept.retry_at.is_some() {
-            return; // backing off after EMFILE & co; the timer brings us back
+            return; // backing off (EMFILE & co, or the rate limit); a timer brings us back
         }
         if self.listener.is_none() {
             // Stopping, or a loop that never accepts. If a freed slot woke
@@ -267,12 +281,32 @@ impl<H: Handler> EventLoop<H> {
             return;
         }
         for _ in 0..ACCEPTS_PER_TURN {
-            let mut admission = self.server.budget.try_acquire();
+            // The rate limit first: out of tokens is handled like a full
+            // budget, by the overflow strategy.
+            let mut refusal = None;
+            let mut took_token = false;
+            if let Some(rate) = &self.server.accept_rate {
+                match rate.try_take(Instant::now()) {
+                    Ok(()) => took_token = true,
+                    Err(wait) if self.server.budget.overflow() == Overflow::Pause => {
+                        // Leave clients in the backlog until a token is due.
+                        let wait = wait.as_millis() as Millis + 1;
+                        self.accept.retry_at = Some(self.clock.now() + wait);
+                        return;
+                    }
+                    Err(_) => refusal = Some(Refusal::Rate),
+                }
+            }
+            let mut admission = match refusal {
+                Some(_) => Admission::Refuse,
+                None => self.server.budget.try_acquire(),
+            };
             if admission == Admission::Pause {
                 // Park, so that a slot freed on any loop wakes this one.
                 admission = self.server.budget.park(self.index);
             }
             if admission == Admission::Pause {
+                self.give_back_token(took_token);
                 if !self.accept.paused {
                     self.accept.paused = true;
                     self.shared.counters.pause_episodes.add(1);
@@ -297,21 +331,30 @@ impl<H: Handler> EventLoop<H> {
                         self.accept.failing = false;
                         log::info!("accepting again after resource errors");
                     }
-                    let admission = match admission {
+                    let mut admission = match admission {
                         Admission::Overflow => self.server.budget.admit_overflow(),
                         other => other,
                     };
+                    if admission == Admission::Serve && !self.take_per_ip(peer) {
+                        self.server.release_reservation();
+                        admission = Admission::Refuse;
+                        refusal = Some(Refusal::PerIp);
+                    }
                     match admission {
                         Admission::Serve => self.dispatch(stream, peer),
-                        _ => self.refuse(stream, peer),
+                        _ => self.refuse(stream, peer, refusal.unwrap_or(Refusal::Budget)),
                     }
                 }
                 Err(e) => {
                     self.release_unused(admission);
+                    self.give_back_token(took_token);
                     match AcceptError::classify(&e) {
                         AcceptError::Drained => return,
                         AcceptError::Retry => continue,
                         AcceptError::BackOff => {
+                            if e.raw_os_error() == Some(EMFILE) && self.refuse_with_spare(&e) {
+                                continue;
+                            }
                             self.back_off_accept(&e);
                             return;
                         }
@@ -321,6 +364,54 @@ impl<H: Handler> EventLoop<H> {
         }
         // The turn's share is used; the queue may hold more.
         self.accept.again = true;
+    }
+
+    /// Counts the connection against its address's cap, if there is one.
+    fn take_per_ip(&self, peer: SocketAddr) -> bool {
+        match &self.server.per_ip {
+            Some(cap) => cap.try_take(peer.ip()),
+            None => true,
+        }
+    }
+
+    /// A token taken for an accept that found nobody goes back: a drained
+    /// queue must not eat the rate.
+    fn give_back_token(&self, took: bool) {
+        if let (true, Some(rate)) = (took, &self.server.accept_rate) {
+            rate.give_back();
+        }
+    }
+
+    /// Out of descriptors (EMFILE), with a spare one kept for this moment:
+    /// close the spare, accept the waiting client, refuse it (message and
+    /// close), and open the spare again. Clients queued in the backlog get a
+    /// clear answer instead of hanging until descriptors free up. Returns
+    /// false when there was no spare, or nobody was waiting.
+    fn refuse_with_spare(&mut self, e: &io::Error) -> bool {
+        let Some(spare) = self.spare.take() else {
+            return false;
+        };
+        drop(spare);
+        let accepted = match &self.listener {
+            Some(listener) => listener.accept(),
+            None => return false,
+        };
+        let refused = match accepted {
+            Ok((stream, peer)) => {
+                self.shared.counters.accept_errors.add(1);
+                if !self.accept.failing {
+                    self.accept.failing = true;
+                    log::warn!(
+                        "accept failed ({e}): refusing queued clients through the spare descriptor"
+                    );
+                }
+                self.refuse(stream, peer, Refusal::NoDescriptors);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = open_spare();
+        refused
     }
 
     fn release_unused(&self, admission: Admission) {
@@ -336,7 +427,7 @@ impl<H: Handler> EventLoop<H> {
         if target == self.index {
             return self.serve(stream, peer);
         }
-        let slot = Reservation::new(self.server.clone(), target);
+        let slot = Reservation::new(self.server.clone(), target, peer.ip());
         let adopt = Command::Adopt { stream, peer, slot };
         if let Err((e, back)) = self.server.loops[target].try_push(adopt) {
             // The target has exited: serve here rather than drop a client
@@ -346,16 +437,8 @@ impl<H: Handler> EventLoop<H> {
                 self.index
             );
             if let Some(Command::Adopt { stream, peer, slot }) = back {
-                drop(slot); // counted on the target: give it back...
-                if self.server.budget.try_acquire() == Admission::Serve {
-                    // ...and take it again here.
-                    self.server.loops[self.index]
-                        .open
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.serve(stream, peer);
-                } else {
-                    self.refuse(stream, peer);
-                }
+                slot.move_to(self.index);
+                self.serve(stream, peer);
             }
         }
     }
@@ -376,7 +459,8 @@ impl<H: Handler> EventLoop<H> {
         } else {
             log::debug!("accept still failing: {e}");
         }
-        self.accept.retry_at = Some(Instant::now() + self.config.accept_backoff);
+        self.accept.retry_at =
+            Some(self.clock.now() + self.config.accept_backoff.as_millis() as Millis);
     }
 
     /// Registers a newly accepted connection and greets the handler.
@@ -400,11 +484,14 @@ impl<H: Handler> EventLoop<H> {
         {
             log::warn!("{peer}: could not register the connection: {e}");
             self.server.release_slot(self.index);
+            if let Some(cap) = &self.server.per_ip {
+                cap.give_back(peer.ip());
+            }
             return;
         }
         let id = ConnId(self.next_id);
         self.next_id += self.id_step;
-        let conn = entry.insert(Connection::new(stream, peer, id));
+        let conn = entry.insert(Connection::new(stream, peer, id, self.clock.now()));
         self.shared.counters.accepted.add(1);
         log::debug!("{id} {peer}: accepted");
 
@@ -417,23 +504,33 @@ impl<H: Handler> EventLoop<H> {
             &self.shared,
             |ctx, _| handler.on_connect(ctx),
         );
-        flush(conn, &mut self.write_buf, &self.shared.counters);
+        flush(
+            conn,
+            &mut self.write_buf,
+            &self.shared.counters,
+            self.clock.now(),
+        );
         self.after_output(key);
         self.settle(key);
     }
 
     /// Refuses a connection: one best-effort write of the refusal message,
     /// then close. It is never registered with the poll.
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
-        self.shared.counters.refused.add(1);
-        if !self.accept.refusing {
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, why: Refusal) {
+        let counters = &self.shared.counters;
+        match why {
+            Refusal::Budget | Refusal::NoDescriptors => counters.refused.add(1),
+            Refusal::PerIp => counters.refused_per_ip.add(1),
+            Refusal::Rate => counters.rate_limited.add(1),
+        }
+        if why == Refusal::Budget && !self.accept.refusing {
             self.accept.refusing = true;
             log::warn!(
                 "all {} acceptor slots busy: refusing new connections",
                 self.server.budget.limit()
             );
         }
-        log::debug!("{peer}: refused");
+        log::debug!("{peer}: refused ({why:?})");
         let message = &self.config.refuse_message;
         if !message.is_empty() {
             // Read what the client may have sent already: closing a socket
@@ -471,6 +568,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         let counters = &self.shared.counters;
+        let now = self.clock.now();
         for _ in 0..READS_PER_TURN {
             let lingering = match conn.phase() {
                 Phase::Open => false,
@@ -513,6 +611,9 @@ impl<H: Handler> EventLoop<H> {
                         );
                         if let Some((framed, lines)) = framed {
                             counters.lines.add(lines);
+                            if lines > 0 {
+                                conn.last_active = now;
+                            }
                             if framed == Err(FrameError::LineTooLong) {
                                 log::debug!(
                                     "{} {}: line longer than {} bytes, closing",
@@ -523,7 +624,7 @@ impl<H: Handler> EventLoop<H> {
                                 conn.begin_close(CloseReason::LineTooLong, false);
                             }
                         }
-                        flush(conn, &mut self.write_buf, counters);
+                        flush(conn, &mut self.write_buf, counters, now);
                         if apply_marks(conn, &self.config) {
                             self.again.push((key, conn.id));
                         }
@@ -557,6 +658,10 @@ impl<H: Handler> EventLoop<H> {
             Ok(n) => {
                 self.shared.counters.bytes_out.add(n as u64);
                 conn.out.advance(n);
+                if n > 0 {
+                    conn.last_active = self.clock.now();
+                    conn.last_progress = self.clock.now();
+                }
             }
             Err(e) => conn.begin_close(CloseReason::from_io(&e), true),
         }
@@ -586,8 +691,7 @@ impl<H: Handler> EventLoop<H> {
                 let shut = conn.stream.shutdown(Shutdown::Write);
                 if linger && shut.is_ok() {
                     conn.set_phase(Phase::Lingering { reason });
-                    let deadline = Instant::now() + self.config.linger;
-                    self.lingering.push_back((deadline, key, conn.id));
+                    conn.last_progress = self.clock.now();
                     // The peer's end-of-stream may already be waiting, its
                     // edge consumed while we were only writing: look now.
                     self.again.push((key, conn.id));
@@ -611,7 +715,30 @@ impl<H: Handler> EventLoop<H> {
                 log::warn!("{} {}: re-register failed: {e}", conn.id, conn.peer);
                 conn.begin_close(CloseReason::from_io(&e), true);
                 self.remove(key);
+                return;
             }
+        }
+        // Keep one wake-up in the timer heap at or before the connection's
+        // next deadline; a later deadline is found when that one comes up.
+        if let Some((at, _)) = conn.deadline(&self.timeouts) {
+            if conn.timer_at.map_or(true, |t| at < t) {
+                conn.timer_at = Some(at);
+                self.timers.schedule(at, key, conn.id);
+            }
+        }
+    }
+
+    /// A timeout came due for the connection in slot `key`.
+    fn fire(&mut self, key: usize, timeout: Timeout) {
+        let conn = &mut self.conns[key];
+        log::debug!("{} {}: {timeout:?} timeout", conn.id, conn.peer);
+        match (timeout, conn.phase()) {
+            (Timeout::Idle, _) => conn.begin_close(CloseReason::IdleTimeout, false),
+            (Timeout::WriteStall, _) => conn.begin_close(CloseReason::WriteStalled, true),
+            (Timeout::Linger, Phase::Lingering { reason }) => {
+                conn.set_phase(Phase::Closed { reason })
+            }
+            (Timeout::Linger, _) => {}
         }
     }
 
@@ -690,6 +817,7 @@ impl<H: Handler> EventLoop<H> {
 
     fn send_from_handle(&mut self, key: usize, id: ConnId, data: &[u8]) {
         let limit = self.config.output_limit;
+        let now = self.clock.now();
         let Some(conn) = self.live(key, id) else {
             return;
         };
@@ -701,6 +829,9 @@ impl<H: Handler> EventLoop<H> {
         if conn.out.len() + data.len() > limit {
             conn.begin_close(CloseReason::OutputOverflow, true);
         } else {
+            if conn.out.is_empty() {
+                conn.last_progress = now; // the stall clock starts
+            }
             conn.out.for_append().extend_from_slice(data);
             self.write_pending(key);
         }
@@ -712,24 +843,27 @@ impl<H: Handler> EventLoop<H> {
     /// Work that does not come with an event: expired timers, accepts and
     /// reads that were cut short or unblocked.
     fn run_deferred(&mut self) {
-        if self.accept.retry_at.is_some() || !self.lingering.is_empty() {
-            let now = Instant::now();
-            if self.accept.retry_at.is_some_and(|t| t <= now) {
-                self.accept.retry_at = None;
-                self.accept.again = true;
+        let now = self.clock.now();
+        if self.accept.retry_at.is_some_and(|t| t <= now) {
+            self.accept.retry_at = None;
+            self.accept.again = true;
+        }
+        while let Some((at, key, id)) = self.timers.pop_due(now) {
+            // Skip entries of closed connections, and entries superseded by
+            // an earlier wake-up of the same connection (lazy deletion).
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.id != id || conn.timer_at != Some(at) {
+                continue;
             }
-            while let Some(&(deadline, key, id)) = self.lingering.front() {
-                if deadline > now {
-                    break;
-                }
-                self.lingering.pop_front();
-                if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
-                    if let Phase::Lingering { reason } = conn.phase() {
-                        conn.set_phase(Phase::Closed { reason });
-                        self.remove(key);
-                    }
-                }
+            conn.timer_at = None;
+            match conn.deadline(&self.timeouts) {
+                Some((deadline, timeout)) if deadline <= now => self.fire(key, timeout),
+                // Activity moved the deadline: `settle` re-queues it.
+                _ => {}
             }
+            self.settle(key);
         }
         if self.accept.again {
             self.accept_connections();
@@ -749,6 +883,8 @@ impl<H: Handler> EventLoop<H> {
     /// Begins a graceful stop: close the listener, then close every
     /// connection after flushing its output.
     fn begin_stop(&mut self, deadline: Instant, done: Option<std::sync::mpsc::Sender<StopReport>>) {
+        // One deadline for every loop: what is left of the grace period.
+        let grace = deadline.saturating_duration_since(Instant::now());
         if let Some(stopping) = &mut self.stopping {
             stopping.waiters.extend(done);
             return;
@@ -759,12 +895,11 @@ impl<H: Handler> EventLoop<H> {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         log::info!(
-            "stopping: {} connections open, grace {:?}",
-            self.conns.len(),
-            deadline.saturating_duration_since(Instant::now())
+            "stopping: {} connections open, grace {grace:?}",
+            self.conns.len()
         );
         self.stopping = Some(Stopping {
-            deadline,
+            deadline: self.clock.now() + grace.as_millis() as Millis,
             open_at_stop: self.conns.len(),
             waiters: done.into_iter().collect(),
         });
@@ -784,7 +919,7 @@ impl<H: Handler> EventLoop<H> {
             force_closed: 0,
         };
         if !self.conns.is_empty() {
-            if Instant::now() < stopping.deadline {
+            if self.clock.now() < stopping.deadline {
                 return None;
             }
             let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
@@ -867,7 +1002,7 @@ fn with_conn<S, R>(
 
 /// Writes what the handler produced into the shared write buffer; whatever
 /// the socket does not take moves to the connection's own output queue.
-fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counters) {
+fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counters, now: Millis) {
     if write_buf.is_empty() {
         return;
     }
@@ -875,6 +1010,12 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
         match write_some(&mut conn.stream, write_buf) {
             Ok(n) => {
                 counters.bytes_out.add(n as u64);
+                // Progress, or the moment output starts to wait: either way
+                // the stall clock starts from now.
+                conn.last_progress = now;
+                if n > 0 {
+                    conn.last_active = now;
+                }
                 if n < write_buf.len() {
                     conn.out.for_append().extend_from_slice(&write_buf[n..]);
                 }
@@ -898,6 +1039,9 @@ fn release_slot<S>(
         // Wakes a loop parked on the budget, if any: another loop's paused
         // accept resumes too.
         server.release_slot(index);
+        if let Some(cap) = &server.per_ip {
+            cap.give_back(conn.peer.ip());
+        }
         if accept.paused {
             accept.again = true;
         }
@@ -951,6 +1095,34 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Every acceptor slot is busy (and the strategy says refuse).
+    Budget,
+    /// Its address is at the per-IP cap.
+    PerIp,
+    /// The accept rate limit is exceeded.
+    Rate,
+    /// The process is out of descriptors (refused through the spare one).
+    NoDescriptors,
+}
+
+/// `EMFILE`: this process is out of descriptors.
+const EMFILE: i32 = 24;
+
+/// Opens the spare descriptor kept for `EMFILE`; `None` (logged) if even
+/// that fails.
+pub(crate) fn open_spare() -> Option<File> {
+    match File::open("/dev/null") {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log::warn!("no spare descriptor for EMFILE: {e}");
+            None
+        }
+    }
 }
 
 /// What to do after `accept` failed.

@@ -104,6 +104,22 @@ pub(crate) fn split_lines(
     Ok(())
 }
 
+/// The framer for the fuzz targets in `fuzz/` (built with `--cfg fuzzing`
+/// only): feeds `chunk`, calls `on_line` per line, false on a line too long.
+#[cfg(fuzzing)]
+pub fn fuzz_split_lines(
+    partial: &mut Vec<u8>,
+    chunk: &[u8],
+    max_line_len: usize,
+    mut on_line: impl FnMut(&[u8]),
+) -> bool {
+    split_lines(partial, chunk, max_line_len, |line| {
+        on_line(line);
+        Flow::Continue
+    })
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ use crate::budget::{Budget, Overflow};
 use crate::distribute::Reservation;
 use crate::error::Error;
 use crate::handler::ConnId;
+use crate::limits::{AcceptRate, PerIpCap};
 
 /// A request from another thread to a loop.
 #[derive(Debug)]
@@ -80,6 +81,8 @@ impl Counter {
 pub(crate) struct Counters {
     pub(crate) accepted: Counter,
     pub(crate) refused: Counter,
+    pub(crate) refused_per_ip: Counter,
+    pub(crate) rate_limited: Counter,
     pub(crate) pause_episodes: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) bytes_in: Counter,
@@ -175,6 +178,8 @@ impl LoopShared {
 #[derive(Debug)]
 pub(crate) struct ServerShared {
     pub(crate) budget: Budget,
+    pub(crate) per_ip: Option<PerIpCap>,
+    pub(crate) accept_rate: Option<AcceptRate>,
     pub(crate) local_addr: SocketAddr,
     /// One per event loop; a loop's index here is its index everywhere
     /// (thread name, connection ids, the budget's parked set).
@@ -217,8 +222,14 @@ pub struct Stats {
     pub budget: usize,
     /// Connections accepted and served since start.
     pub accepted: u64,
-    /// Connections accepted and refused because every slot was busy.
+    /// Connections accepted and refused because every slot was busy (or,
+    /// with the spare descriptor, because the process was out of them).
     pub refused: u64,
+    /// Connections refused because their address was at
+    /// [`Builder::max_per_ip`](crate::Builder::max_per_ip).
+    pub refused_per_ip: u64,
+    /// Connections refused by [`Builder::accept_rate`](crate::Builder::accept_rate).
+    pub rate_limited: u64,
     /// How many times [`Overflow::Grow`] added slots.
     pub grown: u64,
     /// How many times accepting paused under [`Overflow::Pause`].
@@ -249,8 +260,12 @@ pub struct LoopStats {
     pub active: usize,
     /// Connections this loop has served since start.
     pub accepted: u64,
-    /// Connections this loop refused.
+    /// Connections this loop refused because every slot was busy.
     pub refused: u64,
+    /// Connections this loop refused for [`Builder::max_per_ip`](crate::Builder::max_per_ip).
+    pub refused_per_ip: u64,
+    /// Connections this loop refused for [`Builder::accept_rate`](crate::Builder::accept_rate).
+    pub rate_limited: u64,
     /// How many times this loop paused accepting under [`Overflow::Pause`].
     pub pause_episodes: u64,
     /// `accept` errors on this loop other than the harmless ones.
@@ -275,6 +290,8 @@ impl LoopStats {
             active: l.open.load(Ordering::Relaxed),
             accepted: c.accepted.get(),
             refused: c.refused.get(),
+            refused_per_ip: c.refused_per_ip.get(),
+            rate_limited: c.rate_limited.get(),
             pause_episodes: c.pause_episodes.get(),
             accept_errors: c.accept_errors.get(),
             bytes_in: c.bytes_in.get(),
@@ -348,6 +365,8 @@ impl ServerHandle {
         for l in self.loop_stats() {
             s.accepted += l.accepted;
             s.refused += l.refused;
+            s.refused_per_ip += l.refused_per_ip;
+            s.rate_limited += l.rate_limited;
             s.pause_episodes += l.pause_episodes;
             s.accept_errors += l.accept_errors;
             s.bytes_in += l.bytes_in;

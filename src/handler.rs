@@ -56,6 +56,15 @@ pub enum CloseReason {
     /// The server was stopped. Output was flushed first, unless the stop's
     /// grace period ran out.
     Stopped,
+    /// No complete line arrived and no output made progress for
+    /// [`Builder::idle_timeout`](crate::Builder::idle_timeout). Closed
+    /// gracefully.
+    IdleTimeout,
+    /// Output waited longer than
+    /// [`Builder::write_stall_timeout`](crate::Builder::write_stall_timeout)
+    /// without any of it being written: the peer stopped reading. The output
+    /// was dropped.
+    WriteStalled,
     /// The handler panicked while serving this connection. The panic was
     /// caught and logged; only this connection was closed.
     HandlerPanicked,
@@ -72,6 +81,7 @@ impl CloseReason {
                 | CloseReason::LineTooLong
                 | CloseReason::Closed
                 | CloseReason::Stopped
+                | CloseReason::IdleTimeout
         )
     }
 
@@ -95,6 +105,8 @@ impl fmt::Display for CloseReason {
             CloseReason::OutputOverflow => f.write_str("output overflow: peer not reading"),
             CloseReason::Closed => f.write_str("closed"),
             CloseReason::Stopped => f.write_str("server stopped"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::WriteStalled => f.write_str("write stalled: peer not reading"),
             CloseReason::HandlerPanicked => f.write_str("handler panicked"),
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
         }

@@ -46,6 +46,9 @@
 //!   the set of loops paused on it.
 //! - `distribute.rs`: several loops behind one listener ([`Distribution`]):
 //!   which loop serves a new connection, and why it is done that way.
+//! - `limits.rs`: abuse limits at accept: per-address cap, accept rate.
+//! - `timers.rs`: idle, write-stall and linger timeouts: a heap of wake-up
+//!   times with lazy deletion, whose cost per turn is only what is due.
 //! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
 //! - `handle.rs`: [`ServerHandle`], [`ConnHandle`], [`Stats`]: reaching the
 //!   loop from other threads through a command queue and mio's `Waker`.
@@ -112,7 +115,7 @@
 //!
 //! # Not (yet) here
 //!
-//! TLS, idle timeouts and the PROXY protocol are planned; see the README.
+//! TLS and the PROXY protocol are planned; see the README.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
@@ -126,7 +129,13 @@ mod event_loop;
 mod framing;
 mod handle;
 mod handler;
+mod limits;
 mod server;
+mod timers;
+
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use framing::fuzz_split_lines;
 
 pub use budget::Overflow;
 pub use config::Builder;

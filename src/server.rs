@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::event_loop::{EventLoop, LISTENER, WAKER};
 use crate::handle::{Command, LoopShared, ServerHandle, ServerShared, StopReport};
 use crate::handler::Handler;
+use crate::limits::{AcceptRate, PerIpCap};
 
 /// A bound, listening server, not yet running.
 ///
@@ -87,6 +88,8 @@ impl Server {
         }
         let shared = Arc::new(ServerShared {
             budget: Budget::new(config.acceptors, config.overflow, n),
+            per_ip: (config.max_per_ip > 0).then(|| PerIpCap::new(config.max_per_ip)),
+            accept_rate: (config.accept_rate > 0).then(|| AcceptRate::new(config.accept_rate)),
             local_addr,
             loops: shared_loops,
         });

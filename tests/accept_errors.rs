@@ -10,40 +10,14 @@ use std::time::Duration;
 use netpool::Server;
 use util::{echo, start, wait_until, Client};
 
-fn set_soft_fd_limit(soft: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur = soft;
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
-}
-
-/// The soft limit that leaves exactly one descriptor free. The limit caps
-/// descriptor *numbers*, and new descriptors take the lowest free number, so
-/// count the gaps below it.
-fn limit_with_one_free() -> u64 {
-    let open: Vec<u64> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        // The listing's own descriptor is among them; it is closed by now.
-        .filter(|p| {
-            std::fs::read_link(p).is_ok_and(|target| !target.to_string_lossy().ends_with("/fd"))
-        })
-        .map(|p| p.file_name().unwrap().to_str().unwrap().parse().unwrap())
-        .collect();
-    (1..)
-        .find(|limit| limit - open.iter().filter(|fd| *fd < limit).count() as u64 == 1)
-        .unwrap()
-}
-
 /// EMFILE on accept: one warning, a backoff on the poll timeout (no spinning),
 /// then the queued client is served once descriptors free up.
 #[test]
 fn emfile_backs_off_and_recovers_without_a_new_connection() {
     let server = start(
-        Server::builder().accept_backoff(Duration::from_millis(50)),
+        Server::builder()
+            .accept_backoff(Duration::from_millis(50))
+            .spare_descriptor(false),
         echo,
     );
     let handle = server.handle().clone();
@@ -58,7 +32,7 @@ fn emfile_backs_off_and_recovers_without_a_new_connection() {
     let before = lim.rlim_cur;
     // Room for exactly one more descriptor: the second client's socket. The
     // server's accept of it then fails with EMFILE.
-    set_soft_fd_limit(limit_with_one_free());
+    util::set_soft_fd_limit(util::limit_with_one_free());
     let mut second = Client::connect(server.local_addr());
     second.send(b"2\n");
     wait_until("accept fails", || handle.stats().accept_errors >= 1);
@@ -82,6 +56,6 @@ fn emfile_backs_off_and_recovers_without_a_new_connection() {
         handle.stats().active == 0
     });
     assert_eq!(second.line(), b"2\n", "the queued client is served");
-    set_soft_fd_limit(before);
+    util::set_soft_fd_limit(before);
     assert_eq!(handle.stats().accepted, 2);
 }

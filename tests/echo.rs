@@ -31,11 +31,12 @@ fn strips_one_trailing_cr() {
 fn joins_a_line_split_across_packets() {
     let server = start(Server::builder(), echo);
     let mut c = Client::connect(server.local_addr());
+    let mut want = 0;
     for piece in [&b"hel"[..], b"lo wo", b"rld"] {
         c.send(piece);
         // Make the pieces separate reads on the server: wait until it has
         // read each before sending the next.
-        let want = server.handle().stats().bytes_in + piece.len() as u64;
+        want += piece.len() as u64;
         wait_until("the piece is read", || {
             server.handle().stats().bytes_in >= want
         });

@@ -31,6 +31,8 @@ pub struct Options {
 
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
+       [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
+       [--max-per-ip N] [--accept-rate N]
        [--refuse-message TEXT] [--max-line BYTES]
        [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 
@@ -40,6 +42,10 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
                          (STEP default 50, MAX default 10 x acceptors), or pause
   --refuse-message TEXT  line written to refused clients (a newline is added)
   --max-line BYTES       longest line accepted (default 65536)
+  --idle-timeout SECS    close connections silent this long (default 0: off)
+  --max-per-ip N         connections at once from one address (default 0: no cap)
+  --accept-rate N        new connections per second; the excess meets --overflow
+                         (default 0: no limit)
   --workers N|cores      event loops, one thread each (default 1; `cores`: one per core);
                          the acceptors budget is shared by all of them
   --distribution HOW     with several workers: handoff (default; loop 0 accepts and hands
@@ -69,6 +75,9 @@ impl Options {
         let mut overflow = None::<String>;
         let mut refuse_message = None::<String>;
         let mut max_line = 65536usize;
+        let mut idle_secs = 0f64;
+        let mut max_per_ip = 0u32;
+        let mut accept_rate = 0u32;
         let mut workers = None::<usize>; // None: one per core
         let mut workers_given = false;
         let mut distribution = Distribution::Handoff;
@@ -81,6 +90,9 @@ impl Options {
                 Long("overflow") => overflow = Some(parser.value()?.string()?),
                 Long("refuse-message") => refuse_message = Some(parser.value()?.string()?),
                 Long("max-line") => max_line = parser.value()?.parse()?,
+                Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
+                Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
+                Long("accept-rate") => accept_rate = parser.value()?.parse()?,
                 Long("workers") => {
                     let value = parser.value()?.string()?;
                     workers_given = true;
@@ -147,6 +159,12 @@ impl Options {
             .acceptors(acceptors)
             .overflow(overflow)
             .max_line_len(max_line)
+            .max_per_ip(max_per_ip)
+            .accept_rate(accept_rate)
+            .idle_timeout(
+                Duration::try_from_secs_f64(idle_secs)
+                    .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
+            )
             .distribution(distribution);
         builder = match (workers_given, workers) {
             (false, _) => builder,

@@ -143,3 +143,32 @@ pub fn raise_fd_limit(want: u64) -> bool {
     }
     true
 }
+
+/// Sets this process's soft descriptor limit.
+pub fn set_soft_fd_limit(soft: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur = soft;
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+}
+
+/// The soft limit that leaves exactly one descriptor free. The limit caps
+/// descriptor *numbers*, and new descriptors take the lowest free number, so
+/// count the gaps below it.
+pub fn limit_with_one_free() -> u64 {
+    let open: Vec<u64> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        // The listing's own descriptor is among them; it is closed by now.
+        .filter(|p| {
+            std::fs::read_link(p).is_ok_and(|target| !target.to_string_lossy().ends_with("/fd"))
+        })
+        .map(|p| p.file_name().unwrap().to_str().unwrap().parse().unwrap())
+        .collect();
+    (1..)
+        .find(|limit| limit - open.iter().filter(|fd| *fd < limit).count() as u64 == 1)
+        .unwrap()
+}
