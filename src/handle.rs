@@ -232,7 +232,8 @@ pub struct Stats {
     pub rate_limited: u64,
     /// How many times [`Overflow::Grow`] added slots.
     pub grown: u64,
-    /// How many times accepting paused under [`Overflow::Pause`].
+    /// How many times accepting paused under [`Overflow::Pause`], summed
+    /// over the loops that accept (each counts its own pauses).
     pub pause_episodes: u64,
     /// `accept` errors other than the harmless ones (e.g. `EMFILE`).
     pub accept_errors: u64,
@@ -444,9 +445,10 @@ impl ServerHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::StopFromLoop`] when called on the server's own loop thread
+    /// [`Error::StopFromLoop`] when called on one of the server's loop threads
     /// (it would wait for itself: use [`request_stop`](ServerHandle::request_stop));
-    /// [`Error::Stopped`] if the loop exited without a report (it failed).
+    /// [`Error::Stopped`] if a loop exited without a report (it failed or
+    /// never ran), once every other loop has stopped.
     pub fn stop(&self, grace: Duration) -> Result<StopReport, Error> {
         let me = std::thread::current().id();
         if self
@@ -470,15 +472,24 @@ impl ServerHandle {
                 Err(_) => waiting.push((l, None)),
             }
         }
+        let mut failed = false;
         for (l, rx) in waiting {
             // The loop answers on the channel; if it had already exited (or
             // exits before reading the command), the channel closes and the
-            // report it left behind is the answer.
+            // report it left behind is the answer. A loop without a report
+            // failed; the others are still waited for.
             let report = rx.and_then(|rx| rx.recv().ok());
             let report = report.or_else(|| *l.report.lock().unwrap_or_else(|e| e.into_inner()));
-            let report = report.ok_or(Error::Stopped)?;
-            total.open_at_stop += report.open_at_stop;
-            total.force_closed += report.force_closed;
+            match report {
+                Some(report) => {
+                    total.open_at_stop += report.open_at_stop;
+                    total.force_closed += report.force_closed;
+                }
+                None => failed = true,
+            }
+        }
+        if failed {
+            return Err(Error::Stopped);
         }
         Ok(total)
     }

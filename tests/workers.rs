@@ -499,6 +499,118 @@ fn an_adopted_listener_serves_several_loops() {
     assert!(matches!(err, Error::InvalidConfig(_)));
 }
 
+/// The per-address cap is one for the whole server: a connection handed to
+/// another loop counts, and gives its count back when it closes there.
+#[test]
+fn the_per_address_cap_holds_across_loops() {
+    let server = start_workers(
+        Server::builder()
+            .max_per_ip(2)
+            .refuse_message(b"full\n".to_vec()),
+        3,
+        who,
+    );
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    assert_eq!((loop_of(&mut a), loop_of(&mut b)), (0, 1));
+    let mut c = Client::connect(addr);
+    assert_eq!(c.read_to_end(), b"full\n");
+    drop(b); // closes on loop 1
+    wait_until("b's count is back", || server.handle().stats().active == 1);
+    let mut d = Client::connect(addr);
+    assert_eq!(d.roundtrip(b"d\n"), b"d\n");
+    assert_eq!(server.handle().stats().refused_per_ip, 1);
+    drop((a, d));
+    server.stop(DEADLINE).unwrap();
+}
+
+/// Paused loops sleep: with every slot busy and clients waiting in every
+/// design's queues, three loops use almost no CPU; then every waiting client
+/// is served (in any order: with `ReusePort` the queues are per loop).
+#[test]
+fn paused_loops_do_not_spin() {
+    for distribution in ALL {
+        // The loops' thread ids, to read their CPU time alone (other tests
+        // run in this process at the same time).
+        let tids: Arc<Mutex<Vec<i32>>> = Arc::default();
+        let t = tids.clone();
+        let server = start_workers(
+            Server::builder()
+                .acceptors(1)
+                .overflow(Overflow::Pause)
+                .distribution(distribution),
+            3,
+            move |i| {
+                t.lock().unwrap().push(unsafe { libc::gettid() });
+                who(i)
+            },
+        );
+        let addr = server.local_addr();
+        let mut served = Client::connect(addr);
+        assert_eq!(served.roundtrip(b"x\n"), b"x\n");
+        let mut waiting: Vec<Client> = (0..6).map(|_| Client::connect(addr)).collect();
+        for w in &mut waiting {
+            w.send(b"w\n");
+        }
+        wait_until("accept paused", || {
+            server.handle().stats().pause_episodes >= 1
+        });
+        wait_until("every loop started", || tids.lock().unwrap().len() == 3);
+        let tids = tids.lock().unwrap().clone();
+        let cpu_before = threads_cpu_ms(&tids);
+        assert!(waiting[0].silent_for(Duration::from_millis(300)));
+        let cpu = threads_cpu_ms(&tids) - cpu_before;
+        assert!(
+            cpu <= 50,
+            "{distribution:?}: paused loops used {cpu} ms of CPU"
+        );
+        drop(served);
+        // Each waiting client, once served, leaves, freeing the slot for the
+        // next: all are served, whichever queue they wait in.
+        let readers: Vec<_> = waiting
+            .into_iter()
+            .map(|mut w| {
+                std::thread::spawn(move || {
+                    assert_eq!(w.line(), b"w\n");
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        server.stop(DEADLINE).unwrap();
+    }
+}
+
+/// CPU time (user + system) of the threads `tids` of this process, in
+/// milliseconds (clock ticks of 10 ms).
+fn threads_cpu_ms(tids: &[i32]) -> u64 {
+    tids.iter()
+        .map(|tid| {
+            let stat =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+            stat_cpu_ms(&stat)
+        })
+        .sum()
+}
+
+/// utime + stime of a `/proc/.../stat` line, in milliseconds.
+fn stat_cpu_ms(stat: &str) -> u64 {
+    // Fields after the command name (which ends with ')'): utime is the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    if fields.len() > 12 {
+        (fields[11] + fields[12]) * 10
+    } else {
+        0
+    }
+}
+
 // ----- Measurement -----------------------------------------------------------
 
 /// Measures how the distributions spread connections and what they cost, for
@@ -645,16 +757,7 @@ fn loop_cpu_ms() -> u64 {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the command name (which ends with ')'): utime is the
-        // 12th, stime the 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<u64> = rest
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        if fields.len() > 12 {
-            total += (fields[11] + fields[12]) * 10;
-        }
+        total += stat_cpu_ms(&stat);
     }
     total
 }
