@@ -203,6 +203,32 @@ impl Server {
     /// makes loop `i`'s handler on loop `i`'s thread, as with
     /// [`run_workers`](Server::run_workers), whose `# Shutdown` applies.
     ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use netpool::{Conn, Server};
+    ///
+    /// // Two loops; each counts its lines in its own state, and all of
+    /// // them in one shared counter.
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let t = total.clone();
+    /// let server = Server::builder()
+    ///     .workers(2)
+    ///     .bind("127.0.0.1:0".parse().unwrap())?;
+    /// let running = server.spawn_workers(move |loop_index| {
+    ///     let (total, mut mine) = (t.clone(), 0u64);
+    ///     move |line: &[u8], conn: &mut Conn| {
+    ///         mine += 1;
+    ///         total.fetch_add(1, Ordering::Relaxed);
+    ///         conn.send(format!("loop {loop_index}, line {mine}\n").as_bytes());
+    ///     }
+    /// })?;
+    /// assert_eq!(running.handle().loop_stats().len(), 2);
+    /// running.stop(Duration::from_secs(1))?;
+    /// # Ok::<(), netpool::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Io`] if a thread cannot be spawned; the loops already

@@ -611,6 +611,36 @@ fn stat_cpu_ms(stat: &str) -> u64 {
     }
 }
 
+/// With `pin_cores`, loop `i` runs on core `i` (modulo the cores) only.
+#[cfg(feature = "core_affinity")]
+#[test]
+fn pinned_loops_run_on_one_core_each() {
+    // (loop index, the CPUs its thread may run on)
+    type Allowed = Vec<(usize, Vec<usize>)>;
+    let cpus: Arc<Mutex<Allowed>> = Arc::default();
+    let c = cpus.clone();
+    let server = start_workers(Server::builder().pin_cores(true), 2, move |i| {
+        // The factory runs on the loop's thread, after pinning.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
+        let allowed = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect();
+        c.lock().unwrap().push((i, allowed));
+        who(i)
+    });
+    wait_until("both loops started", || cpus.lock().unwrap().len() == 2);
+    let cores = core_affinity::get_core_ids().unwrap();
+    for (i, allowed) in cpus.lock().unwrap().iter() {
+        assert_eq!(allowed, &vec![cores[i % cores.len()].id], "loop {i}");
+    }
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(c.roundtrip(b"pinned\n"), b"pinned\n");
+    drop(c);
+    server.stop(DEADLINE).unwrap();
+}
+
 // ----- Measurement -----------------------------------------------------------
 
 /// Measures how the distributions spread connections and what they cost, for
