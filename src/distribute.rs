@@ -71,6 +71,10 @@ pub enum Distribution {
     /// the kernel spreads connections over them by a hash of addresses and
     /// ports. Only with [`Builder::bind`](crate::Builder::bind): an adopted
     /// listener cannot be split.
+    ///
+    /// Beware: binding a fixed port that another `SO_REUSEPORT` socket of
+    /// the same user already holds (say, an old instance still running)
+    /// does not fail: the two share the connections.
     ReusePort,
 }
 

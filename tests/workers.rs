@@ -641,6 +641,24 @@ fn pinned_loops_run_on_one_core_each() {
     server.stop(DEADLINE).unwrap();
 }
 
+/// A loop that dies (here: its handler factory panics) takes the server down
+/// cleanly: the other loops stop within `FAILED_LOOP_GRACE`, every thread is
+/// joined, the panic is reported, and no `stop()` waits forever.
+#[test]
+fn a_failed_loop_stops_the_others() {
+    let server = start_workers(Server::builder(), 3, |i| {
+        if i == 1 {
+            panic!("no handler for loop 1 (a test panic)");
+        }
+        who(i)
+    });
+    let handle = server.handle().clone();
+    let started = Instant::now();
+    assert!(matches!(server.join(), Err(Error::LoopPanicked)));
+    assert!(started.elapsed() < netpool::FAILED_LOOP_GRACE + DEADLINE);
+    assert!(matches!(handle.stop(Duration::ZERO), Err(Error::Stopped)));
+}
+
 // ----- Measurement -----------------------------------------------------------
 
 /// Measures how the distributions spread connections and what they cost, for
