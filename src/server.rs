@@ -126,7 +126,7 @@ impl Server {
     /// end the loop.
     pub fn run<H: Handler>(mut self, handler: H) -> Result<StopReport, Error> {
         self.one_loop()?;
-        self.run_here(handler)
+        self.run_here(move |_| handler)
     }
 
     /// Runs the server's one loop on a new thread named `netpool-0`.
@@ -194,7 +194,7 @@ impl Server {
             }
         }
         pin_current_thread(&self.config, 0);
-        let first = self.run_here(handler_for(0));
+        let first = self.run_here(|i| handler_for(i));
         join_all(Some(first), threads)
     }
 
@@ -251,10 +251,16 @@ impl Server {
         Ok(ServerThread { handle, threads })
     }
 
-    /// Runs loop 0 on this thread.
-    fn run_here<H: Handler>(&mut self, handler: H) -> Result<StopReport, Error> {
+    /// Runs loop 0 on this thread, with the handler `handler_for` makes.
+    fn run_here<H: Handler>(
+        &mut self,
+        handler_for: impl FnOnce(usize) -> H,
+    ) -> Result<StopReport, Error> {
         let (poll, listener) = self.loops[0].take().expect("loop 0 runs once");
+        // Even if the factory panics, the guard closes loop 0's queue and
+        // asks the other loops to stop.
         let guard = LoopGuard::new(&self.shared, 0);
+        let handler = handler_for(0);
         let result = EventLoop::new(
             poll,
             listener,
@@ -277,7 +283,7 @@ impl Server {
         let (poll, listener) = self.loops[i].take().expect("each loop runs once");
         let config = self.config.clone();
         let shared = self.shared.clone();
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("netpool-{i}"))
             .spawn(move || {
                 // Whatever happens from here on, even a panic in the
@@ -289,8 +295,12 @@ impl Server {
                 let result = EventLoop::new(poll, listener, handler, config, shared, i).run();
                 guard.finish(result.is_ok());
                 result
-            })?;
-        Ok(thread)
+            });
+        spawned.map_err(|e| {
+            // The loop will never run: nobody may wait for it.
+            drop(self.shared.loops[i].close());
+            Error::Io(e)
+        })
     }
 
     /// Gives up starting: the loops already running are stopped at once and
