@@ -6,6 +6,7 @@
 //! cargo run --release --example echo -- [--addr 127.0.0.1:7000] [--acceptors 1024]
 //!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
 //!     [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
+//!     [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
 //!     [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //! ```
 //!

@@ -187,6 +187,11 @@ impl Budget {
         }
     }
 
+    /// True when a slot is free now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.active.load(Ordering::Relaxed) < self.limit.load(Ordering::Relaxed)
+    }
+
     /// After [`try_acquire`](Budget::try_acquire) said [`Admission::Pause`]:
     /// records loop `index` as parked, so that the next [`release`](Budget::release)
     /// names it for waking, then tries once more.

@@ -9,7 +9,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::budget::Overflow;
 use crate::distribute::Distribution;
 use crate::error::Error;
+use crate::filter::AddressFilter;
+use crate::handle::{Alarm, AlarmCallback};
 use crate::server::Server;
+use ipnet::IpNet;
+use std::sync::Arc;
 
 /// The loop's settings, frozen when the server is built.
 #[derive(Debug, Clone)]
@@ -31,10 +35,31 @@ pub(crate) struct Config {
     pub(crate) spare_descriptor: bool,
     pub(crate) max_per_ip: u32,
     pub(crate) accept_rate: u32,
+    pub(crate) proxy_protocol: bool,
+    pub(crate) proxy_header_timeout: Duration,
+    pub(crate) filter: AddressFilter,
+    pub(crate) alarm: Option<AlarmConfig>,
     pub(crate) events_capacity: usize,
     pub(crate) workers: usize,
     pub(crate) distribution: Distribution,
     pub(crate) pin_cores: bool,
+}
+
+/// A budget alarm as configured.
+#[derive(Clone)]
+pub(crate) struct AlarmConfig {
+    pub(crate) threshold: usize,
+    pub(crate) cooldown: Duration,
+    pub(crate) callback: AlarmCallback,
+}
+
+impl std::fmt::Debug for AlarmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlarmConfig")
+            .field("threshold", &self.threshold)
+            .field("cooldown", &self.cooldown)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -57,6 +82,10 @@ impl Default for Config {
             spare_descriptor: true,
             max_per_ip: 0,
             accept_rate: 0,
+            proxy_protocol: false,
+            proxy_header_timeout: Duration::from_secs(5),
+            filter: AddressFilter::default(),
+            alarm: None,
             events_capacity: 1024,
             workers: 1,
             distribution: Distribution::default(),
@@ -280,6 +309,70 @@ impl Builder {
     /// limit.
     pub fn accept_rate(mut self, per_second: u32) -> Self {
         self.config.accept_rate = per_second;
+        self
+    }
+
+    /// Expects every connection to start with a PROXY protocol header (v1 or
+    /// v2, HAProxy's spec), as sent by a load balancer in front of the
+    /// server. The header is read before anything reaches the handler; the
+    /// connection's [`peer_addr`](crate::Conn::peer_addr) becomes the client
+    /// address it carries, and [`proxy_addr`](crate::Conn::proxy_addr) keeps
+    /// the balancer's. A missing, malformed or over-long header, or one not
+    /// complete within [`proxy_header_timeout`](Builder::proxy_header_timeout),
+    /// closes the connection (counted in [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers)).
+    /// Default off. Turn it on only behind a proxy that always sends it:
+    /// anyone who can connect directly could claim any address.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.config.proxy_protocol = on;
+        self
+    }
+
+    /// How long a connection may take to send its PROXY protocol header.
+    /// Default 5 s (Ranch's handshake timeout).
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        self.config.proxy_header_timeout = timeout;
+        self
+    }
+
+    /// Serves only clients in these ranges (call once per range; with none,
+    /// everyone not denied is served). Decided at accept, before the socket
+    /// is registered, or with the PROXY protocol on, right after the header,
+    /// against the client address it carries. Turned away clients are closed
+    /// without the refusal message and counted in [`Stats::denied`](crate::Stats::denied).
+    ///
+    /// ```
+    /// let builder = netpool::Server::builder()
+    ///     .allow("10.0.0.0/8".parse().unwrap())
+    ///     .deny("10.9.0.0/16".parse().unwrap());
+    /// ```
+    pub fn allow(mut self, range: IpNet) -> Self {
+        self.config.filter.allow.push(range);
+        self
+    }
+
+    /// Never serves clients in this range (call once per range); deny wins
+    /// over [`allow`](Builder::allow).
+    pub fn deny(mut self, range: IpNet) -> Self {
+        self.config.filter.deny.push(range);
+        self
+    }
+
+    /// Calls `callback` when a connection is accepted while `threshold` or
+    /// more are active, at most once per `cooldown`, so a count that flaps
+    /// around the threshold does not flood it (Ranch's alarms). It runs on
+    /// the loop's thread: keep it short (log, bump a metric, send to a
+    /// channel). A panic in it is caught and logged.
+    pub fn alarm(
+        mut self,
+        threshold: usize,
+        cooldown: Duration,
+        callback: impl Fn(&Alarm) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.alarm = Some(AlarmConfig {
+            threshold,
+            cooldown,
+            callback: Arc::new(callback),
+        });
         self
     }
 

@@ -33,6 +33,9 @@ use crate::timers::Millis;
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// PROXY protocol on: reading the header that names the real client.
+    /// No line is read and the handler has not heard of the connection yet.
+    ProxyHeader,
     /// Reading lines and writing replies.
     Open,
     /// Not reading: unsent output is above the high-water mark. Only writing
@@ -53,6 +56,7 @@ pub(crate) enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Phase::ProxyHeader => f.write_str("awaiting PROXY header"),
             Phase::Open => f.write_str("open"),
             Phase::Throttled => f.write_str("throttled"),
             Phase::Closing { reason, .. } => write!(f, "closing ({reason})"),
@@ -115,9 +119,17 @@ impl Outbox {
 #[derive(Debug)]
 pub(crate) struct Connection<S> {
     pub(crate) stream: TcpStream,
+    /// The client's address: the socket's peer, or with the PROXY protocol,
+    /// the address the header names.
     pub(crate) peer: SocketAddr,
+    /// With the PROXY protocol, the proxy's own address (the socket's peer).
+    /// Boxed: eight bytes for the connections that have none.
+    pub(crate) proxy: Option<Box<SocketAddr>>,
     pub(crate) id: ConnId,
     phase: Phase,
+    /// Whether the handler has heard of this connection (`on_connect`), and
+    /// so must hear of its end.
+    pub(crate) announced: bool,
     /// What the poll has been asked for, to re-register only on change.
     registered: Interest,
     /// The incomplete last line (no `\n` in it yet); see `framing.rs`.
@@ -146,24 +158,39 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Option<Millis>,
     pub(crate) write_stall: Option<Millis>,
     pub(crate) linger: Millis,
+    pub(crate) proxy_header: Millis,
 }
 
 /// Which timeout came due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timeout {
+    ProxyHeader,
     Idle,
     WriteStall,
     Linger,
 }
 
 impl<S: Default> Connection<S> {
-    /// A connection just registered for `READABLE`.
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, now: Millis) -> Self {
+    /// A connection just registered for `READABLE`; with `proxied`, it
+    /// starts by waiting for its PROXY protocol header.
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: ConnId,
+        now: Millis,
+        proxied: bool,
+    ) -> Self {
         Connection {
             stream,
             peer,
+            proxy: None,
             id,
-            phase: Phase::Open,
+            phase: if proxied {
+                Phase::ProxyHeader
+            } else {
+                Phase::Open
+            },
+            announced: false,
             registered: Interest::READABLE,
             partial: Vec::new(),
             out: Outbox::default(),
@@ -179,6 +206,12 @@ impl<S: Default> Connection<S> {
 impl<S> Connection<S> {
     pub(crate) fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The socket's own peer: the proxy's address with the PROXY protocol,
+    /// else the client's. Admission limits (per-IP cap) counted this one.
+    pub(crate) fn socket_peer(&self) -> SocketAddr {
+        self.proxy.as_deref().copied().unwrap_or(self.peer)
     }
 
     /// The one place a phase changes.
@@ -197,7 +230,7 @@ impl<S> Connection<S> {
             Phase::Closed { reason }
         } else {
             match self.phase {
-                Phase::Open | Phase::Throttled => Phase::Closing {
+                Phase::ProxyHeader | Phase::Open | Phase::Throttled => Phase::Closing {
                     reason,
                     linger: !peer_gone,
                 },
@@ -232,7 +265,7 @@ impl<S> Connection<S> {
         let writing = !self.out.is_empty();
         match self.phase {
             Phase::Open if writing => Some(Interest::READABLE | Interest::WRITABLE),
-            Phase::Open | Phase::Lingering { .. } => Some(Interest::READABLE),
+            Phase::ProxyHeader | Phase::Open | Phase::Lingering { .. } => Some(Interest::READABLE),
             Phase::Throttled | Phase::Closing { .. } if writing => Some(Interest::WRITABLE),
             // A closing connection with nothing to write is finished on the
             // spot by the loop; a throttled one always has output.
@@ -251,6 +284,8 @@ impl<S> Connection<S> {
             _ => None,
         };
         match self.phase {
+            // `last_active` is the accept time until the header is in.
+            Phase::ProxyHeader => Some((self.last_active + t.proxy_header, Timeout::ProxyHeader)),
             Phase::Open | Phase::Throttled => {
                 let idle = t.idle.map(|idle| (self.last_active + idle, Timeout::Idle));
                 [idle, stall].into_iter().flatten().min()
@@ -305,7 +340,7 @@ mod tests {
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, peer) = l.accept().unwrap();
         let stream = TcpStream::from_std(server);
-        (Connection::new(stream, peer, ConnId(1), 0), client)
+        (Connection::new(stream, peer, ConnId(1), 0, false), client)
     }
 
     mod open {
@@ -412,7 +447,20 @@ mod tests {
             idle: Some(100),
             write_stall: Some(30),
             linger: 20,
+            proxy_header: 50,
         };
+
+        #[test]
+        fn a_proxy_header_must_arrive_in_time() {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (server, peer) = l.accept().unwrap();
+            let c: Connection<()> =
+                Connection::new(TcpStream::from_std(server), peer, ConnId(2), 5, true);
+            assert_eq!(c.phase(), Phase::ProxyHeader);
+            assert_eq!(c.wanted_interest(), Some(Interest::READABLE));
+            assert_eq!(c.deadline(&T), Some((55, Timeout::ProxyHeader)));
+        }
 
         #[test]
         fn an_idle_open_connection_times_out_after_idle() {

@@ -39,7 +39,7 @@
 //! gives the slot back if it is dropped unused (the target loop stopped, or
 //! exited, before adopting it), so a slot is never lost on the way.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -128,18 +128,18 @@ pub(crate) struct Reservation {
     server: Arc<ServerShared>,
     target: usize,
     /// The client's address, counted against its per-address cap.
-    ip: IpAddr,
+    peer: SocketAddr,
     armed: bool,
 }
 
 impl Reservation {
     /// Wraps a slot already reserved and already counted on `target` (by
-    /// [`Distributor::pick`]), and the per-address count of `ip`.
-    pub(crate) fn new(server: Arc<ServerShared>, target: usize, ip: IpAddr) -> Self {
+    /// [`Distributor::pick`]), and the per-address count of `peer`.
+    pub(crate) fn new(server: Arc<ServerShared>, target: usize, peer: SocketAddr) -> Self {
         Reservation {
             server,
             target,
-            ip,
+            peer,
             armed: true,
         }
     }
@@ -163,10 +163,9 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.armed {
-            self.server.release_slot(self.target);
-            if let Some(cap) = &self.server.per_ip {
-                cap.give_back(self.ip);
-            }
+            let loops = &self.server.loops;
+            loops[self.target].open.fetch_sub(1, Ordering::Relaxed);
+            self.server.give_back_admission(self.peer);
         }
     }
 }

@@ -31,6 +31,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,7 @@ use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
 use crate::handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+use crate::proxy::{self, ProxyHeader};
 use crate::timers::{millis, Clock, Millis, TimerHeap};
 
 /// The listening socket's token.
@@ -168,6 +170,7 @@ impl<H: Handler> EventLoop<H> {
             idle: millis(config.idle_timeout),
             write_stall: millis(config.write_stall_timeout),
             linger: millis(config.linger).unwrap_or(1),
+            proxy_header: millis(config.proxy_header_timeout).unwrap_or(1),
         };
         EventLoop {
             poll,
@@ -335,6 +338,14 @@ impl<H: Handler> EventLoop<H> {
                         Admission::Overflow => self.server.budget.admit_overflow(),
                         other => other,
                     };
+                    if !self.config.proxy_protocol && !self.config.filter.permits(peer.ip()) {
+                        // Denied: no slot, no message, not registered.
+                        self.release_unused(admission);
+                        self.give_back_token(took_token);
+                        self.shared.counters.denied.add(1);
+                        log::debug!("{peer}: denied by the address filter");
+                        continue;
+                    }
                     if admission == Admission::Serve && !self.take_per_ip(peer) {
                         self.server.release_reservation();
                         admission = Admission::Refuse;
@@ -427,16 +438,16 @@ impl<H: Handler> EventLoop<H> {
         if target == self.index {
             return self.serve(stream, peer);
         }
-        let slot = Reservation::new(self.server.clone(), target, peer.ip());
+        let slot = Reservation::new(self.server.clone(), target, peer);
         let adopt = Command::Adopt { stream, peer, slot };
-        if let Err((e, back)) = self.server.loops[target].try_push(adopt) {
+        if let Err(back) = self.server.loops[target].try_push(adopt) {
             // The target has exited: serve here rather than drop a client
             // that was promised a slot.
             log::debug!(
-                "{peer}: loop {target} unreachable ({e}); served by loop {}",
+                "{peer}: loop {target} has exited; served by loop {}",
                 self.index
             );
-            if let Some(Command::Adopt { stream, peer, slot }) = back {
+            if let Command::Adopt { stream, peer, slot } = *back {
                 slot.move_to(self.index);
                 self.serve(stream, peer);
             }
@@ -463,7 +474,8 @@ impl<H: Handler> EventLoop<H> {
             Some(self.clock.now() + self.config.accept_backoff.as_millis() as Millis);
     }
 
-    /// Registers a newly accepted connection and greets the handler.
+    /// Registers a newly accepted connection and greets the handler (or,
+    /// with the PROXY protocol on, waits for the header first).
     fn serve(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         self.accept.refusing = false;
         if self.config.nodelay {
@@ -483,34 +495,23 @@ impl<H: Handler> EventLoop<H> {
             .register(&mut stream, token, Interest::READABLE)
         {
             log::warn!("{peer}: could not register the connection: {e}");
-            self.server.release_slot(self.index);
-            if let Some(cap) = &self.server.per_ip {
-                cap.give_back(peer.ip());
-            }
+            self.server.give_back_admission(peer);
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let id = ConnId(self.next_id);
         self.next_id += self.id_step;
-        let conn = entry.insert(Connection::new(stream, peer, id, self.clock.now()));
+        let now = self.clock.now();
+        let proxied = self.config.proxy_protocol;
+        let conn = entry.insert(Connection::new(stream, peer, id, now, proxied));
         self.shared.counters.accepted.add(1);
         log::debug!("{id} {peer}: accepted");
-
-        let handler = &mut self.handler;
-        with_conn(
-            conn,
-            &mut self.write_buf,
-            &self.config,
-            key,
-            &self.shared,
-            |ctx, _| handler.on_connect(ctx),
-        );
-        flush(
-            conn,
-            &mut self.write_buf,
-            &self.shared.counters,
-            self.clock.now(),
-        );
-        self.after_output(key);
+        self.server.check_alarm();
+        if !proxied {
+            let cx = Cx::of(&self.config, &self.shared, &self.server, now);
+            announce(conn, &mut self.handler, &mut self.write_buf, &cx, key);
+            self.after_output(key);
+        }
         self.settle(key);
     }
 
@@ -567,67 +568,45 @@ impl<H: Handler> EventLoop<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let counters = &self.shared.counters;
-        let now = self.clock.now();
+        let cx = Cx::of(&self.config, &self.shared, &self.server, self.clock.now());
         for _ in 0..READS_PER_TURN {
-            let lingering = match conn.phase() {
-                Phase::Open => false,
-                Phase::Lingering { .. } => true,
+            let phase = conn.phase();
+            match phase {
+                Phase::Open | Phase::Lingering { .. } | Phase::ProxyHeader => {}
                 // Throttled waits for output to drain; Closing only writes.
                 _ => return,
-            };
+            }
             match conn.stream.read(&mut self.read_buf) {
                 Ok(0) => {
                     end_of_stream(conn);
                     return;
                 }
                 Ok(n) => {
-                    counters.bytes_in.add(n as u64);
-                    if !lingering {
-                        // A lingering connection's input is read only to
-                        // see the peer close; it is discarded.
-                        let handler = &mut self.handler;
-                        let chunk = &self.read_buf[..n];
-                        let max = self.config.max_line_len;
-                        let framed = with_conn(
+                    cx.shared.counters.bytes_in.add(n as u64);
+                    let input = &self.read_buf[..n];
+                    let resume = match phase {
+                        Phase::Open => serve_lines(
                             conn,
+                            &mut self.handler,
+                            input,
                             &mut self.write_buf,
-                            &self.config,
+                            &cx,
                             key,
-                            &self.shared,
-                            |ctx, partial| {
-                                let mut lines = 0;
-                                let framed = split_lines(partial, chunk, max, |line| {
-                                    lines += 1;
-                                    handler.on_line(line, ctx);
-                                    if ctx.is_closing() {
-                                        Flow::Stop
-                                    } else {
-                                        Flow::Continue
-                                    }
-                                });
-                                (framed, lines)
-                            },
-                        );
-                        if let Some((framed, lines)) = framed {
-                            counters.lines.add(lines);
-                            if lines > 0 {
-                                conn.last_active = now;
-                            }
-                            if framed == Err(FrameError::LineTooLong) {
-                                log::debug!(
-                                    "{} {}: line longer than {} bytes, closing",
-                                    conn.id,
-                                    conn.peer,
-                                    max
-                                );
-                                conn.begin_close(CloseReason::LineTooLong, false);
-                            }
-                        }
-                        flush(conn, &mut self.write_buf, counters, now);
-                        if apply_marks(conn, &self.config) {
-                            self.again.push((key, conn.id));
-                        }
+                        ),
+                        Phase::ProxyHeader => read_proxy_header(
+                            conn,
+                            &mut self.handler,
+                            input,
+                            &mut self.write_buf,
+                            &cx,
+                            key,
+                        ),
+                        // A lingering connection's input is read only to see
+                        // the peer close; it is discarded.
+                        _ => false,
+                    };
+                    if resume {
+                        self.again.push((key, conn.id));
                     }
                     if n < self.read_buf.len() && short_read_drains {
                         return;
@@ -695,7 +674,7 @@ impl<H: Handler> EventLoop<H> {
                     // The peer's end-of-stream may already be waiting, its
                     // edge consumed while we were only writing: look now.
                     self.again.push((key, conn.id));
-                    release_slot(conn, &self.server, self.index, &mut self.accept);
+                    release_slot(conn, &self.server, &mut self.accept);
                 } else {
                     conn.set_phase(Phase::Closed { reason });
                 }
@@ -739,6 +718,10 @@ impl<H: Handler> EventLoop<H> {
                 conn.set_phase(Phase::Closed { reason })
             }
             (Timeout::Linger, _) => {}
+            (Timeout::ProxyHeader, _) => {
+                self.shared.counters.bad_proxy_headers.add(1);
+                conn.begin_close(CloseReason::BadProxyHeader, true);
+            }
         }
     }
 
@@ -749,14 +732,19 @@ impl<H: Handler> EventLoop<H> {
     /// connection.
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
-        release_slot(&mut conn, &self.server, self.index, &mut self.accept);
+        release_slot(&mut conn, &self.server, &mut self.accept);
+        // The connection leaves this loop (for the least-connections count).
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         let reason = match conn.phase() {
             Phase::Closed { reason }
             | Phase::Lingering { reason }
             | Phase::Closing { reason, .. } => reason,
-            Phase::Open | Phase::Throttled => CloseReason::Stopped,
+            Phase::Open | Phase::Throttled | Phase::ProxyHeader => CloseReason::Stopped,
         };
         log::debug!("{} {}: closed: {}", conn.id, conn.peer, reason);
+        if !conn.announced {
+            return; // the handler never heard of it (no PROXY header yet)
+        }
         let closed = Disconnect {
             id: conn.id,
             peer_addr: conn.peer,
@@ -823,8 +811,9 @@ impl<H: Handler> EventLoop<H> {
         };
         match conn.phase() {
             Phase::Open | Phase::Throttled | Phase::Closing { .. } => {}
-            // Its write side is shut: nothing more can be sent.
-            Phase::Lingering { .. } | Phase::Closed { .. } => return,
+            // Its write side is shut: nothing more can be sent. (No handle
+            // exists before the PROXY header is in.)
+            Phase::ProxyHeader | Phase::Lingering { .. } | Phase::Closed { .. } => return,
         }
         if conn.out.len() + data.len() > limit {
             conn.begin_close(CloseReason::OutputOverflow, true);
@@ -865,7 +854,9 @@ impl<H: Handler> EventLoop<H> {
             }
             self.settle(key);
         }
-        if self.accept.again {
+        // A slot may have been given back without a close (`release_slot`),
+        // or by another loop: a paused accept looks again.
+        if self.accept.again || (self.accept.paused && self.server.budget.has_room()) {
             self.accept_connections();
         }
         // Swap with an empty vector: entries pushed while we work wait for
@@ -947,6 +938,32 @@ impl<H: Handler> EventLoop<H> {
     }
 }
 
+/// What serving a connection needs from the loop besides the connection,
+/// the handler and the write buffer: borrowed together, so the functions
+/// below take one argument instead of five.
+struct Cx<'a> {
+    config: &'a Config,
+    shared: &'a Arc<LoopShared>,
+    server: &'a ServerShared,
+    now: Millis,
+}
+
+impl<'a> Cx<'a> {
+    fn of(
+        config: &'a Config,
+        shared: &'a Arc<LoopShared>,
+        server: &'a ServerShared,
+        now: Millis,
+    ) -> Self {
+        Cx {
+            config,
+            shared,
+            server,
+            now,
+        }
+    }
+}
+
 /// Runs `f` with a [`Conn`] context for `conn`, catching a handler panic.
 ///
 /// Replies go to the loop's shared `write_buf` when the connection has no
@@ -956,9 +973,8 @@ impl<H: Handler> EventLoop<H> {
 fn with_conn<S, R>(
     conn: &mut Connection<S>,
     write_buf: &mut Vec<u8>,
-    config: &Config,
+    cx: &Cx<'_>,
     key: usize,
-    shared: &Arc<LoopShared>,
     f: impl FnOnce(&mut Conn<'_, S>, &mut Vec<u8>) -> R,
 ) -> Option<R> {
     let mut verdict = None;
@@ -970,12 +986,15 @@ fn with_conn<S, R>(
     let mut ctx = Conn {
         id: conn.id,
         peer: conn.peer,
+        proxy: conn.proxy.as_deref().copied(),
         state: &mut conn.state,
         out,
-        out_limit: config.output_limit,
+        out_limit: cx.config.output_limit,
         verdict: &mut verdict,
+        holds_slot: &mut conn.holds_slot,
         key,
-        shared,
+        shared: cx.shared,
+        server: cx.server,
     };
     let partial = &mut conn.partial;
     let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx, partial)));
@@ -987,7 +1006,7 @@ fn with_conn<S, R>(
             Some(r)
         }
         Err(panic) => {
-            shared.counters.handler_panics.add(1);
+            cx.shared.counters.handler_panics.add(1);
             log::error!(
                 "{} {}: handler panicked, closing the connection: {}",
                 conn.id,
@@ -998,6 +1017,109 @@ fn with_conn<S, R>(
             None
         }
     }
+}
+
+/// Tells the handler about a connection (`on_connect`) and writes its
+/// greeting, if any.
+fn announce<H: Handler>(
+    conn: &mut Connection<H::State>,
+    handler: &mut H,
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    key: usize,
+) {
+    conn.announced = true;
+    with_conn(conn, write_buf, cx, key, |ctx, _| handler.on_connect(ctx));
+    flush(conn, write_buf, &cx.shared.counters, cx.now);
+}
+
+/// Hands `input` to the handler line by line, then writes the replies in one
+/// `write`. Returns true when reading should resume (see `apply_marks`).
+fn serve_lines<H: Handler>(
+    conn: &mut Connection<H::State>,
+    handler: &mut H,
+    input: &[u8],
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    key: usize,
+) -> bool {
+    let max = cx.config.max_line_len;
+    let framed = with_conn(conn, write_buf, cx, key, |ctx, partial| {
+        let mut lines = 0;
+        let framed = split_lines(partial, input, max, |line| {
+            lines += 1;
+            handler.on_line(line, ctx);
+            if ctx.is_closing() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        });
+        (framed, lines)
+    });
+    if let Some((framed, lines)) = framed {
+        cx.shared.counters.lines.add(lines);
+        if lines > 0 {
+            conn.last_active = cx.now;
+        }
+        if framed == Err(FrameError::LineTooLong) {
+            log::debug!(
+                "{} {}: line longer than {max} bytes, closing",
+                conn.id,
+                conn.peer
+            );
+            conn.begin_close(CloseReason::LineTooLong, false);
+        }
+    }
+    flush(conn, write_buf, &cx.shared.counters, cx.now);
+    apply_marks(conn, cx.config)
+}
+
+/// Gathers the PROXY protocol header from the first bytes of a connection.
+/// Once it is complete: the peer address becomes the client's, the address
+/// filter decides, the handler hears of the connection, and what followed
+/// the header is served as lines.
+fn read_proxy_header<H: Handler>(
+    conn: &mut Connection<H::State>,
+    handler: &mut H,
+    input: &[u8],
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    key: usize,
+) -> bool {
+    conn.partial.extend_from_slice(input);
+    let (header, used) = match proxy::parse(&conn.partial) {
+        Ok(None) => return false, // incomplete: wait for more
+        Ok(Some(done)) => done,
+        Err(e) => {
+            log::debug!("{} {}: {e}; closing", conn.id, conn.peer);
+            cx.shared.counters.bad_proxy_headers.add(1);
+            conn.begin_close(CloseReason::BadProxyHeader, true);
+            return false;
+        }
+    };
+    let rest = std::mem::take(&mut conn.partial);
+    if let ProxyHeader::Proxied { source, .. } = header {
+        conn.proxy = Some(Box::new(std::mem::replace(&mut conn.peer, source)));
+        log::debug!(
+            "{} {}: proxied for {source}",
+            conn.id,
+            conn.proxy.as_deref().unwrap()
+        );
+    }
+    if !cx.config.filter.permits(conn.peer.ip()) {
+        log::debug!("{} {}: denied by the address filter", conn.id, conn.peer);
+        cx.shared.counters.denied.add(1);
+        conn.begin_close(CloseReason::Denied, true);
+        return false;
+    }
+    conn.set_phase(Phase::Open);
+    announce(conn, handler, write_buf, cx, key);
+    let after = &rest[used..];
+    if conn.phase() == Phase::Open && !after.is_empty() {
+        return serve_lines(conn, handler, after, write_buf, cx, key);
+    }
+    apply_marks(conn, cx.config)
 }
 
 /// Writes what the handler produced into the shared write buffer; whatever
@@ -1029,19 +1151,11 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
 /// Gives the connection's acceptor slot back, once. A paused accept resumes
 /// at the end of this turn: the edge for the clients waiting in the backlog
 /// was consumed long ago, so no event will announce them.
-fn release_slot<S>(
-    conn: &mut Connection<S>,
-    server: &ServerShared,
-    index: usize,
-    accept: &mut AcceptState,
-) {
+fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut AcceptState) {
     if std::mem::replace(&mut conn.holds_slot, false) {
-        // Wakes a loop parked on the budget, if any: another loop's paused
-        // accept resumes too.
-        server.release_slot(index);
-        if let Some(cap) = &server.per_ip {
-            cap.give_back(conn.peer.ip());
-        }
+        // Also wakes a loop parked on the budget, if any: a paused accept
+        // on another loop resumes too.
+        server.give_back_admission(conn.socket_peer());
         if accept.paused {
             accept.again = true;
         }

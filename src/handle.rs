@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
@@ -83,6 +84,8 @@ pub(crate) struct Counters {
     pub(crate) refused: Counter,
     pub(crate) refused_per_ip: Counter,
     pub(crate) rate_limited: Counter,
+    pub(crate) denied: Counter,
+    pub(crate) bad_proxy_headers: Counter,
     pub(crate) pause_episodes: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) bytes_in: Counter,
@@ -98,10 +101,11 @@ pub(crate) struct LoopShared {
     waker: Waker,
     queue: Mutex<Queue>,
     pub(crate) counters: Counters,
-    /// Connections holding a budget slot on this loop, plus those handed to
-    /// it and not yet adopted. Written by the accepting loop (+1, see
-    /// `Distributor::pick`) and by this loop (-1, when a slot is given back),
-    /// hence a real read-modify-write, unlike [`Counter`].
+    /// Connections open on this loop, plus those handed to it and not yet
+    /// adopted: the load that least-connections balances. Written by the
+    /// accepting loop (+1, see `Distributor::pick`) and by this loop (-1,
+    /// when a connection is removed), hence a real read-modify-write, unlike
+    /// [`Counter`].
     pub(crate) open: AtomicUsize,
     /// The loop's thread, once it runs: `stop()` from that thread would wait
     /// for itself.
@@ -138,24 +142,34 @@ impl LoopShared {
 
     /// Queues a command and wakes the loop if the queue was empty.
     pub(crate) fn push(&self, cmd: Command) -> Result<(), Error> {
-        self.try_push(cmd).map_err(|(e, _)| e)
+        if self.enqueue(cmd).map_err(|_| Error::Stopped)? {
+            self.waker.wake().map_err(Error::Io)?;
+        }
+        Ok(())
     }
 
     /// As [`push`](LoopShared::push), but a command the loop will never see
-    /// (it has exited) comes back to the caller.
-    pub(crate) fn try_push(&self, cmd: Command) -> Result<(), (Error, Option<Command>)> {
-        let was_empty = {
-            let mut queue = self.queue();
-            if queue.closed {
-                return Err((Error::Stopped, Some(cmd)));
+    /// (it has exited) comes back to the caller, boxed (a rare path: the
+    /// common one stays small).
+    pub(crate) fn try_push(&self, cmd: Command) -> Result<(), Box<Command>> {
+        if self.enqueue(cmd).map_err(Box::new)? {
+            if let Err(e) = self.waker.wake() {
+                // Queued all the same: the loop sees it at its next wake-up.
+                log::warn!("waking a loop failed: {e}");
             }
-            queue.commands.push(cmd);
-            queue.commands.len() == 1
-        };
-        if was_empty {
-            self.waker.wake().map_err(|e| (Error::Io(e), None))?;
         }
         Ok(())
+    }
+
+    /// Queues a command; true if the queue was empty (the loop needs a
+    /// wake-up). A closed queue gives the command back.
+    fn enqueue(&self, cmd: Command) -> Result<bool, Command> {
+        let mut queue = self.queue();
+        if queue.closed {
+            return Err(cmd);
+        }
+        queue.commands.push(cmd);
+        Ok(queue.commands.len() == 1)
     }
 
     /// Swaps the queued commands into `into` (an empty spare vector, so the
@@ -180,6 +194,7 @@ pub(crate) struct ServerShared {
     pub(crate) budget: Budget,
     pub(crate) per_ip: Option<PerIpCap>,
     pub(crate) accept_rate: Option<AcceptRate>,
+    pub(crate) alarm: Option<AlarmState>,
     pub(crate) local_addr: SocketAddr,
     /// One per event loop; a loop's index here is its index everywhere
     /// (thread name, connection ids, the budget's parked set).
@@ -187,10 +202,46 @@ pub(crate) struct ServerShared {
 }
 
 impl ServerShared {
-    /// Gives back the slot of a connection counted on loop `index`.
-    pub(crate) fn release_slot(&self, index: usize) {
-        self.loops[index].open.fetch_sub(1, Ordering::Relaxed);
+    /// Gives back what admitting a connection from `socket_peer` took: its
+    /// slot, and its place under the per-IP cap. The slot wakes a loop
+    /// parked on the budget, if any: a paused accept on any loop resumes.
+    pub(crate) fn give_back_admission(&self, socket_peer: SocketAddr) {
         self.release_reservation();
+        if let Some(cap) = &self.per_ip {
+            cap.give_back(socket_peer.ip());
+        }
+    }
+
+    /// Calls the budget alarm if the active count is at or above its
+    /// threshold and the cooldown has passed since it last rang.
+    pub(crate) fn check_alarm(&self) {
+        let Some(alarm) = &self.alarm else {
+            return;
+        };
+        let active = self.budget.active();
+        if active < alarm.threshold {
+            return;
+        }
+        {
+            let mut last = alarm.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < alarm.cooldown) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let event = Alarm {
+            active,
+            threshold: alarm.threshold,
+            budget: self.budget.limit(),
+        };
+        log::warn!(
+            "budget alarm: {active} connections active (threshold {})",
+            alarm.threshold
+        );
+        let callback = &alarm.callback;
+        if catch_unwind(AssertUnwindSafe(|| callback(&event))).is_err() {
+            log::error!("the budget alarm callback panicked");
+        }
     }
 
     /// Gives back a slot reserved for a connection that never came (the
@@ -212,6 +263,38 @@ impl ServerShared {
     }
 }
 
+/// What a budget alarm reports (see [`Builder::alarm`](crate::Builder::alarm)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Alarm {
+    /// Connections active when it rang.
+    pub active: usize,
+    /// The threshold it was set for.
+    pub threshold: usize,
+    /// The budget (slots in service) at that moment.
+    pub budget: usize,
+}
+
+/// The callback type of a budget alarm.
+pub(crate) type AlarmCallback = Arc<dyn Fn(&Alarm) + Send + Sync>;
+
+/// A budget alarm's settings and when it last rang.
+pub(crate) struct AlarmState {
+    pub(crate) threshold: usize,
+    pub(crate) cooldown: Duration,
+    pub(crate) callback: AlarmCallback,
+    pub(crate) last: Mutex<Option<Instant>>,
+}
+
+impl fmt::Debug for AlarmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlarmState")
+            .field("threshold", &self.threshold)
+            .field("cooldown", &self.cooldown)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A snapshot of a server's counters, from [`ServerHandle::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -230,6 +313,12 @@ pub struct Stats {
     pub refused_per_ip: u64,
     /// Connections refused by [`Builder::accept_rate`](crate::Builder::accept_rate).
     pub rate_limited: u64,
+    /// Connections closed by the address filter ([`Builder::allow`](crate::Builder::allow),
+    /// [`Builder::deny`](crate::Builder::deny)).
+    pub denied: u64,
+    /// Connections closed for a missing, malformed, over-long or late PROXY
+    /// protocol header.
+    pub bad_proxy_headers: u64,
     /// How many times [`Overflow::Grow`] added slots.
     pub grown: u64,
     /// How many times accepting paused under [`Overflow::Pause`], summed
@@ -256,8 +345,10 @@ pub struct Stats {
 pub struct LoopStats {
     /// The loop's index: `0..workers`, as in its thread's name (`netpool-0`).
     pub index: usize,
-    /// Connections this loop serves now (slots it holds), including any
-    /// handed to it and not adopted yet.
+    /// Connections open on this loop now, including any handed to it and
+    /// not adopted yet. Unlike [`Stats::active`] (slots taken), this counts
+    /// connections that no longer hold a slot: lingering ones, and those
+    /// released with [`Conn::release_slot`](crate::Conn::release_slot).
     pub active: usize,
     /// Connections this loop has served since start.
     pub accepted: u64,
@@ -267,6 +358,10 @@ pub struct LoopStats {
     pub refused_per_ip: u64,
     /// Connections this loop refused for [`Builder::accept_rate`](crate::Builder::accept_rate).
     pub rate_limited: u64,
+    /// Connections this loop closed for the address filter.
+    pub denied: u64,
+    /// Connections this loop closed for a bad PROXY protocol header.
+    pub bad_proxy_headers: u64,
     /// How many times this loop paused accepting under [`Overflow::Pause`].
     pub pause_episodes: u64,
     /// `accept` errors on this loop other than the harmless ones.
@@ -293,6 +388,8 @@ impl LoopStats {
             refused: c.refused.get(),
             refused_per_ip: c.refused_per_ip.get(),
             rate_limited: c.rate_limited.get(),
+            denied: c.denied.get(),
+            bad_proxy_headers: c.bad_proxy_headers.get(),
             pause_episodes: c.pause_episodes.get(),
             accept_errors: c.accept_errors.get(),
             bytes_in: c.bytes_in.get(),
@@ -353,8 +450,9 @@ impl ServerHandle {
     ///
     /// `active` is the budget's count of taken slots, which includes a
     /// reservation in flight (a slot taken just before `accept`); the loops'
-    /// own `active` ([`loop_stats`](ServerHandle::loop_stats)) add up to it
-    /// whenever no accept is under way.
+    /// own `active` ([`loop_stats`](ServerHandle::loop_stats)) count open
+    /// connections, and add up to it when no accept is under way and every
+    /// open connection holds its slot.
     pub fn stats(&self) -> Stats {
         let budget = &self.shared.budget;
         let mut s = Stats {
@@ -368,6 +466,8 @@ impl ServerHandle {
             s.refused += l.refused;
             s.refused_per_ip += l.refused_per_ip;
             s.rate_limited += l.rate_limited;
+            s.denied += l.denied;
+            s.bad_proxy_headers += l.bad_proxy_headers;
             s.pause_episodes += l.pause_episodes;
             s.accept_errors += l.accept_errors;
             s.bytes_in += l.bytes_in;

@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::handle::{ConnHandle, LoopShared};
+use crate::handle::{ConnHandle, LoopShared, ServerShared};
 
 /// A connection's identity, unique for the lifetime of a [`Server`](crate::Server).
 ///
@@ -65,6 +65,14 @@ pub enum CloseReason {
     /// without any of it being written: the peer stopped reading. The output
     /// was dropped.
     WriteStalled,
+    /// The PROXY protocol header was missing, malformed, too long or too
+    /// late. The handler never hears of such a connection; the reason shows
+    /// in the logs and in [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers).
+    BadProxyHeader,
+    /// The client address (from the PROXY header) is not allowed by the
+    /// address filter. The handler never hears of such a connection; see
+    /// [`Stats::denied`](crate::Stats::denied).
+    Denied,
     /// The handler panicked while serving this connection. The panic was
     /// caught and logged; only this connection was closed.
     HandlerPanicked,
@@ -108,6 +116,8 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::WriteStalled => f.write_str("write stalled: peer not reading"),
             CloseReason::HandlerPanicked => f.write_str("handler panicked"),
+            CloseReason::BadProxyHeader => f.write_str("bad PROXY protocol header"),
+            CloseReason::Denied => f.write_str("denied by the address filter"),
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
         }
     }
@@ -190,6 +200,7 @@ where
 pub struct Conn<'a, S = ()> {
     pub(crate) id: ConnId,
     pub(crate) peer: SocketAddr,
+    pub(crate) proxy: Option<SocketAddr>,
     pub(crate) state: &'a mut S,
     /// Where `send` appends: the loop's shared write buffer when the connection
     /// has nothing pending (the common case, no per-connection allocation), or
@@ -199,8 +210,10 @@ pub struct Conn<'a, S = ()> {
     pub(crate) out_limit: usize,
     /// Set by `close()` or by an output overflow; the loop acts on it.
     pub(crate) verdict: &'a mut Option<CloseReason>,
+    pub(crate) holds_slot: &'a mut bool,
     pub(crate) key: usize,
     pub(crate) shared: &'a Arc<LoopShared>,
+    pub(crate) server: &'a ServerShared,
 }
 
 impl<S> Conn<'_, S> {
@@ -241,9 +254,34 @@ impl<S> Conn<'_, S> {
         self.id
     }
 
-    /// The peer's address.
+    /// The client's address. With the [PROXY protocol](crate::Builder::proxy_protocol)
+    /// on, it is the address the header names, not the proxy's.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// With the PROXY protocol on, the proxy's own address (the socket's
+    /// peer); `None` otherwise, or when the header was a `LOCAL` one.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy
+    }
+
+    /// Gives this connection's acceptor slot back while it stays open (like
+    /// Ranch's `remove_connection`): for long-lived, mostly idle connections,
+    /// such as subscribers, that should not count against the budget. The
+    /// connection is served as before and closed like any other at stop.
+    /// Calling it again does nothing.
+    pub fn release_slot(&mut self) {
+        if std::mem::replace(self.holds_slot, false) {
+            // Admission counted the socket's peer: the proxy, if there is one.
+            self.server
+                .give_back_admission(self.proxy.unwrap_or(self.peer));
+        }
+    }
+
+    /// True while this connection counts against the accept budget.
+    pub fn holds_slot(&self) -> bool {
+        *self.holds_slot
     }
 
     /// Your per-connection state ([`Handler::State`]).

@@ -47,6 +47,8 @@
 //! - `distribute.rs`: several loops behind one listener ([`Distribution`]):
 //!   which loop serves a new connection, and why it is done that way.
 //! - `limits.rs`: abuse limits at accept: per-address cap, accept rate.
+//! - `filter.rs`: allow and deny lists of CIDR ranges.
+//! - `proxy.rs`: the PROXY protocol v1 and v2 header parser; no I/O.
 //! - `timers.rs`: idle, write-stall and linger timeouts: a heap of wake-up
 //!   times with lazy deletion, whose cost per turn is only what is due.
 //! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
@@ -126,10 +128,12 @@ mod conn;
 mod distribute;
 mod error;
 mod event_loop;
+mod filter;
 mod framing;
 mod handle;
 mod handler;
 mod limits;
+mod proxy;
 mod server;
 mod timers;
 
@@ -141,6 +145,9 @@ pub use budget::Overflow;
 pub use config::Builder;
 pub use distribute::Distribution;
 pub use error::Error;
-pub use handle::{ConnHandle, LoopStats, ServerHandle, Stats, StopReport};
+pub use handle::{Alarm, ConnHandle, LoopStats, ServerHandle, Stats, StopReport};
 pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+/// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
+/// `ipnet` crate.
+pub use ipnet::IpNet;
 pub use server::{Server, ServerThread, FAILED_LOOP_GRACE};

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use crate::config::{Builder, Config};
 use crate::distribute::Distribution;
 use crate::error::Error;
 use crate::event_loop::{EventLoop, LISTENER, WAKER};
-use crate::handle::{Command, LoopShared, ServerHandle, ServerShared, StopReport};
+use crate::handle::{AlarmState, Command, LoopShared, ServerHandle, ServerShared, StopReport};
 use crate::handler::Handler;
 use crate::limits::{AcceptRate, PerIpCap};
 
@@ -90,6 +90,12 @@ impl Server {
             budget: Budget::new(config.acceptors, config.overflow, n),
             per_ip: (config.max_per_ip > 0).then(|| PerIpCap::new(config.max_per_ip)),
             accept_rate: (config.accept_rate > 0).then(|| AcceptRate::new(config.accept_rate)),
+            alarm: config.alarm.as_ref().map(|a| AlarmState {
+                threshold: a.threshold,
+                cooldown: a.cooldown,
+                callback: a.callback.clone(),
+                last: Mutex::new(None),
+            }),
             local_addr,
             loops: shared_loops,
         });

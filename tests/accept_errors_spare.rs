@@ -19,11 +19,7 @@ fn emfile_refuses_queued_clients_through_the_spare_descriptor() {
     let mut first = Client::connect(server.local_addr());
     assert_eq!(first.roundtrip(b"1\n"), b"1\n");
 
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let before = util::soft_fd_limit();
     util::set_soft_fd_limit(util::limit_with_one_free());
     let mut second = Client::connect(server.local_addr());
     assert_eq!(second.read_to_end(), b"-ERR busy\r\n");
@@ -31,7 +27,7 @@ fn emfile_refuses_queued_clients_through_the_spare_descriptor() {
     assert_eq!((stats.refused, stats.accepted), (1, 1));
     assert!(stats.accept_errors >= 1);
     drop(second);
-    util::set_soft_fd_limit(lim.rlim_cur);
+    util::set_soft_fd_limit(before);
 
     drop(first);
     wait_until("the first connection is closed", || {

@@ -2,25 +2,10 @@
 
 mod util;
 
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use netpool::{Overflow, Server};
-use socket2::{Domain, Socket, Type};
-use util::{echo, start, wait_until, Client, DEADLINE};
-
-/// A client connecting from the loopback address `source`.
-fn connect_from(source: &str, to: SocketAddr) -> Client {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let source: SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&source.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    Client {
-        reader: std::io::BufReader::new(stream),
-    }
-}
+use util::{connect_from, echo, start, wait_until, Client};
 
 /// One address cannot hold more than `max_per_ip` connections; other
 /// addresses are unaffected, and a freed place serves again.

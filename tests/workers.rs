@@ -659,6 +659,40 @@ fn a_failed_loop_stops_the_others() {
     assert!(matches!(handle.stop(Duration::ZERO), Err(Error::Stopped)));
 }
 
+/// `Conn::release_slot` on one loop resumes the accept paused on another.
+#[test]
+fn a_slot_released_by_a_handler_admits_a_client_waiting_for_another_loop() {
+    let server = start_workers(
+        Server::builder().acceptors(2).overflow(Overflow::Pause),
+        2,
+        |i| {
+            let mut who = who(i);
+            move |line: &[u8], conn: &mut Conn| {
+                if line == b"release" {
+                    conn.release_slot();
+                    conn.send(b"released\n");
+                } else {
+                    who(line, conn);
+                }
+            }
+        },
+    );
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    assert_eq!((loop_of(&mut a), loop_of(&mut b)), (0, 1));
+    let mut waiting = Client::connect(addr);
+    waiting.send(b"w\n");
+    wait_until("accept paused", || {
+        server.handle().stats().pause_episodes >= 1
+    });
+    assert_eq!(b.roundtrip(b"release\n"), b"released\n"); // on loop 1
+    assert_eq!(waiting.line(), b"w\n");
+    assert_eq!(b.roundtrip(b"still served\n"), b"still served\n");
+    drop((a, b, waiting));
+    server.stop(DEADLINE).unwrap();
+}
+
 // ----- Measurement -----------------------------------------------------------
 
 /// Measures how the distributions spread connections and what they cost, for

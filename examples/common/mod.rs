@@ -32,8 +32,7 @@ pub struct Options {
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
-       [--max-per-ip N] [--accept-rate N]
-       [--refuse-message TEXT] [--max-line BYTES]
+       [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
        [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
@@ -46,6 +45,9 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --max-per-ip N         connections at once from one address (default 0: no cap)
   --accept-rate N        new connections per second; the excess meets --overflow
                          (default 0: no limit)
+  --proxy-protocol       expect a PROXY protocol v1/v2 header on every connection
+  --allow CIDR           serve only clients in this range (repeatable)
+  --deny CIDR            never serve clients in this range (repeatable; wins over --allow)
   --workers N|cores      event loops, one thread each (default 1; `cores`: one per core);
                          the acceptors budget is shared by all of them
   --distribution HOW     with several workers: handoff (default; loop 0 accepts and hands
@@ -78,6 +80,9 @@ impl Options {
         let mut idle_secs = 0f64;
         let mut max_per_ip = 0u32;
         let mut accept_rate = 0u32;
+        let mut proxy_protocol = false;
+        let mut allow: Vec<netpool::IpNet> = Vec::new();
+        let mut deny: Vec<netpool::IpNet> = Vec::new();
         let mut workers = None::<usize>; // None: one per core
         let mut workers_given = false;
         let mut distribution = Distribution::Handoff;
@@ -93,6 +98,9 @@ impl Options {
                 Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
                 Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
                 Long("accept-rate") => accept_rate = parser.value()?.parse()?,
+                Long("proxy-protocol") => proxy_protocol = true,
+                Long("allow") => allow.push(parser.value()?.parse()?),
+                Long("deny") => deny.push(parser.value()?.parse()?),
                 Long("workers") => {
                     let value = parser.value()?.string()?;
                     workers_given = true;
@@ -161,11 +169,18 @@ impl Options {
             .max_line_len(max_line)
             .max_per_ip(max_per_ip)
             .accept_rate(accept_rate)
+            .proxy_protocol(proxy_protocol)
             .idle_timeout(
                 Duration::try_from_secs_f64(idle_secs)
                     .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
             )
             .distribution(distribution);
+        for range in allow {
+            builder = builder.allow(range);
+        }
+        for range in deny {
+            builder = builder.deny(range);
+        }
         builder = match (workers_given, workers) {
             (false, _) => builder,
             (true, None) => builder.workers_per_core(),

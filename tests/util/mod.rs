@@ -97,6 +97,21 @@ impl Client {
     }
 }
 
+/// A client connecting from the loopback address `source` (any 127.x.y.z
+/// works without set-up), to test per-address limits and filters.
+pub fn connect_from(source: &str, to: SocketAddr) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.set_write_timeout(Some(DEADLINE)).unwrap();
+    Client {
+        reader: BufReader::new(stream),
+    }
+}
+
 /// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -142,6 +157,16 @@ pub fn raise_fd_limit(want: u64) -> bool {
         return false;
     }
     true
+}
+
+/// This process's soft descriptor limit.
+pub fn soft_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur
 }
 
 /// Sets this process's soft descriptor limit.
