@@ -201,7 +201,8 @@ impl<H: Handler> EventLoop<H> {
     /// returns, is the same report.
     pub(crate) fn run(mut self) -> Result<StopReport, Error> {
         let _ = self.shared.thread.set(std::thread::current().id());
-        if self.config.spare_descriptor {
+        // Only a loop that accepts needs the spare (see `distribute.rs`).
+        if self.config.spare_descriptor && self.listener.is_some() {
             self.spare = open_spare();
         }
         let result = self.turn_until_stopped();
