@@ -8,12 +8,16 @@
 //!     [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
 //!     [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
 //!     [--tls-cert FILE --tls-key FILE]
+//!     [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //! ```
 //!
 //! Poke it with `nc 127.0.0.1 7000` and type lines. Try `--acceptors 1
 //! --refuse-message busy` and open a second `nc` to see a refusal; or
 //! `--overflow pause` and watch the second one wait until the first quits.
-//! Ctrl-C (or SIGTERM) stops it gracefully and prints the final stats.
+//! `--workers 4` runs four event loops on four threads behind the one
+//! listener and the one `--acceptors` budget (`--workers cores`: one per
+//! core); each loop gets its own copy of the handler. Ctrl-C (or SIGTERM)
+//! stops it gracefully and prints the final stats, per loop too.
 //!
 //! With `--tls-cert cert.pem --tls-key key.pem` it serves the same lines over
 //! TLS; poke it with `openssl s_client -quiet -connect 127.0.0.1:7000`. A
@@ -28,8 +32,11 @@ use netpool::Conn;
 fn main() {
     common::init_logging();
     let options = common::Options::from_args();
-    common::serve_until_signal(options, |line: &[u8], conn: &mut Conn| {
-        conn.send(line);
-        conn.send(b"\n");
+    // A handler per loop; this one has no state, so each is the same closure.
+    common::serve_workers_until_signal(options, |_loop_index| {
+        |line: &[u8], conn: &mut Conn| {
+            conn.send(line);
+            conn.send(b"\n");
+        }
     });
 }

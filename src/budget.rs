@@ -21,6 +21,18 @@
 //!   at `max`, refuse.
 //! - [`Overflow::Pause`]: stop accepting; new connections wait in the
 //!   kernel's backlog and are accepted, in order, when a slot frees.
+//!
+//! # Paused loops
+//!
+//! With several loops, the slot that frees may belong to a loop other than
+//! the one that paused. So a loop that pauses *parks* in a bitmask here
+//! ([`Budget::park`]), and whoever releases a slot takes one parked loop out
+//! of it ([`Budget::release`] returns its index) to be woken through its
+//! command queue. One freed slot wakes one loop, never all of them: a burst
+//! of closes wakes each parked loop at most once, and a woken loop that
+//! finds nothing to accept gives its reservation back, which wakes the next
+//! parked loop. No loop can stay paused while a slot is free (see
+//! [`Budget::park`] for the race this closes).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -94,15 +106,22 @@ pub(crate) struct Budget {
     overflow: Mutex<Overflow>,
     /// How many times `Grow` added slots.
     grown: AtomicU64,
+    /// Loops paused for want of a slot, one bit per loop index (see
+    /// `# Paused loops`).
+    parked: Box<[AtomicU64]>,
 }
 
 impl Budget {
-    pub(crate) fn new(limit: usize, overflow: Overflow) -> Self {
+    /// A budget of `limit` slots shared by `loops` event loops.
+    pub(crate) fn new(limit: usize, overflow: Overflow, loops: usize) -> Self {
         Budget {
             limit: AtomicUsize::new(limit),
             active: AtomicUsize::new(0),
             overflow: Mutex::new(overflow),
             grown: AtomicU64::new(0),
+            parked: (0..loops.div_ceil(64).max(1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
@@ -150,7 +169,8 @@ impl Budget {
     /// the count exact across loops: two loops can both see a free slot, only
     /// one of them gets it.
     fn reserve(&self) -> bool {
-        let mut active = self.active.load(Ordering::Relaxed);
+        // SeqCst on this load and on the `parked` operations: see `park`.
+        let mut active = self.active.load(Ordering::SeqCst);
         loop {
             if active >= self.limit.load(Ordering::Acquire) {
                 return false;
@@ -172,10 +192,70 @@ impl Budget {
         self.active.load(Ordering::Relaxed) < self.limit.load(Ordering::Relaxed)
     }
 
-    /// Gives a slot back.
-    pub(crate) fn release(&self) {
-        let before = self.active.fetch_sub(1, Ordering::AcqRel);
+    /// After [`try_acquire`](Budget::try_acquire) said [`Admission::Pause`]:
+    /// records loop `index` as parked, so that the next [`release`](Budget::release)
+    /// names it for waking, then tries once more.
+    ///
+    /// The second try closes a lost-wake-up race: a slot released between the
+    /// failed `try_acquire` and the parking would otherwise find no parked
+    /// loop to wake, and this loop would sleep with a slot free. Parking, then
+    /// looking (here), against releasing, then looking (in `release`), with
+    /// sequentially consistent operations on both sides: at least one of the
+    /// two sees the other.
+    ///
+    /// Returns [`Admission::Serve`] (a slot is reserved; the loop may stay
+    /// parked, which at worst costs it one spurious wake-up) or
+    /// [`Admission::Pause`].
+    pub(crate) fn park(&self, index: usize) -> Admission {
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        self.parked[word].fetch_or(bit, Ordering::SeqCst);
+        if self.reserve() {
+            Admission::Serve
+        } else if self.overflow() == Overflow::Pause {
+            Admission::Pause
+        } else {
+            // The strategy changed meanwhile: accept and let it decide.
+            Admission::Overflow
+        }
+    }
+
+    /// Gives a slot back. Returns the index of a parked loop, now unparked,
+    /// that must be woken to use the slot, if any loop was parked.
+    #[must_use = "a parked loop must be woken, or it sleeps with a slot free"]
+    pub(crate) fn release(&self) -> Option<usize> {
+        let before = self.active.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "slot released twice");
+        self.unpark_one()
+    }
+
+    /// Takes one loop out of the parked set (the lowest index), if any.
+    pub(crate) fn unpark_one(&self) -> Option<usize> {
+        for (w, word) in self.parked.iter().enumerate() {
+            // A plain load first: the common case (no loop parked) costs no
+            // locked instruction.
+            let mut bits = word.load(Ordering::SeqCst);
+            while bits != 0 {
+                let bit = bits & bits.wrapping_neg();
+                match word.compare_exchange_weak(
+                    bits,
+                    bits & !bit,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return Some(w * 64 + bit.trailing_zeros() as usize),
+                    Err(now) => bits = now,
+                }
+            }
+        }
+        None
+    }
+
+    /// Takes every loop out of the parked set: the budget or the strategy
+    /// changed, and each must look again.
+    pub(crate) fn unpark_all(&self) {
+        for word in self.parked.iter() {
+            word.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Sets the number of slots. Lowering it never touches served
@@ -221,27 +301,27 @@ mod tests {
 
     #[test]
     fn refuse_serves_exactly_the_limit() {
-        let b = Budget::new(2, Overflow::Refuse);
+        let b = Budget::new(2, Overflow::Refuse, 1);
         assert_eq!(admit(&b), Admission::Serve);
         assert_eq!(admit(&b), Admission::Serve);
         assert_eq!(admit(&b), Admission::Refuse);
-        b.release();
+        let _ = b.release();
         assert_eq!(admit(&b), Admission::Serve, "a freed slot serves again");
     }
 
     #[test]
     fn pause_says_pause_when_full() {
-        let b = Budget::new(1, Overflow::Pause);
+        let b = Budget::new(1, Overflow::Pause, 1);
         assert_eq!(b.try_acquire(), Admission::Serve);
         assert_eq!(b.try_acquire(), Admission::Pause);
         assert_eq!(b.try_acquire(), Admission::Pause, "pausing takes nothing");
-        b.release();
+        let _ = b.release();
         assert_eq!(b.try_acquire(), Admission::Serve);
     }
 
     #[test]
     fn a_full_budget_does_not_grow_before_a_connection_is_there() {
-        let b = Budget::new(1, Overflow::Grow { step: 5, max: 10 });
+        let b = Budget::new(1, Overflow::Grow { step: 5, max: 10 }, 1);
         assert_eq!(b.try_acquire(), Admission::Serve);
         assert_eq!(b.try_acquire(), Admission::Overflow);
         assert_eq!(b.limit(), 1, "asking is free");
@@ -251,7 +331,7 @@ mod tests {
 
     #[test]
     fn grow_adds_exactly_step_up_to_max_then_refuses() {
-        let b = Budget::new(2, Overflow::Grow { step: 3, max: 6 });
+        let b = Budget::new(2, Overflow::Grow { step: 3, max: 6 }, 1);
         for _ in 0..2 {
             assert_eq!(admit(&b), Admission::Serve);
         }
@@ -267,23 +347,23 @@ mod tests {
 
     #[test]
     fn lowering_the_limit_keeps_served_connections() {
-        let b = Budget::new(3, Overflow::Refuse);
+        let b = Budget::new(3, Overflow::Refuse, 1);
         for _ in 0..3 {
             admit(&b);
         }
         b.set_limit(1);
         assert_eq!(b.active(), 3);
         assert_eq!(admit(&b), Admission::Refuse);
-        b.release();
-        b.release();
+        let _ = b.release();
+        let _ = b.release();
         assert_eq!(admit(&b), Admission::Refuse, "still at the new limit");
-        b.release();
+        let _ = b.release();
         assert_eq!(admit(&b), Admission::Serve);
     }
 
     #[test]
     fn the_count_is_exact_under_contention() {
-        let b = Arc::new(Budget::new(100, Overflow::Grow { step: 7, max: 300 }));
+        let b = Arc::new(Budget::new(100, Overflow::Grow { step: 7, max: 300 }, 4));
         let served: usize = (0..4)
             .map(|_| {
                 let b = b.clone();
@@ -296,5 +376,73 @@ mod tests {
         assert_eq!(served, 300);
         assert_eq!(b.active(), 300);
         assert_eq!(b.limit(), 300);
+    }
+
+    #[test]
+    fn a_release_names_one_parked_loop_at_a_time() {
+        let b = Budget::new(1, Overflow::Pause, 70);
+        assert_eq!(b.try_acquire(), Admission::Serve);
+        assert_eq!(b.release(), None, "nobody parked: nobody to wake");
+        assert_eq!(b.try_acquire(), Admission::Serve);
+        for loop_index in [3, 65, 0] {
+            assert_eq!(b.try_acquire(), Admission::Pause);
+            assert_eq!(b.park(loop_index), Admission::Pause);
+        }
+        assert_eq!(b.release(), Some(0), "one freed slot wakes one loop");
+        assert_eq!(b.park(0), Admission::Serve, "the woken loop takes the slot");
+        assert_eq!(b.release(), Some(0), "still parked: woken again, once");
+        assert_eq!(b.unpark_one(), Some(3));
+        assert_eq!(
+            b.unpark_one(),
+            Some(65),
+            "loops past 64 have their own word"
+        );
+        assert_eq!(b.unpark_one(), None);
+    }
+
+    #[test]
+    fn parking_after_a_release_finds_the_free_slot() {
+        // The race `park` closes: the slot frees after the loop saw the
+        // budget full but before it parked. Nobody is woken, so parking
+        // itself must notice.
+        let b = Budget::new(1, Overflow::Pause, 2);
+        assert_eq!(b.try_acquire(), Admission::Serve);
+        assert_eq!(b.try_acquire(), Admission::Pause);
+        assert_eq!(b.release(), None);
+        assert_eq!(b.park(1), Admission::Serve);
+    }
+
+    #[test]
+    fn no_loop_sleeps_with_a_slot_free_under_contention() {
+        // Two loops pause and park while two others release; every release
+        // that names a loop "wakes" it (it tries again). In the end, either
+        // no slot is free or no loop is parked.
+        for _ in 0..200 {
+            let b = Arc::new(Budget::new(2, Overflow::Pause, 4));
+            assert_eq!(b.try_acquire(), Admission::Serve);
+            assert_eq!(b.try_acquire(), Admission::Serve);
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let b = b.clone();
+                    std::thread::spawn(move || {
+                        if i < 2 {
+                            // a loop that wants a slot
+                            if b.try_acquire() == Admission::Pause {
+                                let _ = b.park(i);
+                            }
+                        } else if let Some(woken) = b.release() {
+                            // the woken loop looks again
+                            let _ = b.park(woken);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let free = b.active() < b.limit();
+            let parked = b.parked.iter().any(|w| w.load(Ordering::SeqCst) != 0);
+            assert!(!(free && parked), "a loop is parked while a slot is free");
+        }
     }
 }

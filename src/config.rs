@@ -9,6 +9,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::budget::Overflow;
+use crate::distribute::Distribution;
 use crate::error::Error;
 use crate::filter::AddressFilter;
 use crate::handle::{Alarm, AlarmCallback};
@@ -50,6 +51,9 @@ pub(crate) struct Config {
     pub(crate) alpn: Option<Vec<Vec<u8>>>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_handshakes: usize,
+    pub(crate) workers: usize,
+    pub(crate) distribution: Distribution,
+    pub(crate) pin_cores: bool,
 }
 
 /// A budget alarm as configured.
@@ -100,6 +104,9 @@ impl Default for Config {
             alpn: None,
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 256,
+            workers: 1,
+            distribution: Distribution::default(),
+            pin_cores: false,
         }
     }
 }
@@ -136,9 +143,19 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return bad("tls_handshake_timeout must be longer than zero");
         }
+        if self.workers == 0 {
+            return bad("workers must be at least 1");
+        }
+        if self.workers > MAX_WORKERS {
+            return bad("workers must be at most 1024");
+        }
         Ok(())
     }
 }
+
+/// The most event loops one server runs: far beyond any core count a loop per
+/// core would need, low enough that a typo cannot spawn a million threads.
+const MAX_WORKERS: usize = 1024;
 
 /// Configures and binds a [`Server`].
 ///
@@ -455,6 +472,56 @@ impl Builder {
         self
     }
 
+    /// The number of event loops, each on its own thread. Default 1; at most
+    /// 1024. One per core ([`workers_per_core`](Builder::workers_per_core))
+    /// is the usual choice for a server that has the machine to itself.
+    ///
+    /// The loops share one listener ([`distribution`](Builder::distribution))
+    /// and one exact budget of [`acceptors`](Builder::acceptors) slots: a
+    /// slot is reserved before `accept`, so the server as a whole never
+    /// serves more than the budget, whichever loops the connections land on.
+    /// Under [`Overflow::Pause`], a slot freed on any loop resumes the paused
+    /// accept.
+    ///
+    /// Each loop needs its own handler: run the server with
+    /// [`Server::run_workers`] or [`Server::spawn_workers`] and a factory.
+    /// [`Server::run`] and [`Server::spawn`] take one handler, so they serve
+    /// with one loop and refuse a configuration of more.
+    pub fn workers(mut self, loops: usize) -> Self {
+        self.config.workers = loops;
+        self
+    }
+
+    /// One event loop per core: [`workers`](Builder::workers) set to
+    /// [`std::thread::available_parallelism`] (which honours CPU affinity
+    /// masks and cgroup quotas), or 1 if that is unknown.
+    pub fn workers_per_core(self) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.workers(cores)
+    }
+
+    /// How the loops share the listener. Default [`Distribution::Handoff`]:
+    /// loop 0 accepts and hands each connection to the least loaded loop.
+    /// Irrelevant with one loop.
+    pub fn distribution(mut self, distribution: Distribution) -> Self {
+        self.config.distribution = distribution;
+        self
+    }
+
+    /// Pins loop `i` to core `i` (modulo the number of cores), through the
+    /// `core_affinity` crate. Default off. Pinning keeps a loop's caches warm
+    /// on a machine dedicated to the server; on a shared machine it can hurt,
+    /// as the scheduler can no longer move a loop off a busy core. With
+    /// [`Server::run_workers`], the calling thread runs loop 0 and is pinned
+    /// too. A failure to pin is logged and the loop runs unpinned.
+    ///
+    /// Available with the cargo feature `core_affinity`.
+    #[cfg(feature = "core_affinity")]
+    pub fn pin_cores(mut self, on: bool) -> Self {
+        self.config.pin_cores = on;
+        self
+    }
+
     /// Binds a new listening socket to `addr` (IPv4 or IPv6; port 0 picks a
     /// free port, see [`Server::local_addr`]).
     ///
@@ -466,13 +533,19 @@ impl Builder {
     /// the file at fault.
     pub fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
         self.config.validate()?;
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        // Restarting a server must not wait for old connections in TIME_WAIT.
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(self.config.backlog)?;
-        Server::new(self.config, socket.into())
+        if self.config.distribution != Distribution::ReusePort || self.config.workers == 1 {
+            let listener = listen(addr, false, self.config.backlog)?;
+            return Server::new(self.config, vec![listener]);
+        }
+        // One socket per loop on the same address. The first one fixes the
+        // port when `addr` asks for any (port 0); the others join it.
+        let first = listen(addr, true, self.config.backlog)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..self.config.workers {
+            listeners.push(listen(addr, true, self.config.backlog)?);
+        }
+        Server::new(self.config, listeners)
     }
 
     /// Adopts a listener that is already bound and listening: socket
@@ -481,13 +554,36 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for inconsistent settings; [`Error::Io`] if
-    /// the listener cannot be made non-blocking or has no local address.
+    /// [`Error::InvalidConfig`] for inconsistent settings, and for
+    /// [`Distribution::ReusePort`] with several workers (one adopted socket
+    /// cannot be split into one per loop); [`Error::Io`] if the listener
+    /// cannot be made non-blocking or has no local address.
     pub fn listener(self, listener: StdListener) -> Result<Server, Error> {
         self.config.validate()?;
+        if self.config.distribution == Distribution::ReusePort && self.config.workers > 1 {
+            return Err(Error::InvalidConfig(
+                "Distribution::ReusePort needs a socket per loop: bind() them, or use \
+                 Handoff or Shared with an adopted listener"
+                    .to_string(),
+            ));
+        }
         // mio's `from_std` does not do this, and a blocking listener would
         // stall the whole loop in `accept`.
         listener.set_nonblocking(true)?;
-        Server::new(self.config, listener)
+        Server::new(self.config, vec![listener])
     }
+}
+
+/// A non-blocking listening socket on `addr`, with `SO_REUSEPORT` if asked.
+fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result<StdListener, Error> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Restarting a server must not wait for old connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }

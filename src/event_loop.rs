@@ -41,6 +41,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,7 @@ use slab::Slab;
 use crate::budget::{Admission, Overflow};
 use crate::config::Config;
 use crate::conn::{Connection, Phase, Timeout, Timeouts};
+use crate::distribute::{Distributor, Reservation};
 use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
 use crate::handle::{Command, Counters, LoopShared, ServerShared, StopReport};
@@ -131,8 +133,13 @@ struct Stopping {
 /// One event loop and everything it owns.
 pub(crate) struct EventLoop<H: Handler> {
     poll: Poll,
-    /// `None` once a stop has begun.
+    /// `None` once a stop has begun, and on a loop that does not accept
+    /// (see `distribute.rs`).
     listener: Option<TcpListener>,
+    /// This loop's index among the server's loops.
+    index: usize,
+    /// Which loop serves what this loop accepts.
+    distributor: Distributor,
     /// The connections. A slot's key is its token minus `FIRST_CONN`.
     conns: Slab<Connection<H::State>>,
     handler: H,
@@ -183,7 +190,7 @@ pub(crate) struct EventLoop<H: Handler> {
 impl<H: Handler> EventLoop<H> {
     pub(crate) fn new(
         poll: Poll,
-        listener: TcpListener,
+        listener: Option<TcpListener>,
         handler: H,
         config: Config,
         server: Arc<ServerShared>,
@@ -201,7 +208,9 @@ impl<H: Handler> EventLoop<H> {
         let handshake_timeout = millis(config.handshake_timeout).unwrap_or(1);
         EventLoop {
             poll,
-            listener: Some(listener),
+            listener,
+            index,
+            distributor: Distributor::new(config.distribution, index),
             conns: Slab::new(),
             handler,
             next_id: index as u64 + 1,
@@ -234,7 +243,8 @@ impl<H: Handler> EventLoop<H> {
     /// returns, is the same report.
     pub(crate) fn run(mut self) -> Result<StopReport, Error> {
         let _ = self.shared.thread.set(std::thread::current().id());
-        if self.config.spare_descriptor {
+        // Only a loop that accepts needs the spare (see `distribute.rs`).
+        if self.config.spare_descriptor && self.listener.is_some() {
             self.spare = open_spare();
         }
         let result = self.turn_until_stopped();
@@ -315,6 +325,12 @@ impl<H: Handler> EventLoop<H> {
         if self.accept.retry_at.is_some() {
             return; // backing off (EMFILE & co, or the rate limit); a timer brings us back
         }
+        if self.listener.is_none() {
+            // Stopping, or a loop that never accepts. If a freed slot woke
+            // us, it is meant for a loop that can use it: pass the wake on.
+            self.server.wake_parked(self.server.budget.unpark_one());
+            return;
+        }
         for _ in 0..ACCEPTS_PER_TURN {
             // The rate limit first: out of tokens is handled like a full
             // budget, by the overflow strategy.
@@ -332,10 +348,14 @@ impl<H: Handler> EventLoop<H> {
                     Err(_) => refusal = Some(Refusal::Rate),
                 }
             }
-            let admission = match refusal {
+            let mut admission = match refusal {
                 Some(_) => Admission::Refuse,
                 None => self.server.budget.try_acquire(),
             };
+            if admission == Admission::Pause {
+                // Park, so that a slot freed on any loop wakes this one.
+                admission = self.server.budget.park(self.index);
+            }
             if admission == Admission::Pause {
                 self.give_back_token(took_token);
                 if !self.accept.paused {
@@ -375,12 +395,12 @@ impl<H: Handler> EventLoop<H> {
                         continue;
                     }
                     if admission == Admission::Serve && !self.take_per_ip(peer) {
-                        self.server.budget.release();
+                        self.server.release_reservation();
                         admission = Admission::Refuse;
                         refusal = Some(Refusal::PerIp);
                     }
                     match admission {
-                        Admission::Serve => self.serve(stream, peer),
+                        Admission::Serve => self.dispatch(stream, peer),
                         _ => self.refuse(stream, peer, refusal.unwrap_or(Refusal::Budget)),
                     }
                 }
@@ -455,7 +475,30 @@ impl<H: Handler> EventLoop<H> {
 
     fn release_unused(&self, admission: Admission) {
         if admission == Admission::Serve {
-            self.server.budget.release();
+            self.server.release_reservation();
+        }
+    }
+
+    /// Serves a connection here, or hands it to the loop the distributor
+    /// picks, with its reserved slot (see `distribute.rs`).
+    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let target = self.distributor.pick(&self.server);
+        if target == self.index {
+            return self.serve(stream, peer);
+        }
+        let slot = Reservation::new(self.server.clone(), target, peer);
+        let adopt = Command::Adopt { stream, peer, slot };
+        if let Err(back) = self.server.loops[target].try_push(adopt) {
+            // The target has exited: serve here rather than drop a client
+            // that was promised a slot.
+            log::debug!(
+                "{peer}: loop {target} has exited; served by loop {}",
+                self.index
+            );
+            if let Command::Adopt { stream, peer, slot } = *back {
+                slot.move_to(self.index);
+                self.serve(stream, peer);
+            }
         }
     }
 
@@ -498,6 +541,7 @@ impl<H: Handler> EventLoop<H> {
                     Err(e) => {
                         log::warn!("{peer}: cannot start a TLS session: {e}");
                         self.server.give_back_admission(peer);
+                        self.shared.open.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
                 }
@@ -525,6 +569,7 @@ impl<H: Handler> EventLoop<H> {
         {
             log::warn!("{peer}: could not register the connection: {e}");
             self.server.give_back_admission(peer);
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let id = ConnId(self.next_id);
@@ -596,6 +641,7 @@ impl<H: Handler> EventLoop<H> {
     #[cfg(feature = "tls")]
     fn refuse_tls(&mut self, peer: SocketAddr) {
         self.server.give_back_admission(peer);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         self.shared.counters.tls_refused.add(1);
         if !self.accept.tls_refusing {
             self.accept.tls_refusing = true;
@@ -831,6 +877,8 @@ impl<H: Handler> EventLoop<H> {
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         release_slot(&mut conn, &self.server, &mut self.accept);
+        // The connection leaves this loop (for the least-connections count).
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         let reason = match conn.phase() {
             Phase::Closed { reason }
             | Phase::Lingering { reason }
@@ -884,8 +932,17 @@ impl<H: Handler> EventLoop<H> {
                         self.settle(key);
                     }
                 }
-                Command::Stop { grace, done } => self.begin_stop(grace, done),
+                Command::Stop { deadline, done } => self.begin_stop(deadline, done),
                 Command::BudgetChanged => self.accept.again = true,
+                Command::Adopt { stream, peer, slot } => {
+                    // After a stop began, the connection is dropped
+                    // unserved, as the listener's backlog is; the
+                    // reservation gives its slot back.
+                    if self.stopping.is_none() {
+                        slot.keep();
+                        self.serve(stream, peer);
+                    }
+                }
             }
         }
         self.commands = commands;
@@ -1009,7 +1066,9 @@ impl<H: Handler> EventLoop<H> {
 
     /// Begins a graceful stop: close the listener, then close every
     /// connection after flushing its output.
-    fn begin_stop(&mut self, grace: Duration, done: Option<std::sync::mpsc::Sender<StopReport>>) {
+    fn begin_stop(&mut self, deadline: Instant, done: Option<std::sync::mpsc::Sender<StopReport>>) {
+        // One deadline for every loop: what is left of the grace period.
+        let grace = deadline.saturating_duration_since(Instant::now());
         if let Some(stopping) = &mut self.stopping {
             stopping.waiters.extend(done);
             return;
@@ -1332,6 +1391,8 @@ fn flush<S>(conn: &mut Connection<S>, write_buf: &mut Vec<u8>, counters: &Counte
 /// was consumed long ago, so no event will announce them.
 fn release_slot<S>(conn: &mut Connection<S>, server: &ServerShared, accept: &mut AcceptState) {
     if std::mem::replace(&mut conn.holds_slot, false) {
+        // Also wakes a loop parked on the budget, if any: a paused accept
+        // on another loop resumes too.
         server.give_back_admission(conn.socket_peer());
         if accept.paused {
             accept.again = true;

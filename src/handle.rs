@@ -14,14 +14,16 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
 use mio::Waker;
 
 use crate::budget::{Budget, Overflow};
+use crate::distribute::Reservation;
 use crate::error::Error;
 use crate::handler::ConnId;
 use crate::limits::{AcceptRate, PerIpCap};
@@ -37,13 +39,22 @@ pub(crate) enum Command {
     },
     /// Close a connection gracefully, if it is still the one the handle names.
     Close { key: usize, id: ConnId },
-    /// Stop the loop gracefully within `grace`; report to `done`.
+    /// Stop the loop gracefully by `deadline` (one deadline for every loop
+    /// of the server, however late a busy loop reads this); report to `done`.
     Stop {
-        grace: Duration,
+        deadline: Instant,
         done: Option<mpsc::Sender<StopReport>>,
     },
-    /// The budget or overflow strategy changed: re-check a paused accept.
+    /// The budget or overflow strategy changed, or a slot freed while this
+    /// loop was parked: re-check a paused accept.
     BudgetChanged,
+    /// Serve a connection another loop accepted (see `distribute.rs`). Its
+    /// slot is already reserved; dropping the command gives it back.
+    Adopt {
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Reservation,
+    },
 }
 
 /// A counter written by one thread (its loop) and read by any.
@@ -94,6 +105,12 @@ pub(crate) struct LoopShared {
     waker: Waker,
     queue: Mutex<Queue>,
     pub(crate) counters: Counters,
+    /// Connections open on this loop, plus those handed to it and not yet
+    /// adopted: the load that least-connections balances. Written by the
+    /// accepting loop (+1, see `Distributor::pick`) and by this loop (-1,
+    /// when a connection is removed), hence a real read-modify-write, unlike
+    /// [`Counter`].
+    pub(crate) open: AtomicUsize,
     /// The loop's thread, once it runs: `stop()` from that thread would wait
     /// for itself.
     pub(crate) thread: OnceLock<ThreadId>,
@@ -117,6 +134,7 @@ impl LoopShared {
             waker,
             queue: Mutex::new(Queue::default()),
             counters: Counters::default(),
+            open: AtomicUsize::new(0),
             thread: OnceLock::new(),
             report: Mutex::new(None),
         }
@@ -128,18 +146,34 @@ impl LoopShared {
 
     /// Queues a command and wakes the loop if the queue was empty.
     pub(crate) fn push(&self, cmd: Command) -> Result<(), Error> {
-        let was_empty = {
-            let mut queue = self.queue();
-            if queue.closed {
-                return Err(Error::Stopped);
-            }
-            queue.commands.push(cmd);
-            queue.commands.len() == 1
-        };
-        if was_empty {
+        if self.enqueue(cmd).map_err(|_| Error::Stopped)? {
             self.waker.wake().map_err(Error::Io)?;
         }
         Ok(())
+    }
+
+    /// As [`push`](LoopShared::push), but a command the loop will never see
+    /// (it has exited) comes back to the caller, boxed (a rare path: the
+    /// common one stays small).
+    pub(crate) fn try_push(&self, cmd: Command) -> Result<(), Box<Command>> {
+        if self.enqueue(cmd).map_err(Box::new)? {
+            if let Err(e) = self.waker.wake() {
+                // Queued all the same: the loop sees it at its next wake-up.
+                log::warn!("waking a loop failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a command; true if the queue was empty (the loop needs a
+    /// wake-up). A closed queue gives the command back.
+    fn enqueue(&self, cmd: Command) -> Result<bool, Command> {
+        let mut queue = self.queue();
+        if queue.closed {
+            return Err(cmd);
+        }
+        queue.commands.push(cmd);
+        Ok(queue.commands.len() == 1)
     }
 
     /// Swaps the queued commands into `into` (an empty spare vector, so the
@@ -166,6 +200,8 @@ pub(crate) struct ServerShared {
     pub(crate) accept_rate: Option<AcceptRate>,
     pub(crate) alarm: Option<AlarmState>,
     pub(crate) local_addr: SocketAddr,
+    /// One per event loop; a loop's index here is its index everywhere
+    /// (thread name, connection ids, the budget's parked set).
     pub(crate) loops: Vec<Arc<LoopShared>>,
     /// The TLS config new connections get; `None` on a plaintext server.
     #[cfg(feature = "tls")]
@@ -174,9 +210,10 @@ pub(crate) struct ServerShared {
 
 impl ServerShared {
     /// Gives back what admitting a connection from `socket_peer` took: its
-    /// slot, and its place under the per-IP cap.
+    /// slot, and its place under the per-IP cap. The slot wakes a loop
+    /// parked on the budget, if any: a paused accept on any loop resumes.
     pub(crate) fn give_back_admission(&self, socket_peer: SocketAddr) {
-        self.budget.release();
+        self.release_reservation();
         if let Some(cap) = &self.per_ip {
             cap.give_back(socket_peer.ip());
         }
@@ -211,6 +248,24 @@ impl ServerShared {
         let callback = &alarm.callback;
         if catch_unwind(AssertUnwindSafe(|| callback(&event))).is_err() {
             log::error!("the budget alarm callback panicked");
+        }
+    }
+
+    /// Gives back a slot reserved for a connection that never came (the
+    /// accept queue was empty), and wakes a parked loop to use it.
+    pub(crate) fn release_reservation(&self) {
+        let parked = self.budget.release();
+        self.wake_parked(parked);
+    }
+
+    /// Wakes loop `next`, unparked from the budget; if it has exited, the
+    /// next parked one instead, so the freed slot is never left unused.
+    pub(crate) fn wake_parked(&self, mut next: Option<usize>) {
+        while let Some(index) = next {
+            if self.loops[index].push(Command::BudgetChanged).is_ok() {
+                return;
+            }
+            next = self.budget.unpark_one();
         }
     }
 }
@@ -273,7 +328,8 @@ pub struct Stats {
     pub bad_proxy_headers: u64,
     /// How many times [`Overflow::Grow`] added slots.
     pub grown: u64,
-    /// How many times accepting paused under [`Overflow::Pause`].
+    /// How many times accepting paused under [`Overflow::Pause`], summed
+    /// over the loops that accept (each counts its own pauses).
     pub pause_episodes: u64,
     /// `accept` errors other than the harmless ones (e.g. `EMFILE`).
     pub accept_errors: u64,
@@ -300,6 +356,82 @@ pub struct Stats {
     /// [`Builder::max_handshakes`](crate::Builder::max_handshakes) handshakes
     /// were already in progress (not counted in `refused`).
     pub tls_refused: u64,
+}
+
+/// One event loop's counters, from [`ServerHandle::loop_stats`]. Summed over
+/// the loops, each field is the [`Stats`] field of the same name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoopStats {
+    /// The loop's index: `0..workers`, as in its thread's name (`netpool-0`).
+    pub index: usize,
+    /// Connections open on this loop now, including any handed to it and
+    /// not adopted yet. Unlike [`Stats::active`] (slots taken), this counts
+    /// connections that no longer hold a slot: lingering ones, and those
+    /// released with [`Conn::release_slot`](crate::Conn::release_slot).
+    pub active: usize,
+    /// Connections this loop has served since start.
+    pub accepted: u64,
+    /// Connections this loop refused because every slot was busy.
+    pub refused: u64,
+    /// Connections this loop refused for [`Builder::max_per_ip`](crate::Builder::max_per_ip).
+    pub refused_per_ip: u64,
+    /// Connections this loop refused for [`Builder::accept_rate`](crate::Builder::accept_rate).
+    pub rate_limited: u64,
+    /// Connections this loop closed for the address filter.
+    pub denied: u64,
+    /// Connections this loop closed for a bad PROXY protocol header.
+    pub bad_proxy_headers: u64,
+    /// How many times this loop paused accepting under [`Overflow::Pause`].
+    pub pause_episodes: u64,
+    /// `accept` errors on this loop other than the harmless ones.
+    pub accept_errors: u64,
+    /// Bytes read by this loop.
+    pub bytes_in: u64,
+    /// Bytes written by this loop.
+    pub bytes_out: u64,
+    /// Lines this loop handed to its handler.
+    pub lines: u64,
+    /// Stale [`ConnHandle`] commands dropped by this loop.
+    pub stale_handle_commands: u64,
+    /// Handler panics caught on this loop.
+    pub handler_panics: u64,
+    /// TLS handshakes this loop completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed on this loop.
+    pub tls_handshake_failures: u64,
+    /// TLS handshakes this loop closed at the handshake timeout.
+    pub tls_handshake_timeouts: u64,
+    /// TLS connections this loop refused for
+    /// [`Builder::max_handshakes`](crate::Builder::max_handshakes).
+    pub tls_refused: u64,
+}
+
+impl LoopStats {
+    fn of(index: usize, l: &LoopShared) -> Self {
+        let c = &l.counters;
+        LoopStats {
+            index,
+            active: l.open.load(Ordering::Relaxed),
+            accepted: c.accepted.get(),
+            refused: c.refused.get(),
+            refused_per_ip: c.refused_per_ip.get(),
+            rate_limited: c.rate_limited.get(),
+            denied: c.denied.get(),
+            bad_proxy_headers: c.bad_proxy_headers.get(),
+            pause_episodes: c.pause_episodes.get(),
+            accept_errors: c.accept_errors.get(),
+            bytes_in: c.bytes_in.get(),
+            bytes_out: c.bytes_out.get(),
+            lines: c.lines.get(),
+            stale_handle_commands: c.stale_handle_commands.get(),
+            handler_panics: c.handler_panics.get(),
+            tls_handshakes: c.tls_handshakes.get(),
+            tls_handshake_failures: c.tls_handshake_failures.get(),
+            tls_handshake_timeouts: c.tls_handshake_timeouts.get(),
+            tls_refused: c.tls_refused.get(),
+        }
+    }
 }
 
 /// The outcome of a graceful stop, from [`ServerHandle::stop`] or
@@ -342,7 +474,18 @@ impl ServerHandle {
         self.shared.local_addr
     }
 
+    /// The number of event loops ([`Builder::workers`](crate::Builder::workers)).
+    pub fn workers(&self) -> usize {
+        self.shared.loops.len()
+    }
+
     /// A snapshot of the counters, summed over the server's loops.
+    ///
+    /// `active` is the budget's count of taken slots, which includes a
+    /// reservation in flight (a slot taken just before `accept`); the loops'
+    /// own `active` ([`loop_stats`](ServerHandle::loop_stats)) count open
+    /// connections, and add up to it when no accept is under way and every
+    /// open connection holds its slot.
     pub fn stats(&self) -> Stats {
         let budget = &self.shared.budget;
         let mut s = Stats {
@@ -351,27 +494,38 @@ impl ServerHandle {
             grown: budget.grown(),
             ..Stats::default()
         };
-        for l in &self.shared.loops {
-            let c = &l.counters;
-            s.accepted += c.accepted.get();
-            s.refused += c.refused.get();
-            s.refused_per_ip += c.refused_per_ip.get();
-            s.rate_limited += c.rate_limited.get();
-            s.denied += c.denied.get();
-            s.bad_proxy_headers += c.bad_proxy_headers.get();
-            s.pause_episodes += c.pause_episodes.get();
-            s.accept_errors += c.accept_errors.get();
-            s.bytes_in += c.bytes_in.get();
-            s.bytes_out += c.bytes_out.get();
-            s.lines += c.lines.get();
-            s.stale_handle_commands += c.stale_handle_commands.get();
-            s.handler_panics += c.handler_panics.get();
-            s.tls_handshakes += c.tls_handshakes.get();
-            s.tls_handshake_failures += c.tls_handshake_failures.get();
-            s.tls_handshake_timeouts += c.tls_handshake_timeouts.get();
-            s.tls_refused += c.tls_refused.get();
+        for l in self.loop_stats() {
+            s.accepted += l.accepted;
+            s.refused += l.refused;
+            s.refused_per_ip += l.refused_per_ip;
+            s.rate_limited += l.rate_limited;
+            s.denied += l.denied;
+            s.bad_proxy_headers += l.bad_proxy_headers;
+            s.pause_episodes += l.pause_episodes;
+            s.accept_errors += l.accept_errors;
+            s.bytes_in += l.bytes_in;
+            s.bytes_out += l.bytes_out;
+            s.lines += l.lines;
+            s.stale_handle_commands += l.stale_handle_commands;
+            s.handler_panics += l.handler_panics;
+            s.tls_handshakes += l.tls_handshakes;
+            s.tls_handshake_failures += l.tls_handshake_failures;
+            s.tls_handshake_timeouts += l.tls_handshake_timeouts;
+            s.tls_refused += l.tls_refused;
         }
         s
+    }
+
+    /// A snapshot of each loop's counters, in loop order. Each loop's
+    /// counters are read one after the other, not at one instant: under
+    /// load, the sum can differ slightly from a later [`stats`](ServerHandle::stats).
+    pub fn loop_stats(&self) -> Vec<LoopStats> {
+        let loops = &self.shared.loops;
+        loops
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LoopStats::of(i, l))
+            .collect()
     }
 
     /// Replaces the TLS config at run time (certificate rotation without a
@@ -418,7 +572,8 @@ impl ServerHandle {
     /// Sets the number of acceptor slots at run time (like Ranch's
     /// `set_max_connections`). Lowering it never closes a served connection:
     /// new connections meet the overflow strategy until enough have closed.
-    /// Raising it resumes a paused accept at once.
+    /// Raising it resumes a paused accept at once. The budget is one for the
+    /// whole server, shared by all its loops.
     pub fn set_acceptors(&self, slots: usize) {
         self.shared.budget.set_limit(slots);
         self.notify_budget();
@@ -431,60 +586,88 @@ impl ServerHandle {
     }
 
     fn notify_budget(&self) {
+        // Every loop looks again, so none stays parked.
+        self.shared.budget.unpark_all();
         for l in &self.shared.loops {
             // A loop that has exited has nothing to resume.
             let _ = l.push(Command::BudgetChanged);
         }
     }
 
-    /// Starts a graceful stop and returns at once. Callable from anywhere,
-    /// including a handler on the loop's own thread.
+    /// Starts a graceful stop of every loop and returns at once. Callable
+    /// from anywhere, including a handler on a loop's own thread.
     ///
     /// # Errors
     ///
-    /// [`Error::Stopped`] if the server's loop has already exited.
+    /// [`Error::Stopped`] if a loop of the server has already exited (the
+    /// others are asked to stop all the same).
     pub fn request_stop(&self, grace: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + grace;
+        let mut result = Ok(());
         for l in &self.shared.loops {
-            l.push(Command::Stop { grace, done: None })?;
+            if let Err(e) = l.push(Command::Stop {
+                deadline,
+                done: None,
+            }) {
+                result = Err(e);
+            }
         }
-        Ok(())
+        result
     }
 
     /// Stops the server gracefully and waits until it has (see
     /// [`# Shutdown`](ServerHandle#shutdown)); returns within about `grace`.
-    /// Calling it again after the server stopped returns the same report.
+    /// With several loops, all stop under one deadline, `grace` from now, and
+    /// the report is their sum. Calling it again after the server stopped
+    /// returns the same report.
     ///
     /// # Errors
     ///
-    /// [`Error::StopFromLoop`] when called on the server's own loop thread
+    /// [`Error::StopFromLoop`] when called on one of the server's loop threads
     /// (it would wait for itself: use [`request_stop`](ServerHandle::request_stop));
-    /// [`Error::Stopped`] if the loop exited without a report (it failed).
+    /// [`Error::Stopped`] if a loop exited without a report (it failed or
+    /// never ran), once every other loop has stopped.
     pub fn stop(&self, grace: Duration) -> Result<StopReport, Error> {
         let me = std::thread::current().id();
+        if self
+            .shared
+            .loops
+            .iter()
+            .any(|l| l.thread.get() == Some(&me))
+        {
+            return Err(Error::StopFromLoop);
+        }
+        let deadline = Instant::now() + grace;
         let mut total = StopReport::default();
         let mut waiting = Vec::new();
         for l in &self.shared.loops {
-            if l.thread.get() == Some(&me) {
-                return Err(Error::StopFromLoop);
-            }
             let (tx, rx) = mpsc::channel();
             match l.push(Command::Stop {
-                grace,
+                deadline,
                 done: Some(tx),
             }) {
                 Ok(()) => waiting.push((l, Some(rx))),
                 Err(_) => waiting.push((l, None)),
             }
         }
+        let mut failed = false;
         for (l, rx) in waiting {
             // The loop answers on the channel; if it had already exited (or
             // exits before reading the command), the channel closes and the
-            // report it left behind is the answer.
+            // report it left behind is the answer. A loop without a report
+            // failed; the others are still waited for.
             let report = rx.and_then(|rx| rx.recv().ok());
             let report = report.or_else(|| *l.report.lock().unwrap_or_else(|e| e.into_inner()));
-            let report = report.ok_or(Error::Stopped)?;
-            total.open_at_stop += report.open_at_stop;
-            total.force_closed += report.force_closed;
+            match report {
+                Some(report) => {
+                    total.open_at_stop += report.open_at_stop;
+                    total.force_closed += report.force_closed;
+                }
+                None => failed = true,
+            }
+        }
+        if failed {
+            return Err(Error::Stopped);
         }
         Ok(total)
     }

@@ -42,7 +42,10 @@
 //! - `conn.rs`: one connection's state machine ([`Phase`](#connection-life)),
 //!   its interest and its output queue.
 //! - `framing.rs`: splitting bytes into lines; no I/O.
-//! - `budget.rs`: the accept budget and the [`Overflow`] strategies.
+//! - `budget.rs`: the accept budget and the [`Overflow`] strategies, and
+//!   the set of loops paused on it.
+//! - `distribute.rs`: several loops behind one listener ([`Distribution`]):
+//!   which loop serves a new connection, and why it is done that way.
 //! - `limits.rs`: abuse limits at accept: per-address cap, accept rate.
 //! - `filter.rs`: allow and deny lists of CIDR ranges.
 //! - `proxy.rs`: the PROXY protocol v1 and v2 header parser; no I/O.
@@ -54,7 +57,8 @@
 //! - `tls.rs`: TLS with rustls (feature `tls`, on by default): PEM loading,
 //!   the crypto provider, the per-connection session the loop drives.
 //! - `config.rs`: [`Builder`], every limit with its default.
-//! - `server.rs`: [`Server`]: bind, then run here or spawn.
+//! - `server.rs`: [`Server`]: bind, then run here or spawn, one loop or
+//!   [`workers`](Builder::workers) loops on their threads.
 //! - `error.rs`: [`Error`].
 //!
 //! # Overflow
@@ -137,9 +141,20 @@
 //! Errors, output overflow and handler panics jump to `Closed` at once. The
 //! handler hears of every end through [`Handler::on_disconnect`].
 //!
+//! # Several loops
+//!
+//! [`Builder::workers`] runs n loops on n threads, each with its own poll,
+//! slab and read buffer; [`Server::run_workers`] and
+//! [`Server::spawn_workers`] take a factory that makes each loop's handler.
+//! By default loop 0 accepts and hands each connection to the least loaded
+//! loop ([`Distribution`]); the budget stays one and exact for the whole
+//! server, a slot freed on any loop resumes a paused accept, and one
+//! [`ServerHandle`] stops, watches ([`ServerHandle::loop_stats`]) and tunes
+//! them all. A [`ConnHandle`] reaches its connection whichever loop serves it.
+//!
 //! # Not (yet) here
 //!
-//! Several loops per server are planned; see the README.
+//! See the README's "Not implemented yet".
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
@@ -147,6 +162,7 @@
 mod budget;
 mod config;
 mod conn;
+mod distribute;
 mod error;
 mod event_loop;
 mod filter;
@@ -166,8 +182,9 @@ pub use framing::fuzz_split_lines;
 
 pub use budget::Overflow;
 pub use config::Builder;
+pub use distribute::Distribution;
 pub use error::Error;
-pub use handle::{Alarm, ConnHandle, ServerHandle, Stats, StopReport};
+pub use handle::{Alarm, ConnHandle, LoopStats, ServerHandle, Stats, StopReport};
 pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
 /// `ipnet` crate.
@@ -176,6 +193,6 @@ pub use ipnet::IpNet;
 /// [`ServerConfig`](rustls::ServerConfig) of your own (feature `tls`).
 #[cfg(feature = "tls")]
 pub use rustls;
-pub use server::{Server, ServerThread};
+pub use server::{Server, ServerThread, FAILED_LOOP_GRACE};
 #[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, tls_provider};

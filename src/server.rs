@@ -4,16 +4,17 @@ use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 
 use crate::budget::Budget;
 use crate::config::{Builder, Config};
+use crate::distribute::Distribution;
 use crate::error::Error;
 use crate::event_loop::{EventLoop, LISTENER, WAKER};
-use crate::handle::{AlarmState, LoopShared, ServerHandle, ServerShared, StopReport};
+use crate::handle::{AlarmState, Command, LoopShared, ServerHandle, ServerShared, StopReport};
 use crate::handler::Handler;
 use crate::limits::{AcceptRate, PerIpCap};
 
@@ -22,11 +23,14 @@ use crate::limits::{AcceptRate, PerIpCap};
 /// Binding happens when the server is built, so the address (and a
 /// [`ServerHandle`]) are known before the first connection is served. Then
 /// either [`run`](Server::run) it on this thread, or [`spawn`](Server::spawn)
-/// it on a new one.
+/// it on a new one; with several loops ([`Builder::workers`]),
+/// [`run_workers`](Server::run_workers) or [`spawn_workers`](Server::spawn_workers).
 pub struct Server {
     config: Config,
-    poll: Poll,
-    listener: TcpListener,
+    /// One poll per loop, each with the listener registered if that loop
+    /// accepts (see `distribute.rs`).
+    /// `None` once the loop has been started.
+    loops: Vec<Option<(Poll, Option<TcpListener>)>>,
     shared: Arc<ServerShared>,
 }
 
@@ -54,7 +58,8 @@ impl Server {
         Builder::new().bind(addr)
     }
 
-    pub(crate) fn new(config: Config, listener: StdListener) -> Result<Server, Error> {
+    /// A server on `listeners`: one per loop (`ReusePort`), or one for all.
+    pub(crate) fn new(config: Config, listeners: Vec<StdListener>) -> Result<Server, Error> {
         // Certificate problems are the caller's to fix: report them before
         // anything else is set up.
         #[cfg(feature = "tls")]
@@ -62,14 +67,34 @@ impl Server {
             Some(source) => Some(crate::tls::TlsShared::new(source, config.alpn.clone())?),
             None => None,
         };
-        let local_addr = listener.local_addr()?;
-        let mut listener = TcpListener::from_std(listener);
-        let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+        let local_addr = listeners[0].local_addr()?;
+        let n = config.workers;
+        let mut listeners: Vec<Option<StdListener>> = listeners.into_iter().map(Some).collect();
+        for _ in listeners.len()..n {
+            listeners.push(match config.distribution {
+                // Every loop polls its own descriptor of the one listening
+                // socket (`dup`), so that each loop can drop its own when it
+                // stops; the socket closes with the last one.
+                Distribution::Shared => Some(listeners[0].as_ref().unwrap().try_clone()?),
+                // Only loop 0 accepts. (`ReusePort` has one per loop already.)
+                Distribution::Handoff | Distribution::ReusePort => None,
+            });
+        }
+        let listeners = listeners.into_iter().map(|l| l.map(TcpListener::from_std));
+        let mut loops = Vec::with_capacity(n);
+        let mut shared_loops = Vec::with_capacity(n);
+        for mut listener in listeners {
+            let poll = Poll::new()?;
+            if let Some(listener) = &mut listener {
+                poll.registry()
+                    .register(listener, LISTENER, Interest::READABLE)?;
+            }
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            shared_loops.push(Arc::new(LoopShared::new(waker)));
+            loops.push(Some((poll, listener)));
+        }
         let shared = Arc::new(ServerShared {
-            budget: Budget::new(config.acceptors, config.overflow),
+            budget: Budget::new(config.acceptors, config.overflow, n),
             per_ip: (config.max_per_ip > 0).then(|| PerIpCap::new(config.max_per_ip)),
             accept_rate: (config.accept_rate > 0).then(|| AcceptRate::new(config.accept_rate)),
             alarm: config.alarm.as_ref().map(|a| AlarmState {
@@ -79,14 +104,13 @@ impl Server {
                 last: Mutex::new(None),
             }),
             local_addr,
-            loops: vec![Arc::new(LoopShared::new(waker))],
+            loops: shared_loops,
             #[cfg(feature = "tls")]
             tls,
         });
         Ok(Server {
             config,
-            poll,
-            listener,
+            loops,
             shared,
         })
     }
@@ -105,44 +129,325 @@ impl Server {
         }
     }
 
-    /// Runs the server on the current thread until it is stopped through a
-    /// [`ServerHandle`].
+    /// Runs the server's one loop on the current thread until it is stopped
+    /// through a [`ServerHandle`].
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if polling fails, which the loop cannot recover from.
-    /// Errors on single connections or on `accept` never end the loop.
-    pub fn run<H: Handler>(self, handler: H) -> Result<StopReport, Error> {
-        EventLoop::new(
-            self.poll,
-            self.listener,
-            handler,
-            self.config,
-            self.shared,
-            0,
-        )
-        .run()
+    /// [`Error::InvalidConfig`] if the server was built with more than one
+    /// worker (use [`run_workers`](Server::run_workers): each loop needs a
+    /// handler of its own). [`Error::Io`] if polling fails, which the loop
+    /// cannot recover from. Errors on single connections or on `accept` never
+    /// end the loop.
+    pub fn run<H: Handler>(mut self, handler: H) -> Result<StopReport, Error> {
+        self.one_loop()?;
+        self.run_here(move |_| handler)
     }
 
-    /// Runs the server on a new thread named `netpool`.
+    /// Runs the server's one loop on a new thread named `netpool-0`.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the thread cannot be spawned.
-    pub fn spawn<H: Handler + Send>(self, handler: H) -> Result<ServerThread, Error> {
+    /// [`Error::InvalidConfig`] if the server was built with more than one
+    /// worker (use [`spawn_workers`](Server::spawn_workers)); [`Error::Io`]
+    /// if the thread cannot be spawned.
+    pub fn spawn<H: Handler + Send>(mut self, handler: H) -> Result<ServerThread, Error> {
+        self.one_loop()?;
         let handle = self.handle();
-        let thread = std::thread::Builder::new()
-            .name("netpool".into())
-            .spawn(move || self.run(handler))?;
-        Ok(ServerThread { handle, thread })
+        let thread = self.spawn_loop(0, move |_| handler)?;
+        Ok(ServerThread {
+            handle,
+            threads: vec![thread],
+        })
+    }
+
+    fn one_loop(&self) -> Result<(), Error> {
+        match self.loops.len() {
+            1 => Ok(()),
+            n => Err(Error::InvalidConfig(format!(
+                "{n} workers need a handler each: use run_workers or spawn_workers"
+            ))),
+        }
+    }
+
+    /// Runs every loop ([`Builder::workers`]): loop 0 on the current thread,
+    /// the others on threads named `netpool-1`, `netpool-2`, ..., and returns
+    /// when all have stopped, with their reports summed.
+    ///
+    /// `handler_for(i)` makes loop `i`'s handler, on loop `i`'s own thread:
+    /// so the handler need not be `Send` (per-loop state can live in an `Rc`
+    /// or a `RefCell`), and state shared by all loops goes in an `Arc` that
+    /// the factory clones. For a `Clone` handler, pass
+    /// `move |_| handler.clone()`. With one worker this is [`run`](Server::run).
+    ///
+    /// # Shutdown
+    ///
+    /// [`ServerHandle::stop`] stops every loop under one deadline. If a loop
+    /// fails (its poll fails, or it panics outside a handler), the others are
+    /// asked to stop too, within [`FAILED_LOOP_GRACE`], so that a server
+    /// never runs on with a hole in it; the failure is returned once all
+    /// have stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a thread cannot be spawned (the loops already
+    /// started are stopped and joined) or a poll fails;
+    /// [`Error::LoopPanicked`] if a loop panicked outside a handler. The
+    /// first error in loop order is returned, after every loop has ended.
+    pub fn run_workers<F, H>(mut self, handler_for: F) -> Result<StopReport, Error>
+    where
+        F: Fn(usize) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        let handler_for = Arc::new(handler_for);
+        let mut threads = Vec::with_capacity(self.loops.len() - 1);
+        for i in 1..self.loops.len() {
+            let f = handler_for.clone();
+            match self.spawn_loop(i, move |i| f(i)) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => return Err(self.abandon(threads, e)),
+            }
+        }
+        pin_current_thread(&self.config, 0);
+        let first = self.run_here(|i| handler_for(i));
+        join_all(Some(first), threads)
+    }
+
+    /// Runs every loop ([`Builder::workers`]) on threads of its own, named
+    /// `netpool-0`, `netpool-1`, ..., and returns at once. `handler_for(i)`
+    /// makes loop `i`'s handler on loop `i`'s thread, as with
+    /// [`run_workers`](Server::run_workers), whose `# Shutdown` applies.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use netpool::{Conn, Server};
+    ///
+    /// // Two loops; each counts its lines in its own state, and all of
+    /// // them in one shared counter.
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let t = total.clone();
+    /// let server = Server::builder()
+    ///     .workers(2)
+    ///     .bind("127.0.0.1:0".parse().unwrap())?;
+    /// let running = server.spawn_workers(move |loop_index| {
+    ///     let (total, mut mine) = (t.clone(), 0u64);
+    ///     move |line: &[u8], conn: &mut Conn| {
+    ///         mine += 1;
+    ///         total.fetch_add(1, Ordering::Relaxed);
+    ///         conn.send(format!("loop {loop_index}, line {mine}\n").as_bytes());
+    ///     }
+    /// })?;
+    /// assert_eq!(running.handle().loop_stats().len(), 2);
+    /// running.stop(Duration::from_secs(1))?;
+    /// # Ok::<(), netpool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a thread cannot be spawned; the loops already
+    /// started are then stopped and joined.
+    pub fn spawn_workers<F, H>(mut self, handler_for: F) -> Result<ServerThread, Error>
+    where
+        F: Fn(usize) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        let handle = self.handle();
+        let handler_for = Arc::new(handler_for);
+        let mut threads = Vec::with_capacity(self.loops.len());
+        for i in 0..self.loops.len() {
+            let f = handler_for.clone();
+            match self.spawn_loop(i, move |i| f(i)) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => return Err(self.abandon(threads, e)),
+            }
+        }
+        Ok(ServerThread { handle, threads })
+    }
+
+    /// Runs loop 0 on this thread, with the handler `handler_for` makes.
+    fn run_here<H: Handler>(
+        &mut self,
+        handler_for: impl FnOnce(usize) -> H,
+    ) -> Result<StopReport, Error> {
+        let (poll, listener) = self.loops[0].take().expect("loop 0 runs once");
+        // Even if the factory panics, the guard closes loop 0's queue and
+        // asks the other loops to stop.
+        let guard = LoopGuard::new(&self.shared, 0);
+        let handler = handler_for(0);
+        let result = EventLoop::new(
+            poll,
+            listener,
+            handler,
+            self.config.clone(),
+            self.shared.clone(),
+            0,
+        )
+        .run();
+        guard.finish(result.is_ok());
+        result
+    }
+
+    /// Starts loop `i` on a thread of its own; `handler_for` runs there.
+    fn spawn_loop<F, H>(&mut self, i: usize, handler_for: F) -> Result<LoopThread, Error>
+    where
+        F: FnOnce(usize) -> H + Send + 'static,
+        H: Handler,
+    {
+        let (poll, listener) = self.loops[i].take().expect("each loop runs once");
+        let config = self.config.clone();
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("netpool-{i}"))
+            .spawn(move || {
+                // Whatever happens from here on, even a panic in the
+                // factory, the guard closes the loop's queue: a `stop()`
+                // never waits for a loop that is not there.
+                let guard = LoopGuard::new(&shared, i);
+                pin_current_thread(&config, i);
+                let handler = handler_for(i);
+                let result = EventLoop::new(poll, listener, handler, config, shared, i).run();
+                guard.finish(result.is_ok());
+                result
+            });
+        spawned.map_err(|e| {
+            // The loop will never run: nobody may wait for it.
+            drop(self.shared.loops[i].close());
+            Error::Io(e)
+        })
+    }
+
+    /// Gives up starting: the loops already running are stopped at once and
+    /// joined; the others never run (dropping `self` closes their queues).
+    fn abandon(self, threads: Vec<LoopThread>, e: Error) -> Error {
+        let _ = self.handle().request_stop(Duration::ZERO);
+        drop(self);
+        let _ = join_all(None, threads);
+        e
     }
 }
 
-/// A server running on its own thread, from [`Server::spawn`].
+impl Drop for Server {
+    /// Loops that never ran close their command queues, so that a handle
+    /// taken before cannot wait for them forever.
+    fn drop(&mut self) {
+        for (i, parts) in self.loops.iter().enumerate() {
+            if parts.is_some() {
+                drop(self.shared.loops[i].close());
+            }
+        }
+    }
+}
+
+/// How long the other loops get to finish when one loop of a server fails:
+/// long enough to flush replies already produced, short enough that a
+/// supervisor restarts the server promptly.
+pub const FAILED_LOOP_GRACE: Duration = Duration::from_secs(1);
+
+type LoopThread = JoinHandle<Result<StopReport, Error>>;
+
+/// Ends a loop's life in the server, however the loop ends.
+struct LoopGuard {
+    shared: Arc<ServerShared>,
+    index: usize,
+    ok: bool,
+}
+
+impl LoopGuard {
+    fn new(shared: &Arc<ServerShared>, index: usize) -> Self {
+        LoopGuard {
+            shared: shared.clone(),
+            index,
+            ok: false,
+        }
+    }
+
+    fn finish(mut self, ok: bool) {
+        self.ok = ok;
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        // The loop closes its queue itself when it returns; after a panic,
+        // this is what does it (closing twice is harmless).
+        drop(self.shared.loops[self.index].close());
+        if !self.ok && self.shared.loops.len() > 1 {
+            log::error!(
+                "loop {} failed: stopping the other loops within {FAILED_LOOP_GRACE:?}",
+                self.index
+            );
+            let deadline = Instant::now() + FAILED_LOOP_GRACE;
+            for l in &self.shared.loops {
+                let _ = l.push(Command::Stop {
+                    deadline,
+                    done: None,
+                });
+            }
+        }
+    }
+}
+
+/// Pins the current thread to core `index` (modulo the cores), if asked.
+fn pin_current_thread(config: &Config, index: usize) {
+    if !config.pin_cores {
+        return;
+    }
+    #[cfg(feature = "core_affinity")]
+    {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if cores.is_empty() {
+            log::warn!("loop {index}: no core ids known; not pinned");
+            return;
+        }
+        let core = cores[index % cores.len()];
+        if core_affinity::set_for_current(core) {
+            log::debug!("loop {index}: pinned to core {}", core.id);
+        } else {
+            log::warn!("loop {index}: could not pin to core {}", core.id);
+        }
+    }
+    #[cfg(not(feature = "core_affinity"))]
+    let _ = index;
+}
+
+/// Joins every thread, sums the reports; the first error (loop 0's result,
+/// if given, counts first) wins, but only after every thread has ended.
+fn join_all(
+    first: Option<Result<StopReport, Error>>,
+    threads: Vec<LoopThread>,
+) -> Result<StopReport, Error> {
+    let mut total = StopReport::default();
+    let mut error = None;
+    let results = first.into_iter().chain(
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(Err(Error::LoopPanicked))),
+    );
+    for result in results {
+        match result {
+            Ok(report) => {
+                total.open_at_stop += report.open_at_stop;
+                total.force_closed += report.force_closed;
+            }
+            Err(e) => {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+/// A server running on threads of its own, from [`Server::spawn`] or
+/// [`Server::spawn_workers`].
 #[derive(Debug)]
 pub struct ServerThread {
     handle: ServerHandle,
-    thread: JoinHandle<Result<StopReport, Error>>,
+    threads: Vec<LoopThread>,
 }
 
 impl ServerThread {
@@ -156,24 +461,25 @@ impl ServerThread {
         self.handle.local_addr()
     }
 
-    /// Stops the server gracefully (see [`ServerHandle::stop`]) and joins
-    /// its thread.
+    /// Stops every loop gracefully (see [`ServerHandle::stop`]) and joins
+    /// their threads; the reports are summed.
     ///
     /// # Errors
     ///
-    /// What the loop returned, or [`Error::LoopPanicked`].
+    /// What a loop returned, or [`Error::LoopPanicked`]: the first in loop
+    /// order, once every thread has ended.
     pub fn stop(self, grace: Duration) -> Result<StopReport, Error> {
-        // If the loop already exited, joining tells why.
+        // If a loop already exited, joining tells why.
         let _ = self.handle.request_stop(grace);
         self.join()
     }
 
-    /// Waits for the server's thread to end.
+    /// Waits for every loop's thread to end.
     ///
     /// # Errors
     ///
-    /// What the loop returned, or [`Error::LoopPanicked`].
+    /// As [`stop`](ServerThread::stop).
     pub fn join(self) -> Result<StopReport, Error> {
-        self.thread.join().map_err(|_| Error::LoopPanicked)?
+        join_all(None, self.threads)
     }
 }

@@ -962,6 +962,64 @@ fn stop_closes_unfinished_handshakes_at_once() {
     assert_eq!(read_to_close(&mut stalled), b"");
 }
 
+/// With several loops, each distribution serves TLS: every loop runs its
+/// own handshakes, and a reload reaches them all.
+#[test]
+fn several_loops_serve_tls() {
+    let a = TestCert::new();
+    let b = TestCert::new();
+    for distribution in [
+        netpool::Distribution::Handoff,
+        netpool::Distribution::Shared,
+    ] {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let server = Server::builder()
+            .workers(2)
+            .distribution(distribution)
+            .tls_pem(&a.cert, &a.key)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .spawn_workers(|_| echo)
+            .unwrap();
+        let roots = tls13(&[&a, &b]);
+        let mut clients = Vec::new();
+        for i in 0..8 {
+            if i == 4 {
+                server.handle().reload_tls_pem(&b.cert, &b.key).unwrap();
+            }
+            let mut client = TlsClient::connect(server.local_addr(), roots.clone());
+            assert!(client.handshake());
+            let expected = if i < 4 { &a.der } else { &b.der };
+            assert_eq!(
+                &client.server_cert(),
+                expected,
+                "{distribution:?}, client {i}"
+            );
+            assert_eq!(client.exchange(b"x\n", 2), b"x\n");
+            clients.push(client);
+        }
+        let per_loop: Vec<u64> = server
+            .handle()
+            .loop_stats()
+            .iter()
+            .map(|l| l.tls_handshakes)
+            .collect();
+        assert_eq!(
+            per_loop.iter().sum::<u64>(),
+            8,
+            "{distribution:?}: {per_loop:?}"
+        );
+        if distribution == netpool::Distribution::Handoff {
+            assert!(
+                per_loop.iter().all(|&n| n > 0),
+                "handed to both loops: {per_loop:?}"
+            );
+        }
+        drop(clients);
+        server.stop(DEADLINE).unwrap();
+    }
+}
+
 /// A `ConnHandle` reaches a TLS connection from another thread, exactly as
 /// it reaches a plaintext one.
 #[test]

@@ -6,14 +6,18 @@
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
 //! [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
 //! [--proxy-protocol] [--allow CIDR]... [--deny CIDR]... [--tls-cert FILE --tls-key FILE]
+//! [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //! ```
+//!
+//! `--workers` needs a handler per loop: examples that serve through
+//! [`serve_workers_until_signal`] take it; the others refuse more than one.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
-use netpool::{Builder, Handler, Overflow, Server};
+use netpool::{Builder, Distribution, Error, Handler, Overflow, Server, ServerThread};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
@@ -32,6 +36,7 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
        [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
        [--tls-cert FILE --tls-key FILE]
+       [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
   --acceptors N          connections served at once (default 1024)
@@ -48,6 +53,12 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --deny CIDR            never serve clients in this range (repeatable; wins over --allow)
   --tls-cert FILE        serve TLS with this PEM certificate chain (leaf first)
   --tls-key FILE         and this PEM private key (PKCS#8, PKCS#1 or SEC1)
+  --workers N|cores      event loops, one thread each (default 1; `cores`: one per core);
+                         the acceptors budget is shared by all of them
+  --distribution HOW     with several workers: handoff (default; loop 0 accepts and hands
+                         each connection to the least loaded loop), shared (every loop
+                         accepts from the one listener) or reuseport (a listener per loop)
+  --pin-cores            pin loop i to core i (built with --features core_affinity)
 
 Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
 
@@ -79,6 +90,10 @@ impl Options {
         let mut proxy_protocol = false;
         let mut allow: Vec<netpool::IpNet> = Vec::new();
         let mut deny: Vec<netpool::IpNet> = Vec::new();
+        let mut workers = None::<usize>; // None: one per core
+        let mut workers_given = false;
+        let mut distribution = Distribution::Handoff;
+        let mut pin_cores = false;
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -95,6 +110,31 @@ impl Options {
                 Long("proxy-protocol") => proxy_protocol = true,
                 Long("allow") => allow.push(parser.value()?.parse()?),
                 Long("deny") => deny.push(parser.value()?.parse()?),
+                Long("workers") => {
+                    let value = parser.value()?.string()?;
+                    workers_given = true;
+                    workers =
+                        match value.as_str() {
+                            "cores" => None,
+                            n => Some(n.parse().map_err(|_| {
+                                format!("--workers {n}: expected a number or `cores`")
+                            })?),
+                        };
+                }
+                Long("distribution") => {
+                    distribution = match parser.value()?.string()?.as_str() {
+                        "handoff" => Distribution::Handoff,
+                        "shared" => Distribution::Shared,
+                        "reuseport" => Distribution::ReusePort,
+                        other => {
+                            return Err(format!(
+                                "--distribution {other}: expected handoff, shared or reuseport"
+                            )
+                            .into())
+                        }
+                    }
+                }
+                Long("pin-cores") => pin_cores = true,
                 Long("help") | Short('h') => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -142,7 +182,8 @@ impl Options {
             .idle_timeout(
                 Duration::try_from_secs_f64(idle_secs)
                     .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
-            );
+            )
+            .distribution(distribution);
         for range in allow {
             builder = builder.allow(range);
         }
@@ -156,6 +197,19 @@ impl Options {
             (Some(_), Some(_)) => return Err("built without the tls feature".into()),
             (None, None) => {}
             _ => return Err("--tls-cert and --tls-key go together".into()),
+        }
+        builder = match (workers_given, workers) {
+            (false, _) => builder,
+            (true, None) => builder.workers_per_core(),
+            (true, Some(n)) => builder.workers(n),
+        };
+        if pin_cores {
+            #[cfg(feature = "core_affinity")]
+            {
+                builder = builder.pin_cores(true);
+            }
+            #[cfg(not(feature = "core_affinity"))]
+            return Err("--pin-cores: build with --features core_affinity".into());
         }
         if let Some(mut message) = refuse_message {
             message.push('\n');
@@ -171,8 +225,25 @@ pub fn init_logging() {
 }
 
 /// Binds, prints `listening on ADDR`, serves until SIGINT or SIGTERM, stops
-/// gracefully and prints the final stats to stderr.
+/// gracefully and prints the final stats to stderr. One loop: with
+/// `--workers` above 1 it says so and exits with status 2.
+#[allow(dead_code)] // not every example uses both entry points
 pub fn serve_until_signal<H: Handler + Send>(options: Options, handler: H) {
+    serve(options, move |server| server.spawn(handler));
+}
+
+/// As [`serve_until_signal`], with `--workers` loops, each with the handler
+/// `handler_for(i)` makes.
+#[allow(dead_code)]
+pub fn serve_workers_until_signal<H, F>(options: Options, handler_for: F)
+where
+    F: Fn(usize) -> H + Send + Sync + 'static,
+    H: Handler,
+{
+    serve(options, move |server| server.spawn_workers(handler_for));
+}
+
+fn serve(options: Options, start: impl FnOnce(Server) -> Result<ServerThread, Error>) {
     let server = match options.builder.bind(options.addr) {
         Ok(server) => server,
         Err(e) => {
@@ -188,7 +259,14 @@ pub fn serve_until_signal<H: Handler + Send>(options: Options, handler: H) {
         .register(&mut signals, Token(0), Interest::READABLE)
         .expect("register signals");
 
-    let running = server.spawn(handler).expect("spawn the server thread");
+    let running = match start(server) {
+        Ok(running) => running,
+        Err(Error::InvalidConfig(why)) => {
+            eprintln!("error: {why}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+        Err(e) => panic!("start the server: {e}"),
+    };
     println!("listening on {}", running.local_addr());
     std::io::stdout().flush().expect("stdout");
 
@@ -211,6 +289,11 @@ pub fn serve_until_signal<H: Handler + Send>(options: Options, handler: H) {
         Ok(report) => {
             eprintln!("stopped: {report:?}");
             eprintln!("stats: {:?}", handle.stats());
+            if handle.workers() > 1 {
+                for l in handle.loop_stats() {
+                    eprintln!("loop {}: {l:?}", l.index);
+                }
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
