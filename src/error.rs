@@ -49,7 +49,8 @@ pub enum Error {
         path: PathBuf,
     },
     /// The key file holds no private key (PKCS#8 `PRIVATE KEY`, PKCS#1
-    /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`).
+    /// `RSA PRIVATE KEY` or SEC1 `EC PRIVATE KEY`). Encrypted keys
+    /// (`ENCRYPTED PRIVATE KEY`) are not read: decrypt them first.
     #[cfg(feature = "tls")]
     TlsNoPrivateKey {
         /// The file.
@@ -112,7 +113,7 @@ impl fmt::Display for Error {
             #[cfg(feature = "tls")]
             Error::TlsNoPrivateKey { path } => write!(
                 f,
-                "{}: no private key (no PKCS#8, PKCS#1 or SEC1 PEM block)",
+                "{}: no private key (no unencrypted PKCS#8, PKCS#1 or SEC1 PEM block)",
                 path.display()
             ),
             #[cfg(feature = "tls")]
