@@ -622,6 +622,62 @@ fn pem_errors_name_the_file() {
     );
 }
 
+/// Keys made by `openssl` in each format the docs promise (PKCS#1 RSA, SEC1
+/// EC, PKCS#8) are read and serve a handshake.
+#[test]
+fn openssl_key_formats_are_read() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: openssl is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = TestCert::new(); // for its directory
+    let openssl = |args: &str| {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(&dir.dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args}: {out:?}");
+    };
+    openssl("genrsa -traditional -out pkcs1.pem 2048");
+    openssl("ecparam -genkey -name prime256v1 -noout -out sec1.pem");
+    openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out pkcs8.pem");
+    for (key, marker) in [
+        ("pkcs1.pem", "BEGIN RSA PRIVATE KEY"),
+        ("sec1.pem", "BEGIN EC PRIVATE KEY"),
+        ("pkcs8.pem", "BEGIN PRIVATE KEY"),
+    ] {
+        let text = std::fs::read_to_string(dir.dir.join(key)).unwrap();
+        assert!(text.contains(marker), "{key} is not {marker}");
+        // A leaf, not a CA (`req -x509` makes CAs by default; webpki refuses
+        // a CA as an end entity).
+        openssl(&format!(
+            "req -x509 -key {key} -subj /CN=localhost -days 1 -out {key}.crt \
+             -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE"
+        ));
+        let cert = dir.dir.join(format!("{key}.crt"));
+        let der = netpool::rustls::pki_types::pem::PemObject::from_pem_file(&cert).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let config = ClientConfig::builder_with_provider(netpool::tls_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server = Server::builder()
+            .tls_pem(&cert, dir.dir.join(key))
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .spawn(echo)
+            .unwrap();
+        let mut client = TlsClient::connect(server.local_addr(), Arc::new(config));
+        assert!(client.handshake(), "{key}: {:?}", client.error);
+        assert_eq!(client.exchange(b"k\n", 2), b"k\n");
+        drop(client);
+        server.stop(DEADLINE).unwrap();
+    }
+}
+
 /// After `reload_tls_pem`, new connections get the new certificate while an
 /// established one keeps working; a bad reload keeps the config in force.
 #[test]
