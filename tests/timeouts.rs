@@ -59,12 +59,14 @@ fn idle_connections_are_closed() {
 /// many idle periods.
 #[test]
 fn lines_keep_a_connection_alive() {
-    let (server, _closed) = reporting(Server::builder().idle_timeout(Duration::from_millis(150)));
+    // A line every 25 ms against a 500 ms timeout: a 20-fold margin, so a
+    // loaded machine cannot make the gap look idle.
+    let (server, _closed) = reporting(Server::builder().idle_timeout(Duration::from_millis(500)));
     let mut c = Client::connect(server.local_addr());
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(600) {
+    while start.elapsed() < Duration::from_millis(1500) {
         assert_eq!(c.roundtrip(b"still here\n"), b"still here\n");
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(25));
     }
     assert_eq!(server.handle().stats().active, 1);
 }
