@@ -152,9 +152,22 @@
 //! [`ServerHandle`] stops, watches ([`ServerHandle::loop_stats`]) and tunes
 //! them all. A [`ConnHandle`] reaches its connection whichever loop serves it.
 //!
-//! # Not (yet) here
+//! # Limits at the edge
 //!
-//! See the README's "Not implemented yet".
+//! Idle, write-stall and linger timeouts ([`Builder::idle_timeout`],
+//! [`Builder::write_stall_timeout`], [`Builder::linger`]), a per-address cap
+//! and an accept rate ([`Builder::max_per_ip`], [`Builder::accept_rate`]), a
+//! spare descriptor for `EMFILE` ([`Builder::spare_descriptor`]), the PROXY
+//! protocol ([`Builder::proxy_protocol`]), CIDR filters ([`Builder::allow`],
+//! [`Builder::deny`]), budget alarms ([`Builder::alarm`]) and slots given
+//! back by long-lived connections ([`Conn::release_slot`]). The README has a
+//! table of every limit, what it defends against and its default.
+//!
+//! # Further reading
+//!
+//! `docs/ARCHITECTURE.md` in the repository is the guided tour: the loop,
+//! the state machine, and the measurement behind each design choice. The
+//! README's "Not implemented" says what is not here.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
