@@ -87,9 +87,7 @@ fn timers(n: usize, busy: usize, turns: u64) -> (f64, f64) {
         }
         let t = Instant::now();
         for now in 1..=turns {
-            for c in 0..busy {
-                last_active[c] = now;
-            }
+            last_active[..busy].fill(now);
             while let Some(&Reverse((at, i))) = heap.peek() {
                 if at > now {
                     break;
@@ -114,9 +112,7 @@ fn timers(n: usize, busy: usize, turns: u64) -> (f64, f64) {
         let mut last_active = vec![0u64; n];
         let t = Instant::now();
         for now in 1..=turns {
-            for c in 0..busy {
-                last_active[c] = now;
-            }
+            last_active[..busy].fill(now);
             for (i, la) in last_active.iter().enumerate() {
                 if la + TIMEOUT <= now {
                     black_box(i);
