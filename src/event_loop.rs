@@ -811,7 +811,15 @@ impl<H: Handler> EventLoop<H> {
                 // Sending close_notify failed: nothing more to flush.
             } else if conn.out.is_empty() {
                 // All replies are with the kernel: send our FIN after them.
-                let shut = conn.stream.shutdown(Shutdown::Write);
+                // When the peer has closed already (`linger` false: we read
+                // its end of stream, so no input is left unread), closing
+                // the descriptor sends the FIN by itself; a `shutdown` first
+                // would be one more system call per connection for nothing.
+                let shut = if linger {
+                    conn.stream.shutdown(Shutdown::Write)
+                } else {
+                    Ok(())
+                };
                 if linger && shut.is_ok() {
                     conn.set_phase(Phase::Lingering { reason });
                     conn.last_progress = self.clock.now();
