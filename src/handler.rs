@@ -227,11 +227,12 @@ pub struct Conn<'a, S = ()> {
     /// the connection's own output buffer when earlier output is still queued
     /// (so that order is kept).
     pub(crate) out: &'a mut Vec<u8>,
-    /// Output already queued elsewhere that counts toward `out_limit`: on a
-    /// TLS connection, the encrypted bytes waiting in the connection's queue
-    /// while `out` collects new plaintext.
-    pub(crate) queued: usize,
-    pub(crate) out_limit: usize,
+    /// How many bytes `out` may hold before the output overflows:
+    /// `output_limit` less what is already queued elsewhere (on a TLS
+    /// connection, the encrypted bytes waiting while `out` collects new
+    /// plaintext). Zero once the output has overflowed, so that every later
+    /// `send` is dropped by the same one comparison.
+    pub(crate) room: usize,
     /// Set by `close()` or by an output overflow; the loop acts on it.
     pub(crate) verdict: &'a mut Option<CloseReason>,
     pub(crate) holds_slot: &'a mut bool,
@@ -263,14 +264,18 @@ impl<S> Conn<'_, S> {
     /// [`CloseReason::OutputOverflow`]; check [`is_closing`](Conn::is_closing)
     /// to stop producing early.
     pub fn send(&mut self, data: &[u8]) {
-        if *self.verdict == Some(CloseReason::OutputOverflow) {
-            return;
-        }
-        if self.queued + self.out.len() + data.len() > self.out_limit {
-            *self.verdict = Some(CloseReason::OutputOverflow);
+        // The hot path: one comparison, one copy.
+        if self.out.len() + data.len() > self.room {
+            self.overflow();
             return;
         }
         self.out.extend_from_slice(data);
+    }
+
+    #[cold]
+    fn overflow(&mut self) {
+        *self.verdict = Some(CloseReason::OutputOverflow);
+        self.room = 0;
     }
 
     /// Closes the connection once everything sent so far has been written.
@@ -378,7 +383,8 @@ impl<S> fmt::Debug for Conn<'_, S> {
         f.debug_struct("Conn")
             .field("id", &self.id)
             .field("peer", &self.peer)
-            .field("queued", &(self.queued + self.out.len()))
+            .field("pending", &self.out.len())
+            .field("room", &self.room)
             .field("closing", &self.verdict)
             .field("tls", &self.is_tls())
             .finish_non_exhaustive()
