@@ -31,6 +31,24 @@
 //! throughput is bounded by the client, and only the server's CPU time per
 //! request shows what the server itself costs.
 //!
+//! # Profiling one server
+//! A server child runs on its own, so it can be put under callgrind (hardware
+//! counters are not available on these machines) and driven by a load
+//! generator child by hand; `callgrind_control -d PID` dumps the counts
+//! before the server is killed:
+//!
+//! ```text
+//! valgrind --tool=callgrind target/release/deps/suite-HASH --serve netpool-tls \
+//!     --addr 127.0.0.1:0 --tls-cert cert.pem --tls-key key.pem
+//! target/release/deps/suite-HASH --load accept --target 127.0.0.1:PORT --conns 8 \
+//!     --duration-ms 8000 --warmup-ms 0 --tls-ca cert.pem
+//! ```
+//!
+//! Divide the program's instructions by the count of a once-per-operation
+//! function (for a handshake, ring's `EcdsaKeyPair::sign`). A certificate made
+//! with `openssl req -x509` needs `-addext basicConstraints=critical,CA:FALSE`:
+//! webpki refuses a CA certificate as the server's own.
+//!
 //! # Environment
 //! - `NETPOOL_BENCH_QUICK=1`: every scenario briefly, one round (CI smoke test).
 //! - `NETPOOL_BENCH_WRITE=1` (or `--write-benchmarks-md`): also regenerate
