@@ -6,7 +6,7 @@
 //! tokio-ct behind tokio-rustls, same provider (ring), same certificate.
 //!
 //! ```text
-//! cargo bench --bench suite                                  # full run, ~7 min
+//! cargo bench --bench suite                                  # full run, ~9 min
 //! NETPOOL_BENCH_QUICK=1 cargo bench --bench suite            # smoke test, < 1 min
 //! cargo bench --bench suite -- --write-benchmarks-md         # full run + BENCHMARKS.md
 //! ```
