@@ -1,10 +1,12 @@
 //! netpool's benchmark suite (issue 5): netpool (one loop, and one loop per
-//! core) against the tokio variant (current-thread and multi-thread) and the
+//! core) against the tokio variant (current-thread, multi-thread, and one
+//! current-thread runtime per core on `SO_REUSEPORT` listeners) and the
 //! bare-mio floor, side by side in one run, plus PING_INLINE against
-//! redis-server with `redis-benchmark`.
+//! redis-server with `redis-benchmark`, and TLS (issue 3): netpool-tls against
+//! tokio-ct behind tokio-rustls, same provider (ring), same certificate.
 //!
 //! ```text
-//! cargo bench --bench suite                                  # full run, ~7 min
+//! cargo bench --bench suite                                  # full run, ~9 min
 //! NETPOOL_BENCH_QUICK=1 cargo bench --bench suite            # smoke test, < 1 min
 //! cargo bench --bench suite -- --write-benchmarks-md         # full run + BENCHMARKS.md
 //! ```
@@ -17,6 +19,7 @@
 //!   the servers, each run as its own process (`--serve KIND`).
 //! - `suite/loadgen.rs`: the load generator, its own process (`--load MODE`).
 //! - `suite/redis.rs`: redis-server and redis-benchmark, when installed.
+//! - `suite/certs.rs`: the run's TLS certificate (rcgen).
 //! - `suite/child.rs`: starting, talking to and reaping child processes.
 //! - `suite/procfs.rs`: CPU time and RSS of children, descriptor limits.
 //! - `suite/report.rs`: medians, ratios, targets, markdown, SVG charts.
@@ -28,6 +31,24 @@
 //! throughput is bounded by the client, and only the server's CPU time per
 //! request shows what the server itself costs.
 //!
+//! # Profiling one server
+//! A server child runs on its own, so it can be put under callgrind (hardware
+//! counters are not available on these machines) and driven by a load
+//! generator child by hand; `callgrind_control -d PID` dumps the counts
+//! before the server is killed:
+//!
+//! ```text
+//! valgrind --tool=callgrind target/release/deps/suite-HASH --serve netpool-tls \
+//!     --addr 127.0.0.1:0 --tls-cert cert.pem --tls-key key.pem
+//! target/release/deps/suite-HASH --load accept --target 127.0.0.1:PORT --conns 8 \
+//!     --duration-ms 8000 --warmup-ms 0 --tls-ca cert.pem
+//! ```
+//!
+//! Divide the program's instructions by the count of a once-per-operation
+//! function (for a handshake, ring's `EcdsaKeyPair::sign`). A certificate made
+//! with `openssl req -x509` needs `-addext basicConstraints=critical,CA:FALSE`:
+//! webpki refuses a CA certificate as the server's own.
+//!
 //! # Environment
 //! - `NETPOOL_BENCH_QUICK=1`: every scenario briefly, one round (CI smoke test).
 //! - `NETPOOL_BENCH_WRITE=1` (or `--write-benchmarks-md`): also regenerate
@@ -35,12 +56,21 @@
 //! - `NETPOOL_BENCH_ROUNDS=N`: rounds (full mode default 5).
 //! - `NETPOOL_BENCH_ONLY=id,id`: only these scenarios (development aid).
 //! - `NETPOOL_BENCH_SERVERS=netpool,mio-floor`: only these servers (idem).
+//!
+//! # TLS
+//! The parent generates one self-signed ECDSA P-256 certificate per run with
+//! rcgen into a temporary directory and passes the PEM paths to the TLS
+//! servers (`--tls-cert`, `--tls-key`) and to the load generator
+//! (`--tls-ca`), whose rustls client trusts exactly that certificate. Without
+//! netpool's `tls` feature the TLS scenarios are skipped with a message.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[path = "suite/certs.rs"]
+mod certs;
 #[path = "suite/child.rs"]
 mod child;
 #[path = "suite/loadgen.rs"]
@@ -73,18 +103,28 @@ pub enum ServerKind {
     NetpoolMt,
     TokioCt,
     TokioMt,
+    /// n current-thread tokio runtimes on n threads (n = cores), each with its
+    /// own `SO_REUSEPORT` listener on the same port.
+    TokioNct,
     Floor,
     Redis,
+    /// netpool, one loop, serving TLS (`Builder::tls`).
+    NetpoolTls,
+    /// tokio-ct behind tokio-rustls.
+    TokioTls,
 }
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 6] = [
+    pub const ALL: [ServerKind; 9] = [
         ServerKind::Netpool,
         ServerKind::NetpoolMt,
         ServerKind::TokioCt,
         ServerKind::TokioMt,
+        ServerKind::TokioNct,
         ServerKind::Floor,
         ServerKind::Redis,
+        ServerKind::NetpoolTls,
+        ServerKind::TokioTls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,9 +133,17 @@ impl ServerKind {
             ServerKind::NetpoolMt => "netpool-mt",
             ServerKind::TokioCt => "tokio-ct",
             ServerKind::TokioMt => "tokio-mt",
+            ServerKind::TokioNct => "tokio-nct",
             ServerKind::Floor => "mio-floor",
             ServerKind::Redis => "redis-server",
+            ServerKind::NetpoolTls => "netpool-tls",
+            ServerKind::TokioTls => "tokio-tls",
         }
+    }
+
+    /// Whether this server speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, ServerKind::NetpoolTls | ServerKind::TokioTls)
     }
 
     fn parse(s: &str) -> Option<ServerKind> {
@@ -128,6 +176,8 @@ pub struct Scenario {
     pub title: String,
     pub kind: Kind,
     pub servers: Vec<ServerKind>,
+    /// The load generator speaks TLS (and so must every server listed).
+    pub tls: bool,
 }
 
 /// One server's measurement in one scenario and round.
@@ -146,6 +196,8 @@ struct Config {
     write_md: bool,
     only: Option<Vec<String>>,
     servers: Option<Vec<String>>,
+    /// The run's certificate and key (PEM), once generated.
+    certs: Option<certs::Certs>,
 }
 
 impl Config {
@@ -166,6 +218,7 @@ impl Config {
                 || args.iter().any(|a| a == "--write-benchmarks-md"),
             only: list_env("NETPOOL_BENCH_ONLY"),
             servers: list_env("NETPOOL_BENCH_SERVERS"),
+            certs: None,
         }
     }
 }
@@ -187,7 +240,7 @@ fn loadavg() -> String {
 
 fn scenarios(cfg: &Config) -> Vec<Scenario> {
     use ServerKind::*;
-    let main = vec![Netpool, NetpoolMt, TokioCt, TokioMt, Floor];
+    let main = vec![Netpool, NetpoolMt, TokioCt, TokioMt, TokioNct, Floor];
     let idle = if cfg.quick { 1_000 } else { 10_000 };
     let (p1, p16) = if cfg.quick {
         (5_000, 50_000)
@@ -209,6 +262,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 line_len: 32,
             },
             servers: main.clone(),
+            tls: false,
         });
     }
     v.push(Scenario {
@@ -220,6 +274,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
             line_len: 64,
         },
         servers: main.clone(),
+        tls: false,
     });
     v.push(Scenario {
         id: "accept-c32",
@@ -228,6 +283,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 .into(),
         kind: Kind::Accept { conns: 32 },
         servers: main.clone(),
+        tls: false,
     });
     v.push(Scenario {
         id: if cfg.quick { "idle-1k" } else { "idle-10k" },
@@ -236,6 +292,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
         ),
         kind: Kind::Idle { conns: idle },
         servers: main.clone(),
+        tls: false,
     });
     v.push(Scenario {
         id: "storm",
@@ -244,7 +301,8 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
             served: 100,
             storm: 2_000,
         },
-        servers: vec![Netpool, NetpoolMt, TokioCt, TokioMt],
+        servers: vec![Netpool, NetpoolMt, TokioCt, TokioMt, TokioNct],
+        tls: false,
     });
     for (p, n) in [(1, p1), (16, p16)] {
         v.push(Scenario {
@@ -255,8 +313,31 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 requests: n,
             },
             servers: vec![Netpool, TokioCt, Floor, Redis],
+            tls: false,
         });
     }
+    // TLS (issue 3): the same workloads through a TLS 1.3 session, netpool's
+    // TLS path against tokio-rustls, both one loop / one thread.
+    v.push(Scenario {
+        id: "tls-pipelined",
+        title: "TLS 1.3 pipelined, 50 connections × 16 lines in flight, 64-byte lines".into(),
+        kind: Kind::Stream {
+            conns: 50,
+            depth: 16,
+            line_len: 64,
+        },
+        servers: vec![NetpoolTls, TokioTls],
+        tls: true,
+    });
+    v.push(Scenario {
+        id: "tls-handshakes",
+        title: "TLS handshakes: connect, full TLS 1.3 handshake (ECDSA P-256, no resumption), \
+                one line, reply, close; 32 at a time from 250 source addresses"
+            .into(),
+        kind: Kind::Accept { conns: 32 },
+        servers: vec![NetpoolTls, TokioTls],
+        tls: true,
+    });
     if let Some(only) = &cfg.only {
         v.retain(|s| only.iter().any(|o| o == s.id));
     }
@@ -306,7 +387,9 @@ fn serve_main(args: &[String]) -> io::Result<()> {
         overflow: OverflowMode::Refuse,
         max_line: 64 * 1024,
         proto: Proto::Echo,
+        tls: None,
     };
+    let (mut cert, mut key) = (None, None);
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let v = it.next().ok_or_else(|| bad(format!("{a} needs a value")))?;
@@ -325,8 +408,21 @@ fn serve_main(args: &[String]) -> io::Result<()> {
             "--proto" => {
                 o.proto = Proto::parse(v).ok_or_else(|| bad(format!("bad --proto {v}")))?
             }
+            "--tls-cert" => cert = Some(PathBuf::from(v)),
+            "--tls-key" => key = Some(PathBuf::from(v)),
             other => return Err(bad(format!("unknown serve option {other}"))),
         }
+    }
+    o.tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err(bad("--tls-cert and --tls-key go together".into())),
+    };
+    if kind.tls() != o.tls.is_some() {
+        return Err(bad(format!(
+            "{} needs --tls-cert/--tls-key exactly when it is a TLS server",
+            kind.name()
+        )));
     }
     if !o.addr.ip().is_loopback() {
         return Err(bad("the suite serves on loopback only".into()));
@@ -337,6 +433,9 @@ fn serve_main(args: &[String]) -> io::Result<()> {
         ServerKind::NetpoolMt => netpool_server::serve(&o, true),
         ServerKind::TokioCt => tokio_server::serve(&o, tokio_server::Flavor::CurrentThread),
         ServerKind::TokioMt => tokio_server::serve(&o, tokio_server::Flavor::MultiThread),
+        ServerKind::TokioNct => tokio_server::serve(&o, tokio_server::Flavor::CurrentThreadPerCore),
+        ServerKind::NetpoolTls => netpool_server::serve(&o, false),
+        ServerKind::TokioTls => tokio_server::serve(&o, tokio_server::Flavor::CurrentThread),
         ServerKind::Floor => mio_floor::serve(&o),
         ServerKind::Redis => Err(bad("redis-server is not ours to serve".into())),
     }
@@ -348,12 +447,17 @@ struct Running {
     addr: SocketAddr,
 }
 
-fn start_server(kind: ServerKind, proto: Proto, acceptors: usize) -> io::Result<Running> {
+fn start_server(
+    cfg: &Config,
+    kind: ServerKind,
+    proto: Proto,
+    acceptors: usize,
+) -> io::Result<Running> {
     if kind == ServerKind::Redis {
         let (child, addr) = redis::start_server()?;
         return Ok(Running { child, addr });
     }
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--serve",
         kind.name(),
         "--addr",
@@ -370,6 +474,15 @@ fn start_server(kind: ServerKind, proto: Proto, acceptors: usize) -> io::Result<
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if kind.tls() {
+        let c = cfg.certs.as_ref().ok_or_else(no_certs)?;
+        args.extend([
+            "--tls-cert".into(),
+            c.cert.display().to_string(),
+            "--tls-key".into(),
+            c.key.display().to_string(),
+        ]);
+    }
     let child = Child::spawn_self(kind.name(), &args)?;
     let line = child.wait_line(Duration::from_secs(10), |l| l.starts_with("listening on "))?;
     let addr = line["listening on ".len()..]
@@ -377,6 +490,10 @@ fn start_server(kind: ServerKind, proto: Proto, acceptors: usize) -> io::Result<
         .parse()
         .map_err(|_| io::Error::other(format!("bad announce line {line:?}")))?;
     Ok(Running { child, addr })
+}
+
+fn no_certs() -> io::Error {
+    io::Error::other("TLS server without the run's certificate")
 }
 
 /// Parses `result k=v k=v ...`.
@@ -392,7 +509,7 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
     let limit = cfg.duration * 2 + Duration::from_secs(30);
     match &sc.kind {
         Kind::Ping { pipeline, requests } => {
-            let srv = start_server(server, Proto::Ping, 1024)?;
+            let srv = start_server(cfg, server, Proto::Ping, 1024)?;
             let cpu0 = procfs::cpu(srv.child.pid)?;
             let run =
                 redis::benchmark(srv.addr, 50, *pipeline, *requests, Duration::from_secs(60))?;
@@ -408,7 +525,7 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
             // connection; both raise their soft limit to the hard one.
             let hard = procfs::nofile_hard() as usize;
             let conns = (*conns).min(hard.saturating_sub(200));
-            let srv = start_server(server, Proto::Echo, conns + 100)?;
+            let srv = start_server(cfg, server, Proto::Echo, conns + 100)?;
             let rss0 = procfs::rss_bytes(srv.child.pid)?;
             let opts = LoadOpts {
                 mode: Mode::Idle,
@@ -418,6 +535,7 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
                 line_len: 32,
                 duration: cfg.duration,
                 warmup: cfg.warmup,
+                tls_ca: None,
             };
             let mut gen = Child::spawn_self("loadgen", &opts.to_args())?;
             gen.wait_line(Duration::from_secs(120), |l| l.starts_with("ready"))?;
@@ -437,7 +555,7 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
         Kind::Storm { served, storm } => {
             // The storm process holds one descriptor per storm client.
             let storm = &(*storm).min((procfs::nofile_hard() as usize).saturating_sub(300));
-            let srv = start_server(server, Proto::Echo, *served)?;
+            let srv = start_server(cfg, server, Proto::Echo, *served)?;
             let opts = LoadOpts {
                 mode: Mode::Served,
                 target: srv.addr,
@@ -446,6 +564,7 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
                 line_len: 32,
                 duration: cfg.duration,
                 warmup: cfg.warmup,
+                tls_ca: None,
             };
             let mut clients = Child::spawn_self("loadgen", &opts.to_args())?;
             clients.wait_line(limit, |l| l.starts_with("unloaded "))?;
@@ -492,7 +611,12 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
                 Kind::Accept { conns } => (Mode::Accept, conns, 1, 32),
                 _ => unreachable!(),
             };
-            let srv = start_server(server, Proto::Echo, 1024)?;
+            let srv = start_server(cfg, server, Proto::Echo, 1024)?;
+            let tls_ca = if sc.tls {
+                Some(cfg.certs.as_ref().ok_or_else(no_certs)?.cert.clone())
+            } else {
+                None
+            };
             let opts = LoadOpts {
                 mode,
                 target: srv.addr,
@@ -501,6 +625,7 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
                 line_len,
                 duration: cfg.duration,
                 warmup: cfg.warmup,
+                tls_ca,
             };
             let gen = Child::spawn_self("loadgen", &opts.to_args())?;
             gen.wait_line(limit, |l| l == "start")?;
@@ -533,7 +658,7 @@ fn target_dir() -> PathBuf {
 }
 
 fn orchestrate(args: &[String]) -> i32 {
-    let cfg = Config::from_env(args);
+    let mut cfg = Config::from_env(args);
     let started = Instant::now();
     let load_start = loadavg();
     if load_start.parse::<f64>().is_ok_and(|l| l > 1.0) {
@@ -557,10 +682,28 @@ fn orchestrate(args: &[String]) -> i32 {
                 .to_string(),
         );
     }
+    // TLS: one certificate for the whole run, only if a TLS scenario runs.
+    if scenarios.iter().any(|s| s.tls && !s.servers.is_empty()) {
+        if !cfg!(feature = "tls") {
+            skips.push(
+                "TLS scenarios skipped: netpool built without its `tls` feature (it is on by default)"
+                    .to_string(),
+            );
+        } else {
+            match certs::Certs::generate() {
+                Ok(c) => cfg.certs = Some(c),
+                Err(e) => skips.push(format!(
+                    "TLS scenarios skipped: generating the certificate failed: {e}"
+                )),
+            }
+        }
+    }
     for s in &skips {
         eprintln!("suite: {s}");
     }
+    let have_certs = cfg.certs.is_some();
     let runnable = |sc: &Scenario, server: ServerKind| match sc.kind {
+        _ if sc.tls => have_certs,
         Kind::Ping { .. } => have_bench && (server != ServerKind::Redis || have_server),
         _ => true,
     };
@@ -747,10 +890,14 @@ fn benchmarks_md(cfg: &Config, md: &str, took: Duration, load: &str) -> String {
     s.push_str("# Benchmarks\n\n");
     s.push_str(
         "Generated by `benches/suite.rs` from one run; do not edit by hand, \
-         run the command again. Servers: netpool (one loop), the tokio variant \
-         (current-thread and multi-thread, written as a good tokio user would), \
-         the bare-mio floor (a minimal hand-written mio echo loop with no \
-         features), and for PING_INLINE redis-server. Each server and the load \
+         run the command again. Servers: netpool (one loop, and one loop per \
+         core: netpool-mt), the tokio variant (current-thread, multi-thread, and \
+         tokio-nct: one current-thread runtime per core, each on its own \
+         SO_REUSEPORT listener; written as a good tokio user would), the \
+         bare-mio floor (a minimal hand-written mio echo loop with no \
+         features), for PING_INLINE redis-server, and for TLS netpool-tls \
+         against tokio-ct behind tokio-rustls (ring provider and the same \
+         certificate for both). Each server and the load \
          generator are separate processes on the same 2-core machine, so \
          closed-loop throughput is bounded by the client and ratios compress \
          toward 1: the server CPU time per operation is the figure that shows \
@@ -790,6 +937,14 @@ const READING: &str = "## Reading the results\n\n\
   or PING_INLINE requests/s above redis-server's when the floor is below it), \
   the target is beyond what a single mio loop reaches on this machine, and \
   netpool's distance from the floor is the overhead to look at.\n\
+- **TLS**: one self-signed ECDSA P-256 certificate per run; TLS 1.3 with \
+  the client's session resumption off, so every connection of \
+  tls-handshakes is a full handshake. The load generator's rustls client \
+  verifies the server's signature and certificate, which costs it more per \
+  handshake than the server pays.\n\
+- **Scaling**: n loops against one on a machine whose n cores are shared \
+  with the load generator cannot show scaling; the table is there for runs \
+  on bigger machines.\n\
 - **Idle memory** is the growth of the server's resident set per established \
   connection that has done one round trip; kernel socket buffers are not in it.\n\
 - **Overflow storm**: server CPU per refusal includes the served clients' \

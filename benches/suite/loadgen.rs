@@ -20,6 +20,15 @@
 //!   refusals. It is a process of its own so that the served clients' latency
 //!   is not queued behind 2,000 storm sockets in the same loop.
 //!
+//! TLS (`--tls-ca PEM`): stream and accept clients speak TLS 1.3 through a
+//! rustls `ClientConnection` per socket (ring provider, the run's certificate
+//! as the only root, session resumption off so that every accept-mode
+//! connection is a full handshake). Plaintext goes into rustls, which the
+//! loop flushes to the socket with `write_tls` until `WouldBlock`; replies
+//! come through `read_tls` → `process_new_packets` → `reader()`, read until
+//! `WouldBlock` (the short-read shortcut does not apply: rustls reads in
+//! records). An accept-mode client sends close_notify before it closes.
+//!
 //! Protocol with the parent: a `start` line when measurement begins (the parent
 //! reads the server's CPU time then), a `ready` line in idle mode, and one
 //! `result key=value ...` line at the end. Every phase has a deadline, and a
@@ -27,6 +36,8 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -34,6 +45,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio_rustls::rustls::{self, pki_types::pem::PemObject, ClientConfig, ClientConnection};
 
 use crate::procfs;
 
@@ -82,12 +94,14 @@ pub struct LoadOpts {
     pub line_len: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// Speak TLS, trusting this PEM certificate.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl LoadOpts {
     /// The command line of a `--load` child.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut v: Vec<String> = vec![
             "--load".into(),
             self.mode.name().into(),
             "--target".into(),
@@ -102,7 +116,11 @@ impl LoadOpts {
             self.duration.as_millis().to_string(),
             "--warmup-ms".into(),
             self.warmup.as_millis().to_string(),
-        ]
+        ];
+        if let Some(ca) = &self.tls_ca {
+            v.extend(["--tls-ca".into(), ca.display().to_string()]);
+        }
+        v
     }
 
     pub fn from_args(args: &[String]) -> io::Result<LoadOpts> {
@@ -115,6 +133,7 @@ impl LoadOpts {
             line_len: 32,
             duration: Duration::from_secs(1),
             warmup: Duration::from_millis(100),
+            tls_ca: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -135,6 +154,7 @@ impl LoadOpts {
                 "--line-len" => o.line_len = num(v()?)?.max(2) as usize,
                 "--duration-ms" => o.duration = Duration::from_millis(num(v()?)?),
                 "--warmup-ms" => o.warmup = Duration::from_millis(num(v()?)?),
+                "--tls-ca" => o.tls_ca = Some(PathBuf::from(v()?)),
                 other => return Err(bad(&format!("unknown load option {other}"))),
             }
         }
@@ -147,9 +167,32 @@ pub fn main(args: &[String]) -> io::Result<()> {
     let opts = LoadOpts::from_args(args)?;
     procfs::raise_nofile();
     match opts.mode {
+        Mode::Idle | Mode::Served | Mode::Storm if opts.tls_ca.is_some() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TLS is for stream and accept modes only",
+        )),
         Mode::Idle => idle(&opts),
         _ => Gen::new(&opts)?.run(),
     }
+}
+
+/// The client config of TLS mode: ring (as the servers), TLS 1.3 only, the
+/// run's certificate as the only root, and no session resumption, so every
+/// connection pays a full handshake.
+fn client_config(ca: &std::path::Path) -> io::Result<Arc<ClientConfig>> {
+    let bad = |e: &dyn std::fmt::Display| io::Error::other(format!("{}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
 }
 
 /// Source addresses 127.0.1.1 to 127.0.1.250, used in turn: with a port bound
@@ -217,6 +260,8 @@ struct Conn {
     t0: Instant,
     /// Storm: whether the server said anything before closing.
     got_bytes: bool,
+    /// The TLS session, in TLS mode. `sent` and `recv` count plaintext.
+    tls: Option<Box<ClientConnection>>,
 }
 
 #[derive(Default)]
@@ -242,6 +287,7 @@ struct Gen {
     src: Src,
     measuring: bool,
     last_progress: Instant,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -266,10 +312,21 @@ impl Gen {
             src: Src::new(),
             measuring: false,
             last_progress: Instant::now(),
+            tls: opts.tls_ca.as_deref().map(client_config).transpose()?,
         })
     }
 
     fn add(&mut self, role: Role, blocking_connect: bool) -> io::Result<()> {
+        let tls = match &self.tls {
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(crate::certs::SERVER_NAME)
+                    .map_err(io::Error::other)?;
+                let session =
+                    ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+                Some(Box::new(session))
+            }
+            None => None,
+        };
         let std = connect_from(&mut self.src, self.opts.target, blocking_connect)?;
         let mut sock = TcpStream::from_std(std);
         let entry = self.conns.vacant_entry();
@@ -287,6 +344,7 @@ impl Gen {
             recv: 0,
             t0: Instant::now(),
             got_bytes: false,
+            tls,
         });
         if blocking_connect {
             self.pump(key)?;
@@ -542,12 +600,25 @@ impl Gen {
             if off == 0 && c.role == Role::Stream {
                 c.t0 = Instant::now(); // a new line starts: its round trip begins
             }
-            match c.sock.write(&self.pattern[off..off + n]) {
+            let chunk = &self.pattern[off..off + n];
+            let written = match c.tls.as_mut() {
+                // rustls encrypts into its own buffer, up to its limit; a
+                // short count means that buffer is full until it is flushed.
+                Some(tls) => match tls.writer().write(chunk)? {
+                    0 => break,
+                    w => Ok(w),
+                },
+                None => c.sock.write(chunk),
+            };
+            match written {
                 Ok(w) => c.sent += w as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(tls) = c.tls.as_mut() {
+            flush_tls(tls, &mut c.sock)?;
         }
         Ok(())
     }
@@ -555,52 +626,16 @@ impl Gen {
     /// Reads replies; `Ok(false)` when the connection finished and was
     /// replaced (accept), `Ok(true)` to go on.
     fn read(&mut self, key: usize, closed: bool) -> io::Result<bool> {
-        let l = self.opts.line_len as u64;
-        let c = &mut self.conns[key];
+        if self.conns[key].tls.is_some() {
+            return self.read_tls(key);
+        }
         loop {
+            let c = &mut self.conns[key];
             match c.sock.read(&mut self.buf) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "server closed the connection",
-                    ))
-                }
+                Ok(0) => return Err(server_closed()),
                 Ok(n) => {
-                    // Every reply line ends in '\n' at the same offsets as the
-                    // requests did.
-                    let mut p = c.recv + (l - 1 - c.recv % l);
-                    while p < c.recv + n as u64 {
-                        if self.buf[(p - c.recv) as usize] != b'\n' {
-                            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad reply"));
-                        }
-                        p += l;
-                    }
-                    let before = c.recv / l;
-                    c.recv += n as u64;
-                    if c.recv > c.sent {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "more reply than request",
-                        ));
-                    }
-                    let done = c.recv / l - before;
-                    if done > 0 {
-                        self.last_progress = Instant::now();
-                        if self.measuring {
-                            self.counts.lines += done;
-                            if self.opts.depth == 1 || c.role == Role::Accept {
-                                let ns = c.t0.elapsed().as_nanos() as u64;
-                                self.hist.saturating_record(ns);
-                            }
-                        }
-                        if c.role == Role::Accept {
-                            if self.measuring {
-                                self.counts.conns_done += 1;
-                            }
-                            self.conns.remove(key); // close: the client closes first
-                            self.replace(Role::Accept);
-                            return Ok(false);
-                        }
+                    if !self.replies(key, n)? {
+                        return Ok(false);
                     }
                     if n < self.buf.len() && !closed {
                         return Ok(true); // short read: drained
@@ -611,6 +646,91 @@ impl Gen {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// TLS: `read_tls` until `WouldBlock`, each time decrypting and draining
+    /// the plaintext, so rustls's received-plaintext limit is never reached.
+    fn read_tls(&mut self, key: usize) -> io::Result<bool> {
+        loop {
+            let c = &mut self.conns[key];
+            let tls = c.tls.as_mut().expect("a TLS connection");
+            match tls.read_tls(&mut c.sock) {
+                Ok(0) => return Err(server_closed()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                let _ = tls.write_tls(&mut c.sock); // the alert, best effort
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            loop {
+                let c = &mut self.conns[key];
+                let tls = c.tls.as_mut().expect("a TLS connection");
+                match tls.reader().read(&mut self.buf) {
+                    Ok(0) => return Err(server_closed()), // close_notify
+                    Ok(n) => {
+                        if !self.replies(key, n)? {
+                            return Ok(false);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// Takes `n` reply bytes from the shared buffer; `Ok(false)` when the
+    /// connection finished and was replaced (accept).
+    fn replies(&mut self, key: usize, n: usize) -> io::Result<bool> {
+        let l = self.opts.line_len as u64;
+        let c = &mut self.conns[key];
+        // Every reply line ends in '\n' at the same offsets as the
+        // requests did.
+        let mut p = c.recv + (l - 1 - c.recv % l);
+        while p < c.recv + n as u64 {
+            if self.buf[(p - c.recv) as usize] != b'\n' {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad reply"));
+            }
+            p += l;
+        }
+        let before = c.recv / l;
+        c.recv += n as u64;
+        if c.recv > c.sent {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "more reply than request",
+            ));
+        }
+        let done = c.recv / l - before;
+        if done > 0 {
+            self.last_progress = Instant::now();
+            if self.measuring {
+                self.counts.lines += done;
+                if self.opts.depth == 1 || c.role == Role::Accept {
+                    let ns = c.t0.elapsed().as_nanos() as u64;
+                    self.hist.saturating_record(ns);
+                }
+            }
+            if c.role == Role::Accept {
+                if self.measuring {
+                    self.counts.conns_done += 1;
+                }
+                // Close: the client closes first (after a
+                // close_notify under TLS, best effort).
+                let mut c = self.conns.remove(key);
+                if let Some(tls) = c.tls.as_mut() {
+                    tls.send_close_notify();
+                    let _ = tls.write_tls(&mut c.sock);
+                }
+                drop(c);
+                self.replace(Role::Accept);
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// A storm client reads whatever the server says until it closes.
@@ -638,6 +758,24 @@ impl Gen {
             }
         }
     }
+}
+
+fn server_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection")
+}
+
+/// Moves what rustls has to send to the socket, until it is empty or the
+/// socket says `WouldBlock` (the writable edge brings us back).
+fn flush_tls(tls: &mut ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A quantile of a nanosecond histogram, in µs.

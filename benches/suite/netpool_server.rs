@@ -1,7 +1,9 @@
 //! netpool, serving the suite's protocols through its public API only: the
 //! same handlers a user would write (examples/echo.rs, examples/ping.rs).
 //! `per_core` runs one event loop per core (`Builder::workers_per_core`), the
-//! counterpart of tokio's multi-thread runtime.
+//! counterpart of tokio's multi-thread runtime. With `--tls-cert/--tls-key`
+//! it serves TLS (`netpool-tls`) through `Builder::tls` and a config from
+//! `tls_config_from_pem` (ring), the same handler unchanged.
 
 use std::io;
 
@@ -37,6 +39,9 @@ pub fn serve(opts: &ServeOpts, per_core: bool) -> io::Result<()> {
     if per_core {
         builder = builder.workers_per_core();
     }
+    if let Some((cert, key)) = &opts.tls {
+        builder = with_tls(builder, cert, key)?;
+    }
     let server = builder.bind(opts.addr).map_err(io::Error::other)?;
     proto::announce(server.local_addr());
     let proto = opts.proto;
@@ -46,4 +51,23 @@ pub fn serve(opts: &ServeOpts, per_core: bool) -> io::Result<()> {
         server.run(handler(proto))
     };
     result.map(|_| ()).map_err(io::Error::other)
+}
+
+#[cfg(feature = "tls")]
+fn with_tls(
+    builder: netpool::Builder,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> io::Result<netpool::Builder> {
+    let config = netpool::tls_config_from_pem(cert, key).map_err(io::Error::other)?;
+    Ok(builder.tls(std::sync::Arc::new(config)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _: netpool::Builder,
+    _: &std::path::Path,
+    _: &std::path::Path,
+) -> io::Result<netpool::Builder> {
+    Err(io::Error::other("built without netpool's `tls` feature"))
 }

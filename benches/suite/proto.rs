@@ -7,6 +7,7 @@
 //! `examples/ping.rs` holds the same rule for netpool; keep the two in step.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Reply to a PING line.
 pub const PONG: &[u8] = b"+PONG\r\n";
@@ -104,6 +105,9 @@ pub struct ServeOpts {
     pub overflow: OverflowMode,
     pub max_line: usize,
     pub proto: Proto,
+    /// TLS servers: the PEM certificate chain and private key (`--tls-cert`,
+    /// `--tls-key`), generated once per run by the parent.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Listen backlog of every server in the suite: netpool's default. The
@@ -116,9 +120,19 @@ pub const BACKLOG: i32 = 1024;
 /// A non-blocking listener bound to `addr` with [`BACKLOG`] and `SO_REUSEADDR`
 /// (as mio's and tokio's `bind` set it).
 pub fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    listener_with(addr, false)
+}
+
+/// A listener as [`listener`], with `SO_REUSEPORT` as well when `reuse_port`:
+/// several of them bound to the same port each get their own accept queue,
+/// and the kernel spreads incoming connections over them by hash.
+pub fn listener_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;

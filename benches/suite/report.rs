@@ -32,8 +32,16 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The columns shown for a scenario: (metric key, header).
-fn columns(kind: &Kind) -> Vec<(&'static str, &'static str)> {
-    match kind {
+fn columns(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
+    match &sc.kind {
+        Kind::Accept { .. } if sc.tls => vec![
+            ("ops_s", "handshakes/s"),
+            ("p50_us", "connect→reply p50 µs"),
+            ("p99_us", "connect→reply p99 µs"),
+            ("srv_cpu_us", "server CPU µs/handshake"),
+            ("srv_user_us", "of which user"),
+            ("gen_cpu_us", "loadgen CPU µs/handshake"),
+        ],
         Kind::Stream { depth: 1, .. } => vec![
             ("ops_s", "req/s"),
             ("p50_us", "p50 µs"),
@@ -284,7 +292,7 @@ pub fn markdown(
     );
     for sc in scenarios {
         let _ = writeln!(md, "### {} — {}\n", sc.id, sc.title);
-        let cols = columns(&sc.kind);
+        let cols = columns(sc);
         let _ = write!(md, "| server |");
         for (_, h) in &cols {
             let _ = write!(md, " {h} |");
@@ -330,9 +338,14 @@ pub fn markdown(
                 }
             }
         }
-        if sc.servers.contains(&ServerKind::NetpoolMt) && sc.servers.contains(&ServerKind::TokioMt)
-        {
-            pairs.push((ServerKind::NetpoolMt, ServerKind::TokioMt));
+        for (a, b) in [
+            (ServerKind::NetpoolMt, ServerKind::TokioMt),
+            (ServerKind::NetpoolMt, ServerKind::TokioNct),
+            (ServerKind::NetpoolTls, ServerKind::TokioTls),
+        ] {
+            if sc.servers.contains(&a) && sc.servers.contains(&b) {
+                pairs.push((a, b));
+            }
         }
         if !pairs.is_empty() {
             let keys = ratio_keys(&sc.kind);
@@ -355,6 +368,7 @@ pub fn markdown(
         }
         md.push('\n');
     }
+    scaling(&mut md, scenarios, records);
     let _ = writeln!(md, "### Targets of issue 5\n");
     let _ = writeln!(
         md,
@@ -398,13 +412,17 @@ pub fn markdown(
     md
 }
 
-const COLORS: [RGBColor; 6] = [
+/// One colour per server, in `ServerKind::ALL` order.
+const COLORS: [RGBColor; 9] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x17, 0xbe, 0xcf),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xbc, 0xbd, 0x22),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
 ];
 
 /// A grouped bar chart of one metric, each server relative to tokio-ct (1.0).
@@ -495,4 +513,54 @@ pub fn chart(
     }
     root.present()?;
     Ok(())
+}
+
+/// The scaling table (issue 4): n loops (or runtimes) against one, for
+/// netpool and for tokio, in every scenario that ran both sides.
+fn scaling(md: &mut String, scenarios: &[Scenario], records: &[Record]) {
+    use ServerKind::*;
+    let pairs = [
+        (NetpoolMt, Netpool),
+        (TokioMt, TokioCt),
+        (TokioNct, TokioCt),
+    ];
+    let rows: Vec<(&Scenario, ServerKind, ServerKind)> = scenarios
+        .iter()
+        .filter(|sc| matches!(sc.kind, Kind::Stream { .. } | Kind::Accept { .. }))
+        .flat_map(|sc| pairs.iter().map(move |&(n, one)| (sc, n, one)))
+        .filter(|(sc, n, one)| sc.servers.contains(n) && sc.servers.contains(one))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = writeln!(md, "### Scaling: {cores} loops against 1\n");
+    let _ = writeln!(
+        md,
+        "Each row divides the n-loop server's figure by its one-loop \
+         counterpart's in the same round (n = {cores}, the cores of this \
+         machine). On a 2-core machine shared with the load generator, scaling \
+         cannot show: the load generator needs most of one core, so n loops \
+         have about one core between them, and a throughput ratio near 1 (and \
+         a CPU-per-operation ratio above 1, the price of cross-thread \
+         hand-off and wake-ups) is the expected result here, not a verdict on \
+         either design. Run the suite on a machine with spare cores for a \
+         real scaling curve.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | n loops ÷ 1 loop | throughput | CPU/op |\n|---|---|---:|---:|"
+    );
+    for (sc, n, one) in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} ÷ {} | {} | {} |",
+            sc.id,
+            n.name(),
+            one.name(),
+            fmt_ratio(ratio(records, sc.id, n, one, "ops_s")),
+            fmt_ratio(ratio(records, sc.id, n, one, "srv_cpu_us")),
+        );
+    }
+    md.push('\n');
 }
