@@ -331,6 +331,15 @@ impl<S> Connection<S> {
 mod tests {
     use super::*;
 
+    /// An idle connection's whole cost in user memory is its slab entry:
+    /// this guards the headline figure (RSS per idle connection) against a
+    /// field added without thought.
+    #[test]
+    fn a_plaintext_connection_stays_small() {
+        let size = std::mem::size_of::<Connection<()>>();
+        assert!(size <= 160, "Connection<()> grew to {size} bytes");
+    }
+
     mod outbox {
         use super::*;
 
