@@ -209,14 +209,9 @@ impl Budget {
     pub(crate) fn park(&self, index: usize) -> Admission {
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         self.parked[word].fetch_or(bit, Ordering::SeqCst);
-        if self.reserve() {
-            Admission::Serve
-        } else if self.overflow() == Overflow::Pause {
-            Admission::Pause
-        } else {
-            // The strategy changed meanwhile: accept and let it decide.
-            Admission::Overflow
-        }
+        // The second look. `Overflow` here means the strategy changed
+        // meanwhile: accept and let it decide.
+        self.try_acquire()
     }
 
     /// Gives a slot back. Returns the index of a parked loop, now unparked,

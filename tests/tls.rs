@@ -914,31 +914,34 @@ fn output_limit_counts_tls_bytes() {
 
 // ----- Closing ---------------------------------------------------------------
 
+/// Echoes lines, closes on `quit`, and reports every disconnect reason.
+struct EchoReporting(mpsc::Sender<CloseReason>);
+
+impl netpool::Handler for EchoReporting {
+    type State = ();
+    fn on_line(&mut self, line: &[u8], conn: &mut Conn) {
+        conn.send(line);
+        conn.send(b"\n");
+        if line == b"quit" {
+            conn.close();
+        }
+    }
+    fn on_disconnect(&mut self, closed: netpool::Disconnect<()>) {
+        let _ = self.0.send(closed.reason);
+    }
+}
+
 /// `Conn::close` flushes the reply, then sends close_notify; the peer sees a
 /// clean TLS close, and the handler hears `Closed`.
 #[test]
 fn close_sends_close_notify() {
-    struct Quit(mpsc::Sender<CloseReason>);
-    impl netpool::Handler for Quit {
-        type State = ();
-        fn on_line(&mut self, line: &[u8], conn: &mut Conn) {
-            conn.send(line);
-            conn.send(b"\n");
-            if line == b"quit" {
-                conn.close();
-            }
-        }
-        fn on_disconnect(&mut self, closed: netpool::Disconnect<()>) {
-            let _ = self.0.send(closed.reason);
-        }
-    }
     let cert = TestCert::new();
     let (tx, rx) = mpsc::channel();
     let server = Server::builder()
         .tls_pem(&cert.cert, &cert.key)
         .bind("127.0.0.1:0".parse().unwrap())
         .unwrap()
-        .spawn(Quit(tx))
+        .spawn(EchoReporting(tx))
         .unwrap();
     let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
     assert!(client.handshake());
@@ -954,24 +957,13 @@ fn close_sends_close_notify() {
 /// `PeerClosed`.
 #[test]
 fn a_clients_close_notify_is_answered() {
-    struct Report(mpsc::Sender<CloseReason>);
-    impl netpool::Handler for Report {
-        type State = ();
-        fn on_line(&mut self, line: &[u8], conn: &mut Conn) {
-            conn.send(line);
-            conn.send(b"\n");
-        }
-        fn on_disconnect(&mut self, closed: netpool::Disconnect<()>) {
-            let _ = self.0.send(closed.reason);
-        }
-    }
     let cert = TestCert::new();
     let (tx, rx) = mpsc::channel();
     let server = Server::builder()
         .tls_pem(&cert.cert, &cert.key)
         .bind("127.0.0.1:0".parse().unwrap())
         .unwrap()
-        .spawn(Report(tx))
+        .spawn(EchoReporting(tx))
         .unwrap();
     let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
     assert!(client.handshake());
