@@ -52,7 +52,7 @@ use slab::Slab;
 
 use crate::budget::{Admission, Overflow};
 use crate::config::Config;
-use crate::conn::{Connection, Phase, Timeout, Timeouts};
+use crate::conn::{Connection, Phase, Timeout, Timeouts, NO_TIMER};
 use crate::distribute::{Distributor, Reservation};
 use crate::error::Error;
 use crate::framing::{split_lines, Flow, FrameError};
@@ -852,8 +852,8 @@ impl<H: Handler> EventLoop<H> {
         // Keep one wake-up in the timer heap at or before the connection's
         // next deadline; a later deadline is found when that one comes up.
         if let Some((at, _)) = conn.deadline(&self.timeouts) {
-            if conn.timer_at.map_or(true, |t| at < t) {
-                conn.timer_at = Some(at);
+            if at < conn.timer_at {
+                conn.timer_at = at;
                 self.timers.schedule(at, key, conn.id);
             }
         }
@@ -1023,10 +1023,10 @@ impl<H: Handler> EventLoop<H> {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.id != id || conn.timer_at != Some(at) {
+            if conn.id != id || conn.timer_at != at {
                 continue;
             }
-            conn.timer_at = None;
+            conn.timer_at = NO_TIMER;
             match conn.deadline(&self.timeouts) {
                 Some((deadline, timeout)) if deadline <= now => self.fire(key, timeout),
                 // Activity moved the deadline: `settle` re-queues it.
