@@ -1166,6 +1166,12 @@ impl<'a> Cx<'a> {
             transport: Transport::Plain,
         }
     }
+
+    /// The same context for a connection that speaks `transport`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_transport(self, transport: Transport<'a>) -> Self {
+        Cx { transport, ..self }
+    }
 }
 
 /// Runs `f` with a [`Conn`] context for `conn`, catching a handler panic.

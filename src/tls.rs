@@ -433,11 +433,8 @@ impl<H: Handler> Serving<'_, H> {
             session.tls.negotiated_cipher_suite().map(|s| s.suite()),
             session.tls.alpn_protocol().map(String::from_utf8_lossy),
         );
-        let cx = Cx::of(self.config, self.shared, self.server, self.now);
-        let cx = Cx {
-            transport: Transport::Tls(&session.tls),
-            ..cx
-        };
+        let cx = Cx::of(self.config, self.shared, self.server, self.now)
+            .with_transport(Transport::Tls(&session.tls));
         greet(conn, &mut *self.handler, self.write_buf, &cx, key);
         flush_tls(
             conn,
@@ -466,11 +463,8 @@ impl<H: Handler> Serving<'_, H> {
                     end_of_stream(conn);
                 }
                 Ok(n) => {
-                    let cx = Cx::of(self.config, self.shared, self.server, self.now);
-                    let cx = Cx {
-                        transport: Transport::Tls(&session.tls),
-                        ..cx
-                    };
+                    let cx = Cx::of(self.config, self.shared, self.server, self.now)
+                        .with_transport(Transport::Tls(&session.tls));
                     handle_lines(
                         conn,
                         &mut *self.handler,

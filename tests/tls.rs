@@ -66,12 +66,21 @@ fn echo(line: &[u8], conn: &mut Conn) {
 }
 
 fn start_tls(builder: Builder, cert: &TestCert) -> ServerThread {
+    start_tls_with(builder, cert, echo)
+}
+
+/// Starts `handler` as a TLS server with `cert` on 127.0.0.1:0.
+fn start_tls_with<H: netpool::Handler + Send>(
+    builder: Builder,
+    cert: &TestCert,
+    handler: H,
+) -> ServerThread {
     let _ = env_logger::builder().is_test(true).try_init();
     builder
         .tls_pem(&cert.cert, &cert.key)
         .bind("127.0.0.1:0".parse().unwrap())
         .expect("bind a TLS server")
-        .spawn(echo)
+        .spawn(handler)
         .expect("spawn")
 }
 
@@ -937,12 +946,7 @@ impl netpool::Handler for EchoReporting {
 fn close_sends_close_notify() {
     let cert = TestCert::new();
     let (tx, rx) = mpsc::channel();
-    let server = Server::builder()
-        .tls_pem(&cert.cert, &cert.key)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .unwrap()
-        .spawn(EchoReporting(tx))
-        .unwrap();
+    let server = start_tls_with(Server::builder(), &cert, EchoReporting(tx));
     let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
     assert!(client.handshake());
     assert!(client.pump(b"a\nquit\nnever\n", |c| c.close_notify));
@@ -959,12 +963,7 @@ fn close_sends_close_notify() {
 fn a_clients_close_notify_is_answered() {
     let cert = TestCert::new();
     let (tx, rx) = mpsc::channel();
-    let server = Server::builder()
-        .tls_pem(&cert.cert, &cert.key)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .unwrap()
-        .spawn(EchoReporting(tx))
-        .unwrap();
+    let server = start_tls_with(Server::builder(), &cert, EchoReporting(tx));
     let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
     assert!(client.handshake());
     client.tls.writer().write_all(b"last\nwords\n").unwrap();
