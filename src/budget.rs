@@ -33,9 +33,19 @@
 //! finds nothing to accept gives its reservation back, which wakes the next
 //! parked loop. No loop can stay paused while a slot is free (see
 //! [`Budget::park`] for the race this closes).
+//!
+//! # Slots are values
+//!
+//! A reserved slot is a [`Slot`]: a move-only token that only this module
+//! can make, held by whoever the slot serves (an accept in progress, a
+//! connection on its way to another loop, a served connection). Dropping it
+//! is the one way to give the slot back, and it also wakes a parked loop. So a
+//! slot cannot be given back twice (it is moved into the drop), nor leaked on
+//! an early return or an error path (every path drops it).
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What to do with a new connection when every acceptor slot is busy.
 ///
@@ -79,24 +89,49 @@ impl Overflow {
     }
 }
 
-/// The verdict on a connection, before or after it is accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The budget's verdict on a connection, before or after it is accepted.
+#[derive(Debug)]
 pub(crate) enum Admission {
-    /// A slot was reserved: serve. The reservation must be given back with
-    /// [`Budget::release`], also if the accept then fails.
-    Serve,
+    /// A slot was reserved: serve. Dropping the [`Slot`] gives it back,
+    /// also if the accept then finds nobody.
+    Serve(Slot),
     /// No slot, and the strategy waits: leave the connection in the backlog.
     Pause,
-    /// No slot: accept, then ask [`Budget::admit_overflow`] (grow or refuse).
-    /// Growing is decided only once a connection is really there, so a drained
-    /// accept queue never grows the budget.
+    /// No slot: accept, then ask [`Budget::admit_overflow`] (grow or refuse)
+    /// once every other check has said yes. Growing is decided only once a
+    /// connection is really there and welcome, so a drained accept queue or
+    /// a refused client never grows the budget.
     Overflow,
-    /// No slot: refuse the accepted connection.
-    Refuse,
 }
 
+/// One slot of the budget, reserved for one connection.
+///
+/// Move-only, and made only by [`Budget`]: dropping it gives the slot back
+/// and wakes a loop parked on the budget, if any (see `# Paused loops`).
+/// Eight bytes: a connection holds `Option<Slot>`, `None` once it gave its
+/// slot back early (lingering, or [`Conn::release_slot`](crate::Conn::release_slot)).
+pub(crate) struct Slot {
+    budget: Arc<Budget>,
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let parked = self.budget.release();
+        self.budget.wake_parked(parked);
+    }
+}
+
+/// How the budget wakes loop `i` after unparking it: pushes a command on
+/// that loop's queue; false if the loop has exited. Set once by the server.
+pub(crate) type WakeLoop = Box<dyn Fn(usize) -> bool + Send + Sync>;
+
 /// The slot counter shared by every loop of a server.
-#[derive(Debug)]
 pub(crate) struct Budget {
     /// Slots in service. Grows under [`Overflow::Grow`].
     limit: AtomicUsize,
@@ -109,6 +144,17 @@ pub(crate) struct Budget {
     /// Loops paused for want of a slot, one bit per loop index (see
     /// `# Paused loops`).
     parked: Box<[AtomicU64]>,
+    /// Wakes an unparked loop; set once the loops exist.
+    wake: OnceLock<WakeLoop>,
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget")
+            .field("limit", &self.limit())
+            .field("active", &self.active())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Budget {
@@ -122,14 +168,34 @@ impl Budget {
             parked: (0..loops.div_ceil(64).max(1))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            wake: OnceLock::new(),
+        }
+    }
+
+    /// Sets how an unparked loop is woken (once, when the loops exist).
+    pub(crate) fn set_waker(&self, wake: WakeLoop) {
+        let _ = self.wake.set(wake);
+    }
+
+    /// Wakes loop `next`, unparked from the budget; if it has exited, the
+    /// next parked one instead, so the freed slot is never left unused.
+    pub(crate) fn wake_parked(&self, mut next: Option<usize>) {
+        let Some(wake) = self.wake.get() else {
+            return;
+        };
+        while let Some(index) = next {
+            if wake(index) {
+                return;
+            }
+            next = self.unpark_one();
         }
     }
 
     /// Before `accept`: reserves a slot if one is free, else says what the
     /// strategy wants ([`Admission::Pause`] or [`Admission::Overflow`]).
-    pub(crate) fn try_acquire(&self) -> Admission {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Admission {
         if self.reserve() {
-            Admission::Serve
+            Admission::Serve(self.slot())
         } else if self.overflow() == Overflow::Pause {
             Admission::Pause
         } else {
@@ -137,21 +203,28 @@ impl Budget {
         }
     }
 
-    /// After `accept`, for a connection that met a full budget: grows the
-    /// budget if the strategy allows and reserves a slot ([`Admission::Serve`]),
-    /// or says [`Admission::Refuse`].
-    pub(crate) fn admit_overflow(&self) -> Admission {
+    /// The token for a slot just reserved.
+    fn slot(self: &Arc<Self>) -> Slot {
+        Slot {
+            budget: self.clone(),
+        }
+    }
+
+    /// After `accept`, for a connection that met a full budget and passed
+    /// every other check: grows the budget if the strategy allows and
+    /// reserves a slot, or `None`: refuse.
+    pub(crate) fn admit_overflow(self: &Arc<Self>) -> Option<Slot> {
         loop {
             if self.reserve() {
-                return Admission::Serve; // a slot freed meanwhile
+                return Some(self.slot()); // a slot freed meanwhile
             }
             let Overflow::Grow { step, max } = self.overflow() else {
-                return Admission::Refuse;
+                return None;
             };
             let limit = self.limit.load(Ordering::Acquire);
             let grown = limit.saturating_add(step.max(1)).min(max);
             if grown <= limit {
-                return Admission::Refuse; // at the ceiling
+                return None; // at the ceiling
             }
             // Only one racer grows the budget; the others re-read it.
             if self
@@ -206,7 +279,7 @@ impl Budget {
     /// Returns [`Admission::Serve`] (a slot is reserved; the loop may stay
     /// parked, which at worst costs it one spurious wake-up) or
     /// [`Admission::Pause`].
-    pub(crate) fn park(&self, index: usize) -> Admission {
+    pub(crate) fn park(self: &Arc<Self>, index: usize) -> Admission {
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         self.parked[word].fetch_or(bit, Ordering::SeqCst);
         // The second look. `Overflow` here means the strategy changed
@@ -214,10 +287,11 @@ impl Budget {
         self.try_acquire()
     }
 
-    /// Gives a slot back. Returns the index of a parked loop, now unparked,
-    /// that must be woken to use the slot, if any loop was parked.
+    /// Gives a slot back (only [`Slot`]'s drop calls this). Returns the
+    /// index of a parked loop, now unparked, that must be woken to use the
+    /// slot, if any loop was parked.
     #[must_use = "a parked loop must be woken, or it sleeps with a slot free"]
-    pub(crate) fn release(&self) -> Option<usize> {
+    fn release(&self) -> Option<usize> {
         let before = self.active.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "slot released twice");
         self.unpark_one()
@@ -284,108 +358,148 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
-    /// What the loop does for one connection that is really there.
-    fn admit(b: &Budget) -> Admission {
+    /// A budget whose wake-ups are recorded instead of sent to a loop.
+    fn budget(
+        limit: usize,
+        overflow: Overflow,
+        loops: usize,
+    ) -> (Arc<Budget>, Arc<Mutex<Vec<usize>>>) {
+        let b = Arc::new(Budget::new(limit, overflow, loops));
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let w = woken.clone();
+        b.set_waker(Box::new(move |i| {
+            w.lock().unwrap().push(i);
+            true
+        }));
+        (b, woken)
+    }
+
+    /// What the loop does for one connection that is really there and
+    /// passed every other check.
+    fn admit(b: &Arc<Budget>) -> Option<Slot> {
         match b.try_acquire() {
+            Admission::Serve(slot) => Some(slot),
             Admission::Overflow => b.admit_overflow(),
-            other => other,
+            Admission::Pause => None,
         }
     }
 
     #[test]
     fn refuse_serves_exactly_the_limit() {
-        let b = Budget::new(2, Overflow::Refuse, 1);
-        assert_eq!(admit(&b), Admission::Serve);
-        assert_eq!(admit(&b), Admission::Serve);
-        assert_eq!(admit(&b), Admission::Refuse);
-        let _ = b.release();
-        assert_eq!(admit(&b), Admission::Serve, "a freed slot serves again");
+        let (b, _) = budget(2, Overflow::Refuse, 1);
+        let first = admit(&b).expect("served");
+        let _second = admit(&b).expect("served");
+        assert!(admit(&b).is_none(), "refused");
+        drop(first);
+        assert!(admit(&b).is_some(), "a freed slot serves again");
+    }
+
+    #[test]
+    fn a_slot_is_given_back_exactly_once_by_dropping_it() {
+        let (b, _) = budget(3, Overflow::Refuse, 1);
+        let slots: Vec<Slot> = (0..3).map(|_| admit(&b).unwrap()).collect();
+        assert_eq!(b.active(), 3);
+        drop(slots);
+        assert_eq!(b.active(), 0, "each drop gave one back, no more");
     }
 
     #[test]
     fn pause_says_pause_when_full() {
-        let b = Budget::new(1, Overflow::Pause, 1);
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.try_acquire(), Admission::Pause);
-        assert_eq!(b.try_acquire(), Admission::Pause, "pausing takes nothing");
-        let _ = b.release();
-        assert_eq!(b.try_acquire(), Admission::Serve);
+        let (b, _) = budget(1, Overflow::Pause, 1);
+        let slot = admit(&b).unwrap();
+        assert!(matches!(b.try_acquire(), Admission::Pause));
+        assert!(
+            matches!(b.try_acquire(), Admission::Pause),
+            "pausing takes nothing"
+        );
+        assert_eq!(b.active(), 1);
+        drop(slot);
+        assert!(matches!(b.try_acquire(), Admission::Serve(_)));
     }
 
     #[test]
     fn a_full_budget_does_not_grow_before_a_connection_is_there() {
-        let b = Budget::new(1, Overflow::Grow { step: 5, max: 10 }, 1);
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.try_acquire(), Admission::Overflow);
+        let (b, _) = budget(1, Overflow::Grow { step: 5, max: 10 }, 1);
+        let _held = admit(&b).unwrap();
+        assert!(matches!(b.try_acquire(), Admission::Overflow));
         assert_eq!(b.limit(), 1, "asking is free");
-        assert_eq!(b.admit_overflow(), Admission::Serve);
+        assert!(b.admit_overflow().is_some());
         assert_eq!(b.limit(), 6);
     }
 
     #[test]
     fn grow_adds_exactly_step_up_to_max_then_refuses() {
-        let b = Budget::new(2, Overflow::Grow { step: 3, max: 6 }, 1);
-        for _ in 0..2 {
-            assert_eq!(admit(&b), Admission::Serve);
+        let (b, _) = budget(2, Overflow::Grow { step: 3, max: 6 }, 1);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(admit(&b).unwrap());
         }
-        assert_eq!(admit(&b), Admission::Serve);
         assert_eq!(b.limit(), 5, "grew by exactly one step");
-        assert_eq!(admit(&b), Admission::Serve);
-        assert_eq!(admit(&b), Admission::Serve);
-        assert_eq!(admit(&b), Admission::Serve);
+        for _ in 0..3 {
+            held.push(admit(&b).unwrap());
+        }
         assert_eq!(b.limit(), 6, "the last step is cut at max");
-        assert_eq!(admit(&b), Admission::Refuse);
+        assert!(admit(&b).is_none());
         assert_eq!(b.grown(), 2);
     }
 
     #[test]
     fn lowering_the_limit_keeps_served_connections() {
-        let b = Budget::new(3, Overflow::Refuse, 1);
-        for _ in 0..3 {
-            admit(&b);
-        }
+        let (b, _) = budget(3, Overflow::Refuse, 1);
+        let mut held: Vec<Slot> = (0..3).map(|_| admit(&b).unwrap()).collect();
         b.set_limit(1);
         assert_eq!(b.active(), 3);
-        assert_eq!(admit(&b), Admission::Refuse);
-        let _ = b.release();
-        let _ = b.release();
-        assert_eq!(admit(&b), Admission::Refuse, "still at the new limit");
-        let _ = b.release();
-        assert_eq!(admit(&b), Admission::Serve);
+        assert!(admit(&b).is_none());
+        held.pop();
+        held.pop();
+        assert!(admit(&b).is_none(), "still at the new limit");
+        held.pop();
+        assert!(admit(&b).is_some());
     }
 
     #[test]
     fn the_count_is_exact_under_contention() {
-        let b = Arc::new(Budget::new(100, Overflow::Grow { step: 7, max: 300 }, 4));
-        let served: usize = (0..4)
+        let (b, _) = budget(100, Overflow::Grow { step: 7, max: 300 }, 4);
+        let served: Vec<Vec<Slot>> = (0..4)
             .map(|_| {
                 let b = b.clone();
-                std::thread::spawn(move || {
-                    (0..1000).filter(|_| admit(&b) == Admission::Serve).count()
-                })
+                std::thread::spawn(move || (0..1000).filter_map(|_| admit(&b)).collect())
             })
             .map(|t| t.join().unwrap())
-            .sum();
-        assert_eq!(served, 300);
+            .collect();
+        assert_eq!(served.iter().map(Vec::len).sum::<usize>(), 300);
         assert_eq!(b.active(), 300);
         assert_eq!(b.limit(), 300);
+        drop(served);
+        assert_eq!(b.active(), 0);
     }
 
     #[test]
-    fn a_release_names_one_parked_loop_at_a_time() {
-        let b = Budget::new(1, Overflow::Pause, 70);
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.release(), None, "nobody parked: nobody to wake");
-        assert_eq!(b.try_acquire(), Admission::Serve);
+    fn a_freed_slot_wakes_one_parked_loop_at_a_time() {
+        let (b, woken) = budget(1, Overflow::Pause, 70);
+        let slot = admit(&b).unwrap();
+        drop(slot);
+        assert!(
+            woken.lock().unwrap().is_empty(),
+            "nobody parked: nobody to wake"
+        );
+        let slot = admit(&b).unwrap();
         for loop_index in [3, 65, 0] {
-            assert_eq!(b.try_acquire(), Admission::Pause);
-            assert_eq!(b.park(loop_index), Admission::Pause);
+            assert!(matches!(b.try_acquire(), Admission::Pause));
+            assert!(matches!(b.park(loop_index), Admission::Pause));
         }
-        assert_eq!(b.release(), Some(0), "one freed slot wakes one loop");
-        assert_eq!(b.park(0), Admission::Serve, "the woken loop takes the slot");
-        assert_eq!(b.release(), Some(0), "still parked: woken again, once");
+        drop(slot);
+        assert_eq!(*woken.lock().unwrap(), [0], "one freed slot wakes one loop");
+        let Admission::Serve(slot) = b.park(0) else {
+            panic!("the woken loop takes the slot");
+        };
+        drop(slot);
+        assert_eq!(
+            *woken.lock().unwrap(),
+            [0, 0],
+            "still parked: woken again, once"
+        );
         assert_eq!(b.unpark_one(), Some(3));
         assert_eq!(
             b.unpark_one(),
@@ -396,44 +510,73 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_that_has_exited_passes_the_wake_on() {
+        let b = Arc::new(Budget::new(1, Overflow::Pause, 3));
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let w = woken.clone();
+        // Loop 1 has exited: waking it fails.
+        b.set_waker(Box::new(move |i| {
+            w.lock().unwrap().push(i);
+            i != 1
+        }));
+        let slot = admit(&b).unwrap();
+        for i in [1, 2] {
+            assert!(matches!(b.park(i), Admission::Pause));
+        }
+        drop(slot);
+        assert_eq!(*woken.lock().unwrap(), [1, 2]);
+    }
+
+    #[test]
     fn parking_after_a_release_finds_the_free_slot() {
         // The race `park` closes: the slot frees after the loop saw the
         // budget full but before it parked. Nobody is woken, so parking
         // itself must notice.
-        let b = Budget::new(1, Overflow::Pause, 2);
-        assert_eq!(b.try_acquire(), Admission::Serve);
-        assert_eq!(b.try_acquire(), Admission::Pause);
-        assert_eq!(b.release(), None);
-        assert_eq!(b.park(1), Admission::Serve);
+        let (b, woken) = budget(1, Overflow::Pause, 2);
+        let slot = admit(&b).unwrap();
+        assert!(matches!(b.try_acquire(), Admission::Pause));
+        drop(slot);
+        assert!(woken.lock().unwrap().is_empty());
+        assert!(matches!(b.park(1), Admission::Serve(_)));
     }
 
     #[test]
     fn no_loop_sleeps_with_a_slot_free_under_contention() {
-        // Two loops pause and park while two others release; every release
-        // that names a loop "wakes" it (it tries again). In the end, either
-        // no slot is free or no loop is parked.
+        // Two loops pause and park while two slots are given back; every
+        // wake-up makes the woken loop look again. In the end, either no
+        // slot is free or no loop is parked.
         for _ in 0..200 {
             let b = Arc::new(Budget::new(2, Overflow::Pause, 4));
-            assert_eq!(b.try_acquire(), Admission::Serve);
-            assert_eq!(b.try_acquire(), Admission::Serve);
-            let threads: Vec<_> = (0..4)
-                .map(|i| {
-                    let b = b.clone();
-                    std::thread::spawn(move || {
-                        if i < 2 {
-                            // a loop that wants a slot
-                            if b.try_acquire() == Admission::Pause {
-                                let _ = b.park(i);
-                            }
-                        } else if let Some(woken) = b.release() {
-                            // the woken loop looks again
-                            let _ = b.park(woken);
-                        }
-                    })
-                })
-                .collect();
-            for t in threads {
-                t.join().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<usize>();
+            let tx = Mutex::new(tx);
+            b.set_waker(Box::new(move |i| tx.lock().unwrap().send(i).is_ok()));
+            let held: Vec<Slot> = (0..2).map(|_| admit(&b).unwrap()).collect();
+            let mut kept = Vec::new();
+            std::thread::scope(|s| {
+                let mut waiting = Vec::new();
+                for i in 0..2 {
+                    let b = &b;
+                    waiting.push(s.spawn(move || match b.try_acquire() {
+                        Admission::Pause => match b.park(i) {
+                            Admission::Serve(slot) => Some(slot),
+                            _ => None,
+                        },
+                        Admission::Serve(slot) => Some(slot),
+                        Admission::Overflow => None,
+                    }));
+                }
+                for slot in held {
+                    s.spawn(move || drop(slot));
+                }
+                for w in waiting {
+                    kept.extend(w.join().unwrap());
+                }
+            });
+            // The woken loops look again.
+            while let Ok(i) = rx.try_recv() {
+                if let Admission::Serve(slot) = b.park(i) {
+                    kept.push(slot);
+                }
             }
             let free = b.active() < b.limit();
             let parked = b.parked.iter().any(|w| w.load(Ordering::SeqCst) != 0);

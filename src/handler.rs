@@ -7,139 +7,15 @@
 //! reply comes back through a [`ConnHandle`] (see `examples/offload.rs`).
 
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::handle::{ConnHandle, LoopShared, ServerShared};
-
-/// A connection's identity, unique for the lifetime of a [`Server`](crate::Server).
-///
-/// Ids are never reused, even when a connection's slab slot is: that is what
-/// lets a stale [`ConnHandle`] notice that its connection is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub(crate) u64);
-
-impl ConnId {
-    /// The id as a number, for logs and maps.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// Why a connection ended, as told to [`Handler::on_disconnect`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The peer shut down its side (end of stream). The complete lines it had
-    /// sent were handled and the replies flushed before the close; a trailing
-    /// fragment without `\n` was dropped.
-    PeerClosed,
-    /// The peer reset the connection (`ECONNRESET` or `EPIPE`); unsent output
-    /// was dropped.
-    Reset,
-    /// A line grew past [`Builder::max_line_len`](crate::Builder::max_line_len).
-    /// Replies to earlier lines were flushed first.
-    LineTooLong,
-    /// Pending output passed [`Builder::output_limit`](crate::Builder::output_limit):
-    /// the peer was not reading. The output was dropped.
-    OutputOverflow,
-    /// [`Conn::close`] or [`ConnHandle::close`] was called. Output was flushed
-    /// first.
-    Closed,
-    /// The server was stopped. Output was flushed first, unless the stop's
-    /// grace period ran out.
-    Stopped,
-    /// No complete line arrived and no output made progress for
-    /// [`Builder::idle_timeout`](crate::Builder::idle_timeout). Closed
-    /// gracefully.
-    IdleTimeout,
-    /// Output waited longer than
-    /// [`Builder::write_stall_timeout`](crate::Builder::write_stall_timeout)
-    /// without any of it being written: the peer stopped reading. The output
-    /// was dropped.
-    WriteStalled,
-    /// The PROXY protocol header was missing, malformed, too long or too
-    /// late. The handler never hears of such a connection; the reason shows
-    /// in the logs and in [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers).
-    BadProxyHeader,
-    /// The client address (from the PROXY header) is not allowed by the
-    /// address filter. The handler never hears of such a connection; see
-    /// [`Stats::denied`](crate::Stats::denied).
-    Denied,
-    /// The handler panicked while serving this connection. The panic was
-    /// caught and logged; only this connection was closed.
-    HandlerPanicked,
-    /// Any other I/O error on the socket.
-    Io(io::ErrorKind),
-    /// TLS failed: the peer sent something that is not valid TLS, or a
-    /// record that does not decrypt. The alert rustls produced was flushed
-    /// before closing; the details are logged at debug level.
-    Tls,
-    /// The TLS handshake did not finish within
-    /// [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout).
-    /// The handler never saw such a connection, so this reason shows up only
-    /// in the log and in [`Stats::tls_handshake_timeouts`](crate::Stats::tls_handshake_timeouts).
-    HandshakeTimeout,
-}
-
-impl CloseReason {
-    /// True for reasons that flush pending output before closing.
-    pub(crate) fn is_graceful(self) -> bool {
-        matches!(
-            self,
-            CloseReason::PeerClosed
-                | CloseReason::LineTooLong
-                | CloseReason::Closed
-                | CloseReason::Stopped
-                | CloseReason::Tls
-                | CloseReason::IdleTimeout
-        )
-    }
-
-    /// True for reasons that still have something to tell a peer whose TLS
-    /// handshake is unfinished (an alert); the others close it at once.
-    pub(crate) fn flushes_during_handshake(self) -> bool {
-        self == CloseReason::Tls
-    }
-
-    /// Maps a socket error to a reason.
-    pub(crate) fn from_io(err: &io::Error) -> Self {
-        match err.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted => CloseReason::Reset,
-            kind => CloseReason::Io(kind),
-        }
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::PeerClosed => f.write_str("peer closed"),
-            CloseReason::Reset => f.write_str("connection reset by peer"),
-            CloseReason::LineTooLong => f.write_str("line too long"),
-            CloseReason::OutputOverflow => f.write_str("output overflow: peer not reading"),
-            CloseReason::Closed => f.write_str("closed"),
-            CloseReason::Stopped => f.write_str("server stopped"),
-            CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::WriteStalled => f.write_str("write stalled: peer not reading"),
-            CloseReason::HandlerPanicked => f.write_str("handler panicked"),
-            CloseReason::BadProxyHeader => f.write_str("bad PROXY protocol header"),
-            CloseReason::Denied => f.write_str("denied by the address filter"),
-            CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
-            CloseReason::Tls => f.write_str("TLS error"),
-            CloseReason::HandshakeTimeout => f.write_str("TLS handshake timed out"),
-        }
-    }
-}
+use crate::base::close::CloseReason;
+use crate::base::id::ConnId;
+use crate::conn_handle::ConnHandle;
+use crate::core::Held;
+use crate::shared::LoopShared;
+use crate::transport::SessionInfo;
 
 /// What [`Handler::on_disconnect`] is told about a connection that ended.
 #[derive(Debug)]
@@ -235,23 +111,12 @@ pub struct Conn<'a, S = ()> {
     pub(crate) room: usize,
     /// Set by `close()` or by an output overflow; the loop acts on it.
     pub(crate) verdict: &'a mut Option<CloseReason>,
-    pub(crate) holds_slot: &'a mut bool,
+    /// The slot and address place, for [`release_slot`](Conn::release_slot).
+    pub(crate) held: &'a mut Held,
     pub(crate) key: usize,
     pub(crate) shared: &'a Arc<LoopShared>,
-    pub(crate) server: &'a ServerShared,
-    pub(crate) transport: Transport<'a>,
-}
-
-/// What a connection runs over, as far as a handler can see.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Transport<'a> {
-    Plain,
-    #[cfg(feature = "tls")]
-    Tls(&'a rustls::ServerConnection),
-    /// Keeps the lifetime used when TLS is compiled out; never built.
-    #[cfg(not(feature = "tls"))]
-    #[allow(dead_code)]
-    Never(std::marker::PhantomData<&'a ()>),
+    /// The secure session, on a TLS connection.
+    pub(crate) session: Option<&'a dyn SessionInfo>,
 }
 
 impl<S> Conn<'_, S> {
@@ -314,16 +179,13 @@ impl<S> Conn<'_, S> {
     /// connection is served as before and closed like any other at stop.
     /// Calling it again does nothing.
     pub fn release_slot(&mut self) {
-        if std::mem::replace(self.holds_slot, false) {
-            // Admission counted the socket's peer: the proxy, if there is one.
-            self.server
-                .give_back_admission(self.proxy.unwrap_or(self.peer));
-        }
+        // Dropping the tokens gives them back, once: again does nothing.
+        self.held.release();
     }
 
     /// True while this connection counts against the accept budget.
     pub fn holds_slot(&self) -> bool {
-        *self.holds_slot
+        self.held.holds_slot()
     }
 
     /// Your per-connection state ([`Handler::State`]).
@@ -339,15 +201,12 @@ impl<S> Conn<'_, S> {
     /// True when the connection is a TLS session (its handshake is done by
     /// the time the handler sees it).
     pub fn is_tls(&self) -> bool {
-        !matches!(self.transport, Transport::Plain)
+        self.session.is_some()
     }
 
     #[cfg(feature = "tls")]
-    fn tls(&self) -> Option<&rustls::ServerConnection> {
-        match self.transport {
-            Transport::Tls(session) => Some(session),
-            Transport::Plain => None,
-        }
+    fn tls(&self) -> Option<&dyn SessionInfo> {
+        self.session
     }
 
     /// The ALPN protocol agreed in the TLS handshake (see
@@ -367,7 +226,7 @@ impl<S> Conn<'_, S> {
     /// The TLS version agreed (`TLSv1_3` or `TLSv1_2`); `None` on plaintext.
     #[cfg(feature = "tls")]
     pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.tls()?.protocol_version()
+        self.tls()?.tls_version()
     }
 
     /// The client's certificate chain, leaf first, when the server's

@@ -169,36 +169,62 @@
 //! the state machine, and the measurement behind each design choice. The
 //! README's "Not implemented" says what is not here.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+// The layers, bottom up (see `# Layout`). A module imports only from the
+// layers below it; this root re-exports.
+
+// Shared types.
+mod base;
+mod error;
+
+// Pure logic: no I/O, no loop.
+mod admission;
+mod alarm;
 mod budget;
 mod config;
-mod conn;
-mod distribute;
-mod error;
-mod event_loop;
+mod distribution;
 mod filter;
 mod framing;
-mod handle;
-mod handler;
 mod limits;
 mod proxy;
-mod server;
 mod timers;
 #[cfg(feature = "tls")]
-mod tls;
+mod tls_config;
+
+// The connection core, and the transports under it.
+mod core;
+mod transport;
+
+// What the loops share with handles; the handler's side of a connection.
+mod conn_handle;
+mod handler;
+mod shared;
+
+// The reactor.
+mod reactor;
+
+// The public API.
+mod builder;
+mod handles;
+mod server;
 
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use framing::fuzz_split_lines;
 
+pub use alarm::Alarm;
+pub use base::close::CloseReason;
+pub use base::id::ConnId;
 pub use budget::Overflow;
-pub use config::Builder;
-pub use distribute::Distribution;
+pub use builder::Builder;
+pub use conn_handle::ConnHandle;
+pub use distribution::Distribution;
 pub use error::Error;
-pub use handle::{Alarm, ConnHandle, LoopStats, ServerHandle, Stats, StopReport};
-pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
+pub use handler::{Conn, Disconnect, Handler};
+pub use handles::{LoopStats, ServerHandle, Stats};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
 /// `ipnet` crate.
 pub use ipnet::IpNet;
@@ -207,5 +233,6 @@ pub use ipnet::IpNet;
 #[cfg(feature = "tls")]
 pub use rustls;
 pub use server::{Server, ServerThread, FAILED_LOOP_GRACE};
+pub use shared::StopReport;
 #[cfg(feature = "tls")]
-pub use tls::{tls_config_from_pem, tls_provider};
+pub use tls_config::{tls_config_from_pem, tls_provider};

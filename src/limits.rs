@@ -4,10 +4,14 @@
 //! Both are off by default and cost nothing then. When on, they are shared by
 //! every loop of a server (one lock each, taken once per accepted connection,
 //! never per line), so that a limit means the same with one loop or many.
+//!
+//! A connection's place under the per-address cap is a value, [`IpPlace`]:
+//! dropping it is the one way to give the place back.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// At most `cap` connections at once from one IP address, so that one
@@ -26,20 +30,24 @@ impl PerIpCap {
         }
     }
 
-    /// Counts one more connection from `ip`, unless it is at the cap.
-    pub(crate) fn try_take(&self, ip: IpAddr) -> bool {
+    /// Counts one more connection from `ip`, unless it is at the cap; the
+    /// place is given back when the returned token is dropped.
+    pub(crate) fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<IpPlace> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= self.cap {
-            return false;
+            return None;
         }
         *n += 1;
-        true
+        Some(IpPlace {
+            cap: self.clone(),
+            ip,
+        })
     }
 
     /// Counts one connection from `ip` less; forgets addresses at zero, so
     /// the map holds only addresses with open connections.
-    pub(crate) fn give_back(&self, ip: IpAddr) {
+    fn give_back(&self, ip: IpAddr) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = counts.get_mut(&ip) {
             *n -= 1;
@@ -47,6 +55,68 @@ impl PerIpCap {
                 counts.remove(&ip);
             }
         }
+    }
+}
+
+/// One connection's place under the per-address cap. Move-only; dropping
+/// it gives the place back, so it cannot be given back twice or forgotten.
+#[derive(Debug)]
+pub(crate) struct IpPlace {
+    cap: Arc<PerIpCap>,
+    ip: IpAddr,
+}
+
+impl Drop for IpPlace {
+    fn drop(&mut self) {
+        self.cap.give_back(self.ip);
+    }
+}
+
+/// The TLS handshakes in progress on one loop, bounded by
+/// [`Builder::max_handshakes`](crate::Builder::max_handshakes): a flood of
+/// handshakes (or of clients that never send one) must not take the loop's
+/// CPU or every slot. The loop that serves the connections takes the places;
+/// any loop may read the count to decide whether to admit one more.
+#[derive(Debug)]
+pub(crate) struct Handshakes {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl Handshakes {
+    pub(crate) fn new(max: usize) -> Self {
+        Handshakes {
+            count: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Handshakes in progress now.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// True when one more handshake would pass the cap.
+    pub(crate) fn is_full(&self) -> bool {
+        self.count() >= self.max
+    }
+
+    /// A place for one handshake, given back when the token is dropped
+    /// (the handshake finished, failed, or its connection closed).
+    pub(crate) fn take(self: &Arc<Self>) -> HandshakePlace {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        HandshakePlace(self.clone())
+    }
+}
+
+/// One handshake's place under [`Handshakes`]' cap. Move-only; dropping it
+/// gives the place back.
+#[derive(Debug)]
+pub(crate) struct HandshakePlace(Arc<Handshakes>);
+
+impl Drop for HandshakePlace {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -90,10 +160,18 @@ impl AcceptRate {
         }
     }
 
-    /// Returns a token that was taken but not used.
-    pub(crate) fn give_back(&self) {
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        b.tokens = (b.tokens + 1.0).min(self.rate);
+    /// Whether a token is there now, without taking it; else how long
+    /// until one is. Asked before `accept` (under Pause, clients then wait
+    /// in the backlog); the token is taken only once every check said yes.
+    pub(crate) fn peek(&self, now: Instant) -> Result<(), Duration> {
+        let b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(b.filled_at).as_secs_f64();
+        let tokens = (b.tokens + elapsed * self.rate).min(self.rate);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
     }
 }
 
@@ -103,19 +181,40 @@ mod tests {
 
     #[test]
     fn the_per_ip_cap_counts_per_address() {
-        let cap = PerIpCap::new(2);
+        let cap = Arc::new(PerIpCap::new(2));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "::1".parse().unwrap();
-        assert!(cap.try_take(a));
-        assert!(cap.try_take(a));
-        assert!(!cap.try_take(a), "a is at the cap");
-        assert!(cap.try_take(b), "b is not");
-        cap.give_back(a);
-        assert!(cap.try_take(a));
-        cap.give_back(a);
-        cap.give_back(a);
-        cap.give_back(b);
+        let a1 = cap.try_take(a).unwrap();
+        let a2 = cap.try_take(a).unwrap();
+        assert!(cap.try_take(a).is_none(), "a is at the cap");
+        let b1 = cap.try_take(b).expect("b is not");
+        drop(a1);
+        let a3 = cap.try_take(a).expect("a place was given back");
+        drop((a2, a3, b1));
         assert!(cap.counts.lock().unwrap().is_empty(), "no leftovers");
+    }
+
+    #[test]
+    fn handshake_places_are_counted_while_held() {
+        let h = Arc::new(Handshakes::new(2));
+        let a = h.take();
+        assert!(!h.is_full());
+        let b = h.take();
+        assert!(h.is_full());
+        drop(a);
+        assert_eq!(h.count(), 1);
+        drop(b);
+        assert_eq!(h.count(), 0);
+    }
+
+    #[test]
+    fn peeking_takes_no_token() {
+        let r = AcceptRate::new(1);
+        let t0 = Instant::now();
+        assert_eq!(r.peek(t0), Ok(()));
+        assert_eq!(r.peek(t0), Ok(()), "still there");
+        assert_eq!(r.try_take(t0), Ok(()));
+        assert!(r.peek(t0).is_err());
     }
 
     #[test]

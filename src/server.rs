@@ -2,21 +2,26 @@
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admission::Gate;
+use crate::alarm::AlarmState;
 use crate::budget::Budget;
-use crate::config::{Builder, Config};
-use crate::distribute::Distribution;
+use crate::builder::Builder;
+use crate::config::Config;
+use crate::distribution::Distribution;
 use crate::error::Error;
-use crate::event_loop::{EventLoop, LISTENER, WAKER};
-use crate::handle::{AlarmState, Command, LoopShared, ServerHandle, ServerShared, StopReport};
 use crate::handler::Handler;
-use crate::limits::{AcceptRate, PerIpCap};
+use crate::handles::ServerHandle;
+use crate::reactor::{EventLoop, LISTENER, WAKER};
+use crate::shared::{Command, LoopShared, ServerShared, StopReport};
+use crate::transport::Plain;
 
 /// A bound, listening server, not yet running.
 ///
@@ -64,7 +69,10 @@ impl Server {
         // anything else is set up.
         #[cfg(feature = "tls")]
         let tls = match &config.tls {
-            Some(source) => Some(crate::tls::TlsShared::new(source, config.alpn.clone())?),
+            Some(source) => Some(Arc::new(crate::tls_config::TlsShared::new(
+                source,
+                config.alpn.clone(),
+            )?)),
             None => None,
         };
         let local_addr = listeners[0].local_addr()?;
@@ -90,19 +98,28 @@ impl Server {
                     .register(listener, LISTENER, Interest::READABLE)?;
             }
             let waker = Waker::new(poll.registry(), WAKER)?;
-            shared_loops.push(Arc::new(LoopShared::new(waker)));
+            shared_loops.push(Arc::new(LoopShared::new(waker, config.max_handshakes)));
             loops.push(Some((poll, listener)));
         }
+        let budget = Arc::new(Budget::new(config.acceptors, config.overflow, n));
+        // A freed slot wakes a parked loop through that loop's command
+        // queue. Weak: the loops' queues hold slots, which hold the budget.
+        let wakeable: Vec<Weak<LoopShared>> = shared_loops.iter().map(Arc::downgrade).collect();
+        budget.set_waker(Box::new(move |i| {
+            wakeable[i]
+                .upgrade()
+                .is_some_and(|l| l.push(Command::BudgetChanged).is_ok())
+        }));
+        let gate = Gate::new(
+            budget,
+            config.max_per_ip,
+            config.accept_rate,
+            config.filter.clone(),
+            config.proxy_protocol,
+        );
         let shared = Arc::new(ServerShared {
-            budget: Budget::new(config.acceptors, config.overflow, n),
-            per_ip: (config.max_per_ip > 0).then(|| PerIpCap::new(config.max_per_ip)),
-            accept_rate: (config.accept_rate > 0).then(|| AcceptRate::new(config.accept_rate)),
-            alarm: config.alarm.as_ref().map(|a| AlarmState {
-                threshold: a.threshold,
-                cooldown: a.cooldown,
-                callback: a.callback.clone(),
-                last: Mutex::new(None),
-            }),
+            gate,
+            alarm: config.alarm.clone().map(AlarmState::new),
             local_addr,
             loops: shared_loops,
             #[cfg(feature = "tls")]
@@ -276,15 +293,14 @@ impl Server {
         // asks the other loops to stop.
         let guard = LoopGuard::new(&self.shared, 0);
         let handler = handler_for(0);
-        let result = EventLoop::new(
+        let result = run_loop(
             poll,
             listener,
             handler,
             self.config.clone(),
             self.shared.clone(),
             0,
-        )
-        .run();
+        );
         guard.finish(result.is_ok());
         result
     }
@@ -307,7 +323,7 @@ impl Server {
                 let guard = LoopGuard::new(&shared, i);
                 pin_current_thread(&config, i);
                 let handler = handler_for(i);
-                let result = EventLoop::new(poll, listener, handler, config, shared, i).run();
+                let result = run_loop(poll, listener, handler, config, shared, i);
                 guard.finish(result.is_ok());
                 result
             });
@@ -338,6 +354,26 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Runs loop `i` with the server's transport: the plaintext loop and the
+/// TLS loop are two compilations of the same generic code.
+fn run_loop<H: Handler>(
+    poll: Poll,
+    listener: Option<TcpListener>,
+    handler: H,
+    config: Config,
+    shared: Arc<ServerShared>,
+    i: usize,
+) -> Result<StopReport, Error> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        use crate::transport::tls::{Tls, TlsLoop};
+        let transport = TlsLoop::new(tls.clone(), shared.loops[i].handshakes.clone());
+        return EventLoop::<H, Tls>::new(poll, listener, handler, transport, config, shared, i)
+            .run();
+    }
+    EventLoop::<H, Plain>::new(poll, listener, handler, (), config, shared, i).run()
 }
 
 /// How long the other loops get to finish when one loop of a server fails:
@@ -482,4 +518,72 @@ impl ServerThread {
     pub fn join(self) -> Result<StopReport, Error> {
         join_all(None, self.threads)
     }
+}
+
+/// Binding: a [`Builder`] becomes a [`Server`].
+impl Builder {
+    /// Binds a new listening socket to `addr` (IPv4 or IPv6; port 0 picks a
+    /// free port, see [`Server::local_addr`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for inconsistent settings; [`Error::Io`] if
+    /// the socket cannot be created, bound or put to listen; with
+    /// [`tls_pem`](Builder::tls_pem), the `Error::Tls*` variants, each naming
+    /// the file at fault.
+    pub fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
+        self.config.validate()?;
+        if self.config.distribution != Distribution::ReusePort || self.config.workers == 1 {
+            let listener = listen(addr, false, self.config.backlog)?;
+            return Server::new(self.config, vec![listener]);
+        }
+        // One socket per loop on the same address. The first one fixes the
+        // port when `addr` asks for any (port 0); the others join it.
+        let first = listen(addr, true, self.config.backlog)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..self.config.workers {
+            listeners.push(listen(addr, true, self.config.backlog)?);
+        }
+        Server::new(self.config, listeners)
+    }
+
+    /// Adopts a listener that is already bound and listening: socket
+    /// activation, or a hand-over from a parent process. It is switched to
+    /// non-blocking mode; its backlog is left as it was.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for inconsistent settings, and for
+    /// [`Distribution::ReusePort`] with several workers (one adopted socket
+    /// cannot be split into one per loop); [`Error::Io`] if the listener
+    /// cannot be made non-blocking or has no local address.
+    pub fn listener(self, listener: StdListener) -> Result<Server, Error> {
+        self.config.validate()?;
+        if self.config.distribution == Distribution::ReusePort && self.config.workers > 1 {
+            return Err(Error::InvalidConfig(
+                "Distribution::ReusePort needs a socket per loop: bind() them, or use \
+                 Handoff or Shared with an adopted listener"
+                    .to_string(),
+            ));
+        }
+        // mio's `from_std` does not do this, and a blocking listener would
+        // stall the whole loop in `accept`.
+        listener.set_nonblocking(true)?;
+        Server::new(self.config, vec![listener])
+    }
+}
+
+/// A non-blocking listening socket on `addr`, with `SO_REUSEPORT` if asked.
+fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result<StdListener, Error> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Restarting a server must not wait for old connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }

@@ -15,62 +15,12 @@
 //! deadlines, and a busy connection is re-queued at most once per timeout
 //! period however many lines it sends.
 //!
-//! Time is kept as milliseconds since the loop started ([`Millis`]): eight
-//! bytes per timestamp, read once per loop turn ([`Clock::tick`]), not once
-//! per event.
+//! Times are the loop's milliseconds ([`Millis`](crate::base::time::Millis)).
 
+use crate::base::id::ConnId;
+use crate::base::time::Millis;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
-
-use crate::handler::ConnId;
-
-/// Milliseconds since the loop's clock started.
-pub(crate) type Millis = u64;
-
-/// The loop's notion of "now", refreshed once per turn.
-#[derive(Debug)]
-pub(crate) struct Clock {
-    start: Instant,
-    now: Millis,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Clock {
-            start: Instant::now(),
-            now: 0,
-        }
-    }
-
-    /// Reads the system clock; called once per loop turn.
-    pub(crate) fn tick(&mut self) -> Millis {
-        self.now = self.start.elapsed().as_millis() as Millis;
-        self.now
-    }
-
-    /// "Now", as of the last tick.
-    #[inline]
-    pub(crate) fn now(&self) -> Millis {
-        self.now
-    }
-
-    /// How long from the real present until `at`, for the poll timeout.
-    /// Rounded up to whole milliseconds, so the loop never wakes just early
-    /// and spins until the deadline.
-    pub(crate) fn until(&self, at: Millis) -> Duration {
-        let elapsed = self.start.elapsed();
-        Duration::from_millis(at).saturating_sub(elapsed) + Duration::from_micros(999)
-    }
-}
-
-/// Converts a timeout to milliseconds; zero means "off".
-pub(crate) fn millis(d: Duration) -> Option<Millis> {
-    match d.as_millis() {
-        0 => None,
-        ms => Some(ms.min(Millis::MAX as u128 / 2) as Millis),
-    }
-}
 
 /// Wake-up times of connections, earliest first.
 #[derive(Debug, Default)]
@@ -119,18 +69,5 @@ mod tests {
         assert_eq!(t.pop_due(25), Some((20, 2, ConnId(2))));
         assert_eq!(t.pop_due(25), None);
         assert_eq!(t.len(), 1);
-    }
-
-    #[test]
-    fn zero_turns_a_timeout_off() {
-        assert_eq!(millis(Duration::ZERO), None);
-        assert_eq!(millis(Duration::from_secs(2)), Some(2000));
-    }
-
-    #[test]
-    fn the_poll_timeout_never_ends_before_the_deadline() {
-        let c = Clock::new();
-        assert!(c.until(5) >= Duration::from_millis(5) - c.start.elapsed());
-        assert!(c.until(0) < Duration::from_millis(1));
     }
 }

@@ -1,306 +1,15 @@
-//! Reaching a running server from other threads: [`ServerHandle`],
-//! [`ConnHandle`], [`Stats`] and the command queue behind them.
-//!
-//! The event loop owns every socket and every connection; no other thread
-//! touches them. A handle instead *asks* the loop: it pushes a [`Command`] on
-//! a mutex-guarded queue and wakes the loop through mio's [`Waker`] (an
-//! `eventfd` on Linux, which the poll reports as one more readable token).
-//! This is the pattern of actix-server's `WakerQueue`.
-//!
-//! The waker is written only when the queue goes from empty to non-empty: the
-//! loop drains the whole queue per wake-up, so a burst of sends from a worker
-//! pool costs the loop one wake-up, not one per send.
+//! The public handles on a running server: [`ServerHandle`] (stop it, watch
+//! it, tune it) and the [`Stats`] it reads.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::thread::ThreadId;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::Waker;
-
-use crate::budget::{Budget, Overflow};
-use crate::distribute::Reservation;
+use crate::budget::Overflow;
 use crate::error::Error;
-use crate::handler::ConnId;
-use crate::limits::{AcceptRate, PerIpCap};
-
-/// A request from another thread to a loop.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Queue bytes on a connection, if it is still the one the handle names.
-    Send {
-        key: usize,
-        id: ConnId,
-        data: Vec<u8>,
-    },
-    /// Close a connection gracefully, if it is still the one the handle names.
-    Close { key: usize, id: ConnId },
-    /// Stop the loop gracefully by `deadline` (one deadline for every loop
-    /// of the server, however late a busy loop reads this); report to `done`.
-    Stop {
-        deadline: Instant,
-        done: Option<mpsc::Sender<StopReport>>,
-    },
-    /// The budget or overflow strategy changed, or a slot freed while this
-    /// loop was parked: re-check a paused accept.
-    BudgetChanged,
-    /// Serve a connection another loop accepted (see `distribute.rs`). Its
-    /// slot is already reserved; dropping the command gives it back.
-    Adopt {
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: Reservation,
-    },
-}
-
-/// A counter written by one thread (its loop) and read by any.
-///
-/// Only the loop writes, so a relaxed load plus store is enough: no locked
-/// read-modify-write instruction on the hot path.
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline]
-    pub(crate) fn add(&self, n: u64) {
-        let v = self.0.load(Ordering::Relaxed);
-        self.0.store(v.wrapping_add(n), Ordering::Relaxed);
-    }
-
-    #[inline]
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// One loop's counters.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) accepted: Counter,
-    pub(crate) refused: Counter,
-    pub(crate) refused_per_ip: Counter,
-    pub(crate) rate_limited: Counter,
-    pub(crate) denied: Counter,
-    pub(crate) bad_proxy_headers: Counter,
-    pub(crate) pause_episodes: Counter,
-    pub(crate) accept_errors: Counter,
-    pub(crate) bytes_in: Counter,
-    pub(crate) bytes_out: Counter,
-    pub(crate) lines: Counter,
-    pub(crate) stale_handle_commands: Counter,
-    pub(crate) handler_panics: Counter,
-    pub(crate) tls_handshakes: Counter,
-    pub(crate) tls_handshake_failures: Counter,
-    pub(crate) tls_handshake_timeouts: Counter,
-    pub(crate) tls_refused: Counter,
-}
-
-/// What one loop shares with the handles that point into it.
-#[derive(Debug)]
-pub(crate) struct LoopShared {
-    waker: Waker,
-    queue: Mutex<Queue>,
-    pub(crate) counters: Counters,
-    /// Connections open on this loop, plus those handed to it and not yet
-    /// adopted: the load that least-connections balances. Written by the
-    /// accepting loop (+1, see `Distributor::pick`) and by this loop (-1,
-    /// when a connection is removed), hence a real read-modify-write, unlike
-    /// [`Counter`].
-    pub(crate) open: AtomicUsize,
-    /// The loop's thread, once it runs: `stop()` from that thread would wait
-    /// for itself.
-    pub(crate) thread: OnceLock<ThreadId>,
-    /// The report of the last stop, for late `stop()` callers.
-    pub(crate) report: Mutex<Option<StopReport>>,
-}
-
-/// The command queue, and whether anyone still reads it. Both live under one
-/// lock so that a command is either seen by the loop or refused, never
-/// stranded in a queue that nobody will drain (a `stop()` waiting on it would
-/// wait forever).
-#[derive(Debug, Default)]
-struct Queue {
-    commands: Vec<Command>,
-    closed: bool,
-}
-
-impl LoopShared {
-    pub(crate) fn new(waker: Waker) -> Self {
-        LoopShared {
-            waker,
-            queue: Mutex::new(Queue::default()),
-            counters: Counters::default(),
-            open: AtomicUsize::new(0),
-            thread: OnceLock::new(),
-            report: Mutex::new(None),
-        }
-    }
-
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues a command and wakes the loop if the queue was empty.
-    pub(crate) fn push(&self, cmd: Command) -> Result<(), Error> {
-        if self.enqueue(cmd).map_err(|_| Error::Stopped)? {
-            self.waker.wake().map_err(Error::Io)?;
-        }
-        Ok(())
-    }
-
-    /// As [`push`](LoopShared::push), but a command the loop will never see
-    /// (it has exited) comes back to the caller, boxed (a rare path: the
-    /// common one stays small).
-    pub(crate) fn try_push(&self, cmd: Command) -> Result<(), Box<Command>> {
-        if self.enqueue(cmd).map_err(Box::new)? {
-            if let Err(e) = self.waker.wake() {
-                // Queued all the same: the loop sees it at its next wake-up.
-                log::warn!("waking a loop failed: {e}");
-            }
-        }
-        Ok(())
-    }
-
-    /// Queues a command; true if the queue was empty (the loop needs a
-    /// wake-up). A closed queue gives the command back.
-    fn enqueue(&self, cmd: Command) -> Result<bool, Command> {
-        let mut queue = self.queue();
-        if queue.closed {
-            return Err(cmd);
-        }
-        queue.commands.push(cmd);
-        Ok(queue.commands.len() == 1)
-    }
-
-    /// Swaps the queued commands into `into` (an empty spare vector, so the
-    /// queue's allocation is reused rather than freed and grown again).
-    pub(crate) fn take_commands(&self, into: &mut Vec<Command>) {
-        debug_assert!(into.is_empty());
-        std::mem::swap(&mut self.queue().commands, into);
-    }
-
-    /// Marks the loop as gone and returns what was still queued; later
-    /// pushes fail with [`Error::Stopped`].
-    pub(crate) fn close(&self) -> Vec<Command> {
-        let mut queue = self.queue();
-        queue.closed = true;
-        std::mem::take(&mut queue.commands)
-    }
-}
-
-/// What a server shares with all its handles.
-#[derive(Debug)]
-pub(crate) struct ServerShared {
-    pub(crate) budget: Budget,
-    pub(crate) per_ip: Option<PerIpCap>,
-    pub(crate) accept_rate: Option<AcceptRate>,
-    pub(crate) alarm: Option<AlarmState>,
-    pub(crate) local_addr: SocketAddr,
-    /// One per event loop; a loop's index here is its index everywhere
-    /// (thread name, connection ids, the budget's parked set).
-    pub(crate) loops: Vec<Arc<LoopShared>>,
-    /// The TLS config new connections get; `None` on a plaintext server.
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<crate::tls::TlsShared>,
-}
-
-impl ServerShared {
-    /// Gives back what admitting a connection from `socket_peer` took: its
-    /// slot, and its place under the per-IP cap. The slot wakes a loop
-    /// parked on the budget, if any: a paused accept on any loop resumes.
-    pub(crate) fn give_back_admission(&self, socket_peer: SocketAddr) {
-        self.release_reservation();
-        if let Some(cap) = &self.per_ip {
-            cap.give_back(socket_peer.ip());
-        }
-    }
-
-    /// Calls the budget alarm if the active count is at or above its
-    /// threshold and the cooldown has passed since it last rang.
-    pub(crate) fn check_alarm(&self) {
-        let Some(alarm) = &self.alarm else {
-            return;
-        };
-        let active = self.budget.active();
-        if active < alarm.threshold {
-            return;
-        }
-        {
-            let mut last = alarm.last.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < alarm.cooldown) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
-        let event = Alarm {
-            active,
-            threshold: alarm.threshold,
-            budget: self.budget.limit(),
-        };
-        log::warn!(
-            "budget alarm: {active} connections active (threshold {})",
-            alarm.threshold
-        );
-        let callback = &alarm.callback;
-        if catch_unwind(AssertUnwindSafe(|| callback(&event))).is_err() {
-            log::error!("the budget alarm callback panicked");
-        }
-    }
-
-    /// Gives back a slot reserved for a connection that never came (the
-    /// accept queue was empty), and wakes a parked loop to use it.
-    pub(crate) fn release_reservation(&self) {
-        let parked = self.budget.release();
-        self.wake_parked(parked);
-    }
-
-    /// Wakes loop `next`, unparked from the budget; if it has exited, the
-    /// next parked one instead, so the freed slot is never left unused.
-    pub(crate) fn wake_parked(&self, mut next: Option<usize>) {
-        while let Some(index) = next {
-            if self.loops[index].push(Command::BudgetChanged).is_ok() {
-                return;
-            }
-            next = self.budget.unpark_one();
-        }
-    }
-}
-
-/// What a budget alarm reports (see [`Builder::alarm`](crate::Builder::alarm)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Alarm {
-    /// Connections active when it rang.
-    pub active: usize,
-    /// The threshold it was set for.
-    pub threshold: usize,
-    /// The budget (slots in service) at that moment.
-    pub budget: usize,
-}
-
-/// The callback type of a budget alarm.
-pub(crate) type AlarmCallback = Arc<dyn Fn(&Alarm) + Send + Sync>;
-
-/// A budget alarm's settings and when it last rang.
-pub(crate) struct AlarmState {
-    pub(crate) threshold: usize,
-    pub(crate) cooldown: Duration,
-    pub(crate) callback: AlarmCallback,
-    pub(crate) last: Mutex<Option<Instant>>,
-}
-
-impl fmt::Debug for AlarmState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AlarmState")
-            .field("threshold", &self.threshold)
-            .field("cooldown", &self.cooldown)
-            .finish_non_exhaustive()
-    }
-}
+use crate::shared::{Command, LoopShared, ServerShared, StopReport};
 
 /// A snapshot of a server's counters, from [`ServerHandle::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -434,18 +143,6 @@ impl LoopStats {
     }
 }
 
-/// The outcome of a graceful stop, from [`ServerHandle::stop`] or
-/// [`Server::run`](crate::Server::run).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StopReport {
-    /// Connections open when the stop began.
-    pub open_at_stop: usize,
-    /// Connections that still had unwritten output when the grace period ran
-    /// out, and were closed anyway.
-    pub force_closed: usize,
-}
-
 /// A `Send + Clone` handle to a server: stop it, watch it, change its budget.
 ///
 /// # Shutdown
@@ -487,7 +184,7 @@ impl ServerHandle {
     /// connections, and add up to it when no accept is under way and every
     /// open connection holds its slot.
     pub fn stats(&self) -> Stats {
-        let budget = &self.shared.budget;
+        let budget = self.shared.budget();
         let mut s = Stats {
             active: budget.active(),
             budget: budget.limit(),
@@ -565,7 +262,7 @@ impl ServerHandle {
         if self.shared.tls.is_none() {
             return Err(Error::TlsNotConfigured);
         }
-        let config = crate::tls::tls_config_from_pem(cert_path, key_path)?;
+        let config = crate::tls_config::tls_config_from_pem(cert_path, key_path)?;
         self.reload_tls(Arc::new(config))
     }
 
@@ -575,19 +272,19 @@ impl ServerHandle {
     /// Raising it resumes a paused accept at once. The budget is one for the
     /// whole server, shared by all its loops.
     pub fn set_acceptors(&self, slots: usize) {
-        self.shared.budget.set_limit(slots);
+        self.shared.budget().set_limit(slots);
         self.notify_budget();
     }
 
     /// Changes the overflow strategy at run time.
     pub fn set_overflow(&self, overflow: Overflow) {
-        self.shared.budget.set_overflow(overflow);
+        self.shared.budget().set_overflow(overflow);
         self.notify_budget();
     }
 
     fn notify_budget(&self) {
         // Every loop looks again, so none stays parked.
-        self.shared.budget.unpark_all();
+        self.shared.budget().unpark_all();
         for l in &self.shared.loops {
             // A loop that has exited has nothing to resume.
             let _ = l.push(Command::BudgetChanged);
@@ -670,63 +367,5 @@ impl ServerHandle {
             return Err(Error::Stopped);
         }
         Ok(total)
-    }
-}
-
-/// A `Send + Clone` handle to one connection, usable from any thread.
-///
-/// Commands travel to the connection's loop through its queue and waker. A
-/// handle names its connection by slab slot *and* [`ConnId`]: when the
-/// connection is gone and its slot serves someone else, the ids differ and the
-/// loop drops the command (counted in [`Stats::stale_handle_commands`] and
-/// logged at debug level) instead of delivering it to a stranger.
-#[derive(Clone)]
-pub struct ConnHandle {
-    shared: Arc<LoopShared>,
-    key: usize,
-    id: ConnId,
-}
-
-impl fmt::Debug for ConnHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnHandle").field("id", &self.id).finish()
-    }
-}
-
-impl ConnHandle {
-    pub(crate) fn new(shared: Arc<LoopShared>, key: usize, id: ConnId) -> Self {
-        ConnHandle { shared, key, id }
-    }
-
-    /// The connection's id.
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
-    /// Queues `data` for the connection and wakes its loop. Delivery is not
-    /// confirmed: if the connection has closed meanwhile, the loop drops the
-    /// data and counts it in [`Stats::stale_handle_commands`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Stopped`] if the loop has exited.
-    pub fn send(&self, data: impl Into<Vec<u8>>) -> Result<(), Error> {
-        self.shared.push(Command::Send {
-            key: self.key,
-            id: self.id,
-            data: data.into(),
-        })
-    }
-
-    /// Closes the connection gracefully (pending output is flushed first).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Stopped`] if the loop has exited.
-    pub fn close(&self) -> Result<(), Error> {
-        self.shared.push(Command::Close {
-            key: self.key,
-            id: self.id,
-        })
     }
 }

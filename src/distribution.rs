@@ -1,6 +1,5 @@
 //! Several event loops behind one listener: how new connections reach the
-//! loops ([`Distribution`]), and the reservation a handed-off connection
-//! carries on its way.
+//! loops ([`Distribution`]). The accepting side is `reactor/distribute.rs`.
 //!
 //! # The choice
 //!
@@ -33,17 +32,6 @@
 //!   empty (the thundering herd). Who wins is up to the scheduler, not the
 //!   load (measured: 384/16 and 11/1/0/388 long connections).
 //!
-//! # Reservations in flight
-//!
-//! A handed-off socket travels with its budget slot: a [`Reservation`] that
-//! gives the slot back if it is dropped unused (the target loop stopped, or
-//! exited, before adopting it), so a slot is never lost on the way.
-
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-use crate::handle::ServerShared;
 
 /// How the loops of a server share its listener; irrelevant with one loop.
 ///
@@ -76,96 +64,4 @@ pub enum Distribution {
     /// the same user already holds (say, an old instance still running)
     /// does not fail: the two share the connections.
     ReusePort,
-}
-
-/// The accepting loop's choice of a loop for each new connection.
-#[derive(Debug)]
-pub(crate) struct Distributor {
-    distribution: Distribution,
-    /// The loop this distributor runs on.
-    me: usize,
-    /// Where the next scan for the least-loaded loop starts, so that ties
-    /// (every loop idle, say) spread round-robin instead of piling on loop 0.
-    cursor: usize,
-}
-
-impl Distributor {
-    pub(crate) fn new(distribution: Distribution, me: usize) -> Self {
-        Distributor {
-            distribution,
-            me,
-            cursor: me,
-        }
-    }
-
-    /// The loop that will serve the next connection: this one, or the least
-    /// loaded of all. Counts the connection against that loop at once, so a
-    /// burst of accepts spreads even before any loop has adopted its share.
-    pub(crate) fn pick(&mut self, server: &ServerShared) -> usize {
-        let loops = &server.loops;
-        let target = match self.distribution {
-            _ if loops.len() == 1 => self.me,
-            Distribution::Shared | Distribution::ReusePort => self.me,
-            Distribution::Handoff => {
-                let n = loops.len();
-                let start = self.cursor;
-                self.cursor = (self.cursor + 1) % n;
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .min_by_key(|&i| loops[i].open.load(Ordering::Relaxed))
-                    .unwrap_or(self.me)
-            }
-        };
-        loops[target].open.fetch_add(1, Ordering::Relaxed);
-        target
-    }
-}
-
-/// A budget slot reserved for a connection on its way to loop `target`.
-/// Dropped unused, it gives the slot back (and wakes a paused loop).
-#[derive(Debug)]
-pub(crate) struct Reservation {
-    server: Arc<ServerShared>,
-    target: usize,
-    /// The client's address, counted against its per-address cap.
-    peer: SocketAddr,
-    armed: bool,
-}
-
-impl Reservation {
-    /// Wraps a slot already reserved and already counted on `target` (by
-    /// [`Distributor::pick`]), and the per-address count of `peer`.
-    pub(crate) fn new(server: Arc<ServerShared>, target: usize, peer: SocketAddr) -> Self {
-        Reservation {
-            server,
-            target,
-            peer,
-            armed: true,
-        }
-    }
-
-    /// The target loop is gone: the connection, and its slot, are served by
-    /// loop `to` instead.
-    pub(crate) fn move_to(mut self, to: usize) {
-        let loops = &self.server.loops;
-        loops[self.target].open.fetch_sub(1, Ordering::Relaxed);
-        loops[to].open.fetch_add(1, Ordering::Relaxed);
-        self.armed = false;
-    }
-
-    /// The connection is served: its slot now belongs to the connection,
-    /// which gives it back when it closes.
-    pub(crate) fn keep(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if self.armed {
-            let loops = &self.server.loops;
-            loops[self.target].open.fetch_sub(1, Ordering::Relaxed);
-            self.server.give_back_admission(self.peer);
-        }
-    }
 }

@@ -1,0 +1,297 @@
+//! Admission: the one decision on every new connection, made before the
+//! socket is registered and before anything is counted.
+//!
+//! # The order
+//!
+//! Before `accept` ([`Gate::before_accept`]): only what can leave a client
+//! waiting in the kernel's backlog is asked here, since nothing is known of
+//! the client yet: under [`Overflow::Pause`](crate::Overflow::Pause), a full
+//! budget or an empty rate bucket means *do not accept*. Otherwise a free
+//! slot is reserved now (a compare-and-swap on the shared budget), so that
+//! with several loops the count stays exact.
+//!
+//! After `accept` ([`Gate::decide`]), in this order, first "no" wins:
+//!
+//! 1. the address filter ([`Builder::allow`](crate::Builder::allow) /
+//!    [`deny`](crate::Builder::deny)), unless a PROXY header will name the
+//!    client (then it is asked when the header is in);
+//! 2. the per-address cap ([`Builder::max_per_ip`](crate::Builder::max_per_ip));
+//! 3. the accept rate ([`Builder::accept_rate`](crate::Builder::accept_rate));
+//! 4. the TLS handshakes in progress on the loop that would serve it
+//!    ([`Builder::max_handshakes`](crate::Builder::max_handshakes));
+//! 5. the budget: the slot reserved before `accept`, or, when there was
+//!    none, the overflow strategy (grow, or refuse).
+//!
+//! # Decide, then act
+//!
+//! Each check either says no or hands over a token ([`Slot`], [`IpPlace`]);
+//! a later "no" drops the earlier tokens, which gives them back, so a
+//! refused client holds nothing once it is gone. The two things that cannot
+//! be undone come last, once every check has said yes: the budget grows
+//! (`Grow`), and the accept rate spends a token. So a client that any check
+//! refuses never grows the budget, never keeps a slot, never counts as
+//! served.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::budget::{Admission, Budget, Overflow, Slot};
+use crate::filter::AddressFilter;
+use crate::limits::{AcceptRate, Handshakes, IpPlace, PerIpCap};
+
+/// Why a connection was turned away at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The address filter denies its address. Closed without a word.
+    Denied,
+    /// Its address is at the per-address cap.
+    PerIp,
+    /// The accept rate limit is exceeded.
+    Rate,
+    /// Too many TLS handshakes are in progress on the loop that would serve
+    /// it.
+    TlsHandshakes,
+    /// Every acceptor slot is busy, and the strategy says refuse (or the
+    /// budget is at `Grow`'s ceiling).
+    Budget,
+    /// The process is out of descriptors (refused through the spare one).
+    NoDescriptors,
+}
+
+impl Refusal {
+    /// Whether the refusal message is owed: a denied client is not owed an
+    /// explanation.
+    pub(crate) fn tells_client(self) -> bool {
+        self != Refusal::Denied
+    }
+}
+
+/// Admission's yes: what a served connection holds, each given back when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    pub(crate) slot: Slot,
+    pub(crate) place: Option<IpPlace>,
+}
+
+/// What to do before calling `accept`.
+#[derive(Debug)]
+pub(crate) enum BeforeAccept {
+    /// Accept, with the slot reserved for the client if there was one free
+    /// (without one, [`Gate::decide`] asks the overflow strategy).
+    Accept(Option<Slot>),
+    /// Every slot is busy under `Pause`: leave clients in the backlog until
+    /// a slot frees (the budget wakes this loop).
+    Pause,
+    /// The accept rate is spent under `Pause`: leave clients in the backlog
+    /// this long.
+    WaitForRate(Duration),
+}
+
+/// Every accept-time policy of a server, shared by its loops.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub(crate) budget: Arc<Budget>,
+    per_ip: Option<Arc<PerIpCap>>,
+    rate: Option<AcceptRate>,
+    filter: AddressFilter,
+    /// A PROXY header will name each client: the filter waits for it.
+    proxied: bool,
+}
+
+impl Gate {
+    pub(crate) fn new(
+        budget: Arc<Budget>,
+        max_per_ip: u32,
+        accept_rate: u32,
+        filter: AddressFilter,
+        proxied: bool,
+    ) -> Self {
+        Gate {
+            budget,
+            per_ip: (max_per_ip > 0).then(|| Arc::new(PerIpCap::new(max_per_ip))),
+            rate: (accept_rate > 0).then(|| AcceptRate::new(accept_rate)),
+            filter,
+            proxied,
+        }
+    }
+
+    /// Before `accept`, on loop `index` (see `# The order`).
+    pub(crate) fn before_accept(&self, index: usize, now: Instant) -> BeforeAccept {
+        if let Some(rate) = &self.rate {
+            if let Err(wait) = rate.peek(now) {
+                if self.budget.overflow() == Overflow::Pause {
+                    return BeforeAccept::WaitForRate(wait);
+                }
+            }
+        }
+        match self.budget.try_acquire() {
+            Admission::Serve(slot) => BeforeAccept::Accept(Some(slot)),
+            Admission::Overflow => BeforeAccept::Accept(None),
+            // Park, so that a slot freed on any loop wakes this one; then
+            // look once more (see `Budget::park`).
+            Admission::Pause => match self.budget.park(index) {
+                Admission::Serve(slot) => BeforeAccept::Accept(Some(slot)),
+                Admission::Overflow => BeforeAccept::Accept(None),
+                Admission::Pause => BeforeAccept::Pause,
+            },
+        }
+    }
+
+    /// After `accept`: the decision on a client from `ip` (see `# The
+    /// order`). `reserved` is what [`before_accept`](Gate::before_accept)
+    /// reserved; `handshakes` the serving loop's TLS handshakes, on a TLS
+    /// server.
+    pub(crate) fn decide(
+        &self,
+        ip: IpAddr,
+        reserved: Option<Slot>,
+        handshakes: Option<&Handshakes>,
+        now: Instant,
+    ) -> Result<Ticket, Refusal> {
+        if !self.proxied && !self.filter.permits(ip) {
+            return Err(Refusal::Denied);
+        }
+        let place = match &self.per_ip {
+            Some(cap) => Some(cap.try_take(ip).ok_or(Refusal::PerIp)?),
+            None => None,
+        };
+        if let Some(rate) = &self.rate {
+            rate.peek(now).map_err(|_| Refusal::Rate)?;
+        }
+        if handshakes.is_some_and(Handshakes::is_full) {
+            return Err(Refusal::TlsHandshakes);
+        }
+        let slot = match reserved {
+            Some(slot) => slot,
+            None => self.budget.admit_overflow().ok_or(Refusal::Budget)?,
+        };
+        // Every check said yes: spend the rate's token. (Another loop may
+        // have taken the last one since the peek; the bucket then runs a
+        // token short, which the next refill settles.)
+        if let Some(rate) = &self.rate {
+            let _ = rate.try_take(now);
+        }
+        Ok(Ticket { slot, place })
+    }
+
+    /// The address filter, for a client named by a PROXY header.
+    pub(crate) fn permits(&self, ip: IpAddr) -> bool {
+        self.filter.permits(ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(budget: usize, overflow: Overflow, per_ip: u32, filter: AddressFilter) -> Gate {
+        let budget = Arc::new(Budget::new(budget, overflow, 1));
+        Gate::new(budget, per_ip, 0, filter, false)
+    }
+
+    /// One connection from `ip`, as the loop admits it.
+    fn admit(g: &Gate, ip: &str) -> Result<Ticket, Refusal> {
+        let reserved = match g.before_accept(0, Instant::now()) {
+            BeforeAccept::Accept(slot) => slot,
+            other => panic!("not accepting: {other:?}"),
+        };
+        g.decide(ip.parse().unwrap(), reserved, None, Instant::now())
+    }
+
+    const GROW: Overflow = Overflow::Grow { step: 1, max: 3 };
+
+    #[test]
+    fn a_denied_client_never_grows_the_budget() {
+        let deny = AddressFilter {
+            allow: vec![],
+            deny: vec!["127.0.0.2/32".parse().unwrap()],
+        };
+        let g = gate(1, GROW, 0, deny);
+        let _held = admit(&g, "127.0.0.1").unwrap();
+        for _ in 0..3 {
+            assert_eq!(admit(&g, "127.0.0.2").unwrap_err(), Refusal::Denied);
+        }
+        assert_eq!(g.budget.limit(), 1, "not grown");
+        assert_eq!(g.budget.grown(), 0);
+        assert_eq!(g.budget.active(), 1, "no slot kept");
+    }
+
+    #[test]
+    fn a_client_over_its_address_cap_never_grows_the_budget() {
+        let g = gate(1, GROW, 1, AddressFilter::default());
+        let _held = admit(&g, "127.0.0.2").unwrap();
+        for _ in 0..3 {
+            assert_eq!(admit(&g, "127.0.0.2").unwrap_err(), Refusal::PerIp);
+        }
+        assert_eq!(g.budget.limit(), 1, "not grown");
+        assert_eq!(g.budget.active(), 1);
+        let _other = admit(&g, "127.0.0.3").expect("another address is served");
+        assert_eq!(g.budget.limit(), 2, "grown for a welcome client");
+    }
+
+    #[test]
+    fn a_handshake_flood_refuses_before_the_budget_grows() {
+        let g = gate(1, GROW, 0, AddressFilter::default());
+        let _held = admit(&g, "127.0.0.1").unwrap();
+        let full = Arc::new(Handshakes::new(1));
+        let _place = full.take();
+        let reserved = match g.before_accept(0, Instant::now()) {
+            BeforeAccept::Accept(slot) => slot,
+            other => panic!("{other:?}"),
+        };
+        let r = g.decide(
+            "127.0.0.1".parse().unwrap(),
+            reserved,
+            Some(&full),
+            Instant::now(),
+        );
+        assert_eq!(r.unwrap_err(), Refusal::TlsHandshakes);
+        assert_eq!(g.budget.limit(), 1);
+    }
+
+    #[test]
+    fn a_refused_client_gives_back_its_address_place() {
+        let g = gate(1, Overflow::Refuse, 1, AddressFilter::default());
+        let _held = admit(&g, "127.0.0.1").unwrap();
+        assert_eq!(admit(&g, "127.0.0.2").unwrap_err(), Refusal::Budget);
+        drop(_held);
+        admit(&g, "127.0.0.2").expect("its place was not kept by the refusal");
+    }
+
+    #[test]
+    fn a_reserved_slot_is_given_back_when_a_later_check_says_no() {
+        let g = gate(2, Overflow::Refuse, 1, AddressFilter::default());
+        let _first = admit(&g, "127.0.0.1").unwrap();
+        assert_eq!(admit(&g, "127.0.0.1").unwrap_err(), Refusal::PerIp);
+        assert_eq!(g.budget.active(), 1, "the reservation went back");
+    }
+
+    #[test]
+    fn the_rate_is_spent_only_on_admitted_clients() {
+        let budget = Arc::new(Budget::new(1, Overflow::Refuse, 1));
+        let g = Gate::new(budget, 0, 2, AddressFilter::default(), false);
+        let _held = admit(&g, "127.0.0.1").unwrap();
+        for _ in 0..5 {
+            assert_eq!(admit(&g, "127.0.0.1").unwrap_err(), Refusal::Budget);
+        }
+        drop(_held);
+        admit(&g, "127.0.0.1").expect("a token was left: refusals spent none");
+    }
+
+    #[test]
+    fn pause_leaves_clients_in_the_backlog() {
+        let g = gate(1, Overflow::Pause, 0, AddressFilter::default());
+        let held = admit(&g, "127.0.0.1").unwrap();
+        assert!(matches!(
+            g.before_accept(0, Instant::now()),
+            BeforeAccept::Pause
+        ));
+        drop(held);
+        assert!(matches!(
+            g.before_accept(0, Instant::now()),
+            BeforeAccept::Accept(Some(_))
+        ));
+    }
+}

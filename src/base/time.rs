@@ -1,0 +1,71 @@
+//! The loop's clock: milliseconds since the loop started, read once per turn.
+//!
+//! Time is kept as [`Millis`]: eight bytes per timestamp, read once per loop
+//! turn ([`Clock::tick`]), not once per event.
+
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the loop's clock started.
+pub(crate) type Millis = u64;
+
+/// The loop's notion of "now", refreshed once per turn.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+    now: Millis,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            now: 0,
+        }
+    }
+
+    /// Reads the system clock; called once per loop turn.
+    pub(crate) fn tick(&mut self) -> Millis {
+        self.now = self.start.elapsed().as_millis() as Millis;
+        self.now
+    }
+
+    /// "Now", as of the last tick.
+    #[inline]
+    pub(crate) fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// How long from the real present until `at`, for the poll timeout.
+    /// Rounded up to whole milliseconds, so the loop never wakes just early
+    /// and spins until the deadline.
+    pub(crate) fn until(&self, at: Millis) -> Duration {
+        let elapsed = self.start.elapsed();
+        Duration::from_millis(at).saturating_sub(elapsed) + Duration::from_micros(999)
+    }
+}
+
+/// Converts a timeout to milliseconds; zero means "off".
+pub(crate) fn millis(d: Duration) -> Option<Millis> {
+    match d.as_millis() {
+        0 => None,
+        ms => Some(ms.min(Millis::MAX as u128 / 2) as Millis),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_turns_a_timeout_off() {
+        assert_eq!(millis(Duration::ZERO), None);
+        assert_eq!(millis(Duration::from_secs(2)), Some(2000));
+    }
+
+    #[test]
+    fn the_poll_timeout_never_ends_before_the_deadline() {
+        let c = Clock::new();
+        assert!(c.until(5) >= Duration::from_millis(5) - c.start.elapsed());
+        assert!(c.until(0) < Duration::from_millis(1));
+    }
+}

@@ -1,0 +1,385 @@
+//! [`Builder`]: every setting of a server, with its default and how to size
+//! it. Binding (`Builder::bind`, `Builder::listener`) is in `server.rs`,
+//! beside the [`Server`] it makes.
+
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::alarm::{Alarm, AlarmConfig};
+use crate::budget::Overflow;
+use crate::config::Config;
+use crate::distribution::Distribution;
+#[cfg(feature = "tls")]
+use crate::tls_config::TlsSource;
+
+/// Configures and binds a [`Server`].
+///
+/// ```
+/// use netpool::{Overflow, Server};
+///
+/// let server = Server::builder()
+///     .acceptors(2)
+///     .overflow(Overflow::Refuse)
+///     .refuse_message(b"-ERR max number of clients reached\r\n".to_vec())
+///     .bind("127.0.0.1:0".parse().unwrap())?;
+/// assert_ne!(server.local_addr().port(), 0);
+/// # Ok::<(), netpool::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    pub(crate) config: Config,
+}
+
+impl Builder {
+    /// A builder with the defaults documented on each method.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of acceptor slots: the most connections served at once.
+    /// Default 1024. Each idle connection costs a few hundred bytes of user
+    /// memory plus the kernel's socket buffers; size it to the descriptors
+    /// you can spare (`ulimit -n`) and to what your handler can serve.
+    pub fn acceptors(mut self, slots: usize) -> Self {
+        self.config.acceptors = slots;
+        self
+    }
+
+    /// What to do when every slot is busy. Default [`Overflow::Refuse`].
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.config.overflow = overflow;
+        self
+    }
+
+    /// Bytes written to a refused connection before it is closed (as Redis
+    /// writes `-ERR max number of clients reached`). Default: none. It is
+    /// written once, without waiting: keep it well under the socket's send
+    /// buffer (a few KiB are always safe). A TLS server sends no message (it
+    /// would reach a TLS client as garbage): it just closes.
+    pub fn refuse_message(mut self, message: impl Into<Vec<u8>>) -> Self {
+        self.config.refuse_message = message.into();
+        self
+    }
+
+    /// The listen backlog: connections the kernel queues before they are
+    /// accepted. Default 1024 (the kernel caps it at `net.core.somaxconn`).
+    /// Under [`Overflow::Pause`] this is the waiting room.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.config.backlog = backlog;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on accepted sockets, so small replies leave at once
+    /// instead of waiting for Nagle's algorithm. Default on.
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.config.nodelay = on;
+        self
+    }
+
+    /// The longest line accepted, in bytes, counted without its `\n`.
+    /// Default 64 KiB (Redis's inline limit). A longer line closes the
+    /// connection with [`CloseReason::LineTooLong`](crate::CloseReason::LineTooLong).
+    /// It also bounds the per-connection buffer of an incomplete line.
+    pub fn max_line_len(mut self, bytes: usize) -> Self {
+        self.config.max_line_len = bytes;
+        self
+    }
+
+    /// The size of the loop's one shared read buffer. Default 64 KiB. It is
+    /// allocated once per loop, not per connection; larger values mean fewer
+    /// `read` calls for bulk input.
+    pub fn read_buffer(mut self, bytes: usize) -> Self {
+        self.config.read_buffer = bytes;
+        self
+    }
+
+    /// Backpressure marks for a connection's unsent output. Above `high`
+    /// bytes the loop stops reading from that connection; at or below `low`
+    /// it reads again. Defaults 64 KiB and 16 KiB (Netty uses 64/32 KiB).
+    ///
+    /// # Backpressure
+    ///
+    /// A client that sends requests but never reads replies would otherwise
+    /// make the server buffer replies without bound. With the marks, its
+    /// requests simply stay in the kernel's buffers until it reads.
+    pub fn output_water_marks(mut self, low: usize, high: usize) -> Self {
+        self.config.low_water = low;
+        self.config.high_water = high;
+        self
+    }
+
+    /// The hard cap on a connection's unsent output, in bytes. Default 1 MiB.
+    /// Past it the output is dropped and the connection is closed with
+    /// [`CloseReason::OutputOverflow`](crate::CloseReason::OutputOverflow).
+    /// Reading stops at the high-water mark, so only a handler that sends a
+    /// lot per line, or [`ConnHandle::send`](crate::ConnHandle::send) to a
+    /// peer that does not read, can reach it.
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.config.output_limit = bytes;
+        self
+    }
+
+    /// How long a closing connection waits for the peer to finish after the
+    /// server has shut down its side. Default 2 s. Closing a socket that
+    /// still has unread input makes the kernel send a reset, which can
+    /// destroy replies the peer has not read yet; so the loop shuts down
+    /// writing, reads and discards until the peer closes, and closes at the
+    /// latest after this long (nginx calls it lingering close).
+    pub fn linger(mut self, timeout: Duration) -> Self {
+        self.config.linger = timeout;
+        self
+    }
+
+    /// Closes a connection on which no complete line arrived and no output
+    /// made progress for this long ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)).
+    /// Bytes without a newline do not count as activity, so a client that
+    /// trickles a line byte by byte (slowloris) is closed too. Default:
+    /// `Duration::ZERO`, off.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection whose queued output made no progress for this
+    /// long: the peer stopped reading ([`CloseReason::WriteStalled`](crate::CloseReason::WriteStalled)).
+    /// This is what bounds a graceful close to a peer that never reads.
+    /// Default 30 s; `Duration::ZERO` turns it off.
+    pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_stall_timeout = timeout;
+        self
+    }
+
+    /// How long to stop accepting after `accept` fails for lack of resources
+    /// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`). Default 100 ms (Ranch's
+    /// figure). The loop retries on its own timer, so connections that queued
+    /// meanwhile are accepted even if no new one arrives.
+    pub fn accept_backoff(mut self, backoff: Duration) -> Self {
+        self.config.accept_backoff = backoff;
+        self
+    }
+
+    /// Keeps one descriptor open (on `/dev/null`) for the moment `accept`
+    /// fails with `EMFILE`: the loop then closes it, accepts the waiting
+    /// client, writes the refusal message, closes it and reopens the spare.
+    /// Queued clients get an answer instead of hanging in the backlog until
+    /// descriptors free up. Default on; off, the loop only backs off and
+    /// retries ([`accept_backoff`](Builder::accept_backoff)), and clients
+    /// wait.
+    pub fn spare_descriptor(mut self, on: bool) -> Self {
+        self.config.spare_descriptor = on;
+        self
+    }
+
+    /// At most this many connections at once from one IP address, so one
+    /// address cannot take the whole budget; the excess is refused (with the
+    /// refusal message) and counted in [`Stats::refused_per_ip`](crate::Stats::refused_per_ip).
+    /// Default 0: no cap. Behind a proxy every client has the proxy's
+    /// address: leave it off there.
+    pub fn max_per_ip(mut self, connections: u32) -> Self {
+        self.config.max_per_ip = connections;
+        self
+    }
+
+    /// Accepts at most this many connections per second on average (a token
+    /// bucket holding one second's worth, so short bursts pass). The excess
+    /// meets the overflow strategy: under [`Overflow::Pause`] it waits in
+    /// the backlog, otherwise it is refused and counted in
+    /// [`Stats::rate_limited`](crate::Stats::rate_limited). Default 0: no
+    /// limit.
+    pub fn accept_rate(mut self, per_second: u32) -> Self {
+        self.config.accept_rate = per_second;
+        self
+    }
+
+    /// Expects every connection to start with a PROXY protocol header (v1 or
+    /// v2, HAProxy's spec), as sent by a load balancer in front of the
+    /// server. The header is read before anything reaches the handler; the
+    /// connection's [`peer_addr`](crate::Conn::peer_addr) becomes the client
+    /// address it carries, and [`proxy_addr`](crate::Conn::proxy_addr) keeps
+    /// the balancer's. A missing, malformed or over-long header, or one not
+    /// complete within [`proxy_header_timeout`](Builder::proxy_header_timeout),
+    /// closes the connection (counted in [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers)).
+    /// Default off. Turn it on only behind a proxy that always sends it:
+    /// anyone who can connect directly could claim any address. With TLS,
+    /// the header comes first, in the clear, and the handshake follows it
+    /// (as HAProxy sends it in TCP mode).
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.config.proxy_protocol = on;
+        self
+    }
+
+    /// How long a connection may take to send its PROXY protocol header.
+    /// Default 5 s (Ranch's handshake timeout).
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        self.config.proxy_header_timeout = timeout;
+        self
+    }
+
+    /// Serves only clients in these ranges (call once per range; with none,
+    /// everyone not denied is served). Decided at accept, before the socket
+    /// is registered, or with the PROXY protocol on, right after the header,
+    /// against the client address it carries. Turned away clients are closed
+    /// without the refusal message and counted in [`Stats::denied`](crate::Stats::denied).
+    ///
+    /// ```
+    /// let builder = netpool::Server::builder()
+    ///     .allow("10.0.0.0/8".parse().unwrap())
+    ///     .deny("10.9.0.0/16".parse().unwrap());
+    /// ```
+    pub fn allow(mut self, range: IpNet) -> Self {
+        self.config.filter.allow.push(range);
+        self
+    }
+
+    /// Never serves clients in this range (call once per range); deny wins
+    /// over [`allow`](Builder::allow).
+    pub fn deny(mut self, range: IpNet) -> Self {
+        self.config.filter.deny.push(range);
+        self
+    }
+
+    /// Calls `callback` when a connection is accepted while `threshold` or
+    /// more are active, at most once per `cooldown`, so a count that flaps
+    /// around the threshold does not flood it (Ranch's alarms). It runs on
+    /// the loop's thread: keep it short (log, bump a metric, send to a
+    /// channel). A panic in it is caught and logged.
+    pub fn alarm(
+        mut self,
+        threshold: usize,
+        cooldown: Duration,
+        callback: impl Fn(&Alarm) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.alarm = Some(AlarmConfig {
+            threshold,
+            cooldown,
+            callback: Arc::new(callback),
+        });
+        self
+    }
+
+    /// How many readiness events one `poll` call can return. Default 1024.
+    pub fn events_capacity(mut self, events: usize) -> Self {
+        self.config.events_capacity = events;
+        self
+    }
+
+    /// Serves TLS with `config`: every connection is a TLS session, and the
+    /// handler sees the same lines as on a plaintext server. The config is
+    /// shared by all connections; replace it at run time with
+    /// [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls).
+    ///
+    /// Build it with any crypto provider you like (see the `tls` module's
+    /// notes on providers), or use [`tls_pem`](Builder::tls_pem).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.config.tls = Some(TlsSource::Config(config));
+        self
+    }
+
+    /// Serves TLS with a certificate chain and private key read from PEM
+    /// files when the server is bound (see [`tls_config_from_pem`](crate::tls_config_from_pem):
+    /// ring provider, TLS 1.3 and 1.2). The key may be PKCS#8, PKCS#1 or
+    /// SEC1.
+    ///
+    /// A problem with the files is reported by [`bind`](Builder::bind),
+    /// naming the file and what is wrong with it.
+    #[cfg(feature = "tls")]
+    pub fn tls_pem(mut self, cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Self {
+        self.config.tls = Some(TlsSource::Pem {
+            cert: cert_path.into(),
+            key: key_path.into(),
+        });
+        self
+    }
+
+    /// The ALPN protocols offered, most preferred first (for example
+    /// `[b"h2".to_vec(), b"http/1.1".to_vec()]`). Default: the config's own
+    /// list (none for [`tls_pem`](Builder::tls_pem)). When set, it replaces
+    /// the list of every config the server uses, reloaded ones included. A
+    /// client that offers ALPN but none of these protocols is refused with a
+    /// `no_application_protocol` alert.
+    #[cfg(feature = "tls")]
+    pub fn alpn_protocols<P: Into<Vec<u8>>>(
+        mut self,
+        protocols: impl IntoIterator<Item = P>,
+    ) -> Self {
+        self.config.alpn = Some(protocols.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How long a TLS handshake may take, from accept to the client's
+    /// `Finished`. Default 5 s (Ranch's figure; actix uses 3 s). A client that
+    /// connects and never speaks holds one handshake place this long, and
+    /// blocks nobody else.
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// The most TLS handshakes in progress at once, per loop (each of
+    /// [`workers`](Builder::workers) has its own). Default 256 (actix's
+    /// figure). Past it, new connections are accepted and closed at once,
+    /// counted in [`Stats::tls_refused`](crate::Stats::tls_refused); an
+    /// established connection never counts. Size it to what a loop can
+    /// compute within a handshake timeout: a TLS 1.3 handshake with an ECDSA
+    /// P-256 certificate took about 0.2 ms of server CPU here (ring, release
+    /// build); RSA keys cost several times more.
+    pub fn max_handshakes(mut self, handshakes: usize) -> Self {
+        self.config.max_handshakes = handshakes;
+        self
+    }
+
+    /// The number of event loops, each on its own thread. Default 1; at most
+    /// 1024. One per core ([`workers_per_core`](Builder::workers_per_core))
+    /// is the usual choice for a server that has the machine to itself.
+    ///
+    /// The loops share one listener ([`distribution`](Builder::distribution))
+    /// and one exact budget of [`acceptors`](Builder::acceptors) slots: a
+    /// slot is reserved before `accept`, so the server as a whole never
+    /// serves more than the budget, whichever loops the connections land on.
+    /// Under [`Overflow::Pause`], a slot freed on any loop resumes the paused
+    /// accept.
+    ///
+    /// Each loop needs its own handler: run the server with
+    /// [`Server::run_workers`] or [`Server::spawn_workers`] and a factory.
+    /// [`Server::run`] and [`Server::spawn`] take one handler, so they serve
+    /// with one loop and refuse a configuration of more.
+    pub fn workers(mut self, loops: usize) -> Self {
+        self.config.workers = loops;
+        self
+    }
+
+    /// One event loop per core: [`workers`](Builder::workers) set to
+    /// [`std::thread::available_parallelism`] (which honours CPU affinity
+    /// masks and cgroup quotas), or 1 if that is unknown.
+    pub fn workers_per_core(self) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.workers(cores)
+    }
+
+    /// How the loops share the listener. Default [`Distribution::Handoff`]:
+    /// loop 0 accepts and hands each connection to the least loaded loop.
+    /// Irrelevant with one loop.
+    pub fn distribution(mut self, distribution: Distribution) -> Self {
+        self.config.distribution = distribution;
+        self
+    }
+
+    /// Pins loop `i` to core `i` (modulo the number of cores), through the
+    /// `core_affinity` crate. Default off. Pinning keeps a loop's caches warm
+    /// on a machine dedicated to the server; on a shared machine it can hurt,
+    /// as the scheduler can no longer move a loop off a busy core. With
+    /// [`Server::run_workers`], the calling thread runs loop 0 and is pinned
+    /// too. A failure to pin is logged and the loop runs unpinned.
+    ///
+    /// Available with the cargo feature `core_affinity`.
+    #[cfg(feature = "core_affinity")]
+    pub fn pin_cores(mut self, on: bool) -> Self {
+        self.config.pin_cores = on;
+        self
+    }
+}

@@ -1,0 +1,437 @@
+//! The reactor: one thread, one `mio::Poll`, a listening socket and a slab
+//! of connections. Start reading here.
+//!
+//! The loop sleeps in `poll` until the kernel reports *readiness* on some
+//! tokens, then does the work each token's owner can now do without
+//! blocking, then sleeps again. Nothing here ever blocks except `poll`
+//! itself, and `poll` wakes up when there is I/O, a command from another
+//! thread (through the waker), or a timer due (through `poll`'s timeout).
+//! There is no `sleep` anywhere.
+//!
+//! # Tokens
+//!
+//! `Token(0)` is the listener, `Token(1)` the waker, and a connection in slab
+//! slot `k` is `Token(k + 2)`. The slab hands out the lowest free slot, so
+//! tokens stay small and lookups are an index, not a hash. A slot is reused
+//! as soon as its connection is gone, so each connection also has a
+//! [`ConnId`] that is never reused: the slot's *generation*. Whatever names
+//! a connection from outside the current event (a handle, a timer, the
+//! `again` list) carries both, and reaches nobody if the ids differ.
+//!
+//! # Draining readiness
+//!
+//! mio is edge-triggered: an event says "something changed", once. After it,
+//! the loop must repeat the operation (accept, read, write) until the kernel
+//! says `WouldBlock`, or it may never hear about that socket again. Two
+//! well-known shortcuts are taken, as tokio takes them on epoll: a `read` that
+//! returns less than the buffer could hold, or a `write` that takes less than
+//! it was given, already proves the socket drained (or full), so the extra
+//! syscall that would only say `WouldBlock` is skipped. Where the loop stops
+//! early on purpose (fairness, backpressure), it notes the connection in
+//! `again` and comes back to it without waiting for an edge that may never
+//! come.
+//!
+//! # Layout
+//!
+//! - this file: the loop itself: a turn, commands from other threads,
+//!   timers, stop;
+//! - `accept.rs`: draining the listener, admission, refusing;
+//! - `drive.rs`: one connection's socket work, one `drive` per event,
+//!   whatever its transport;
+//! - `serve.rs`: framing and the handler, with no I/O;
+//! - `distribute.rs`: which loop serves a connection.
+
+mod accept;
+mod distribute;
+mod drive;
+mod serve;
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Poll, Token};
+use slab::Slab;
+
+use crate::base::close::CloseReason;
+use crate::base::id::ConnId;
+use crate::base::time::{millis, Clock, Millis};
+use crate::config::Config;
+use crate::core::{Phase, Timeout, Timeouts, NO_TIMER};
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::shared::{Command, ServerShared, StopReport};
+use crate::timers::TimerHeap;
+use crate::transport::Transport;
+
+use accept::AcceptState;
+use distribute::Distributor;
+use drive::{Connection, Pipeline};
+
+/// The listening socket's token.
+pub(crate) const LISTENER: Token = Token(0);
+/// The waker's token: another thread queued a command.
+pub(crate) const WAKER: Token = Token(1);
+/// Slab slot `k` is `Token(k + FIRST_CONN)`.
+const FIRST_CONN: usize = 2;
+
+/// What an event says a connection can do now.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// The peer shut down (or the socket failed): a short read no longer
+    /// proves the socket drained, because end-of-stream is still to be read.
+    read_closed: bool,
+}
+
+impl From<&Event> for Readiness {
+    fn from(e: &Event) -> Self {
+        // An error is reported to whichever syscall comes next, so let both
+        // directions try.
+        Readiness {
+            readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+            writable: e.is_writable() || e.is_write_closed() || e.is_error(),
+            read_closed: e.is_read_closed() || e.is_error(),
+        }
+    }
+}
+
+/// A stop in progress.
+#[derive(Debug)]
+struct Stopping {
+    deadline: Millis,
+    open_at_stop: usize,
+    waiters: Vec<mpsc::Sender<StopReport>>,
+}
+
+/// One event loop and everything it owns, for handler `H` and transport `T`
+/// (a plaintext loop and a TLS loop are two compilations of the same code).
+pub(crate) struct EventLoop<H: Handler, T: Transport> {
+    poll: Poll,
+    /// `None` once a stop has begun, and on a loop that does not accept
+    /// (see `distribute.rs`).
+    listener: Option<TcpListener>,
+    /// This loop's index among the server's loops.
+    index: usize,
+    /// Which loop serves what this loop accepts.
+    distributor: Distributor,
+    /// The connections. A slot's key is its token minus `FIRST_CONN`.
+    conns: Slab<Connection<H::State, T>>,
+    /// The handler, the transport's shared state and the loop's buffers:
+    /// what every connection's pipeline runs through.
+    pipe: Pipeline<H, T>,
+    /// Ids are unique per server: loop `i` of `n` hands out `i+1, i+1+n, ...`.
+    next_id: u64,
+    id_step: u64,
+    accept: AcceptState,
+    /// "Now" for this turn, read once after `poll` returns.
+    clock: Clock,
+    /// When to look at which connection again (idle, write stall, linger).
+    timers: TimerHeap,
+    /// Handshake deadlines (TLS). Every entry has the same timeout, so
+    /// arrival order is deadline order and a FIFO is the whole timer queue,
+    /// O(1) to add and to expire; entries whose handshake finished (or whose
+    /// connection closed) are skipped when they come up. Empty on a
+    /// plaintext loop.
+    handshakes: VecDeque<(Millis, usize, ConnId)>,
+    handshake_timeout: Millis,
+    stopping: Option<Stopping>,
+    /// A spare vector the command queue is swapped into.
+    commands: Vec<Command>,
+    /// One descriptor kept open for `EMFILE` (see `accept.rs`).
+    spare_fd: Option<File>,
+}
+
+impl<H: Handler, T: Transport> EventLoop<H, T> {
+    pub(crate) fn new(
+        poll: Poll,
+        listener: Option<TcpListener>,
+        handler: H,
+        transport: T::Loop,
+        config: Config,
+        server: Arc<ServerShared>,
+        index: usize,
+    ) -> Self {
+        let shared = server.loops[index].clone();
+        let timeouts = Timeouts {
+            idle: millis(config.idle_timeout),
+            write_stall: millis(config.write_stall_timeout),
+            linger: millis(config.linger).unwrap_or(1),
+            proxy_header: millis(config.proxy_header_timeout).unwrap_or(1),
+        };
+        EventLoop {
+            poll,
+            listener,
+            index,
+            distributor: Distributor::new(config.distribution, index),
+            conns: Slab::new(),
+            next_id: index as u64 + 1,
+            id_step: server.loops.len() as u64,
+            handshake_timeout: millis(config.handshake_timeout).unwrap_or(1),
+            pipe: Pipeline::new(handler, transport, config, shared, server, timeouts),
+            accept: AcceptState::default(),
+            clock: Clock::new(),
+            timers: TimerHeap::default(),
+            handshakes: VecDeque::new(),
+            stopping: None,
+            commands: Vec::new(),
+            spare_fd: None,
+        }
+    }
+
+    /// Runs until stopped. The answer to every `stop()` caller, and what this
+    /// returns, is the same report.
+    pub(crate) fn run(mut self) -> Result<StopReport, Error> {
+        let shared = self.pipe.shared.clone();
+        let _ = shared.thread.set(std::thread::current().id());
+        // Only a loop that accepts needs the spare (see `accept.rs`).
+        if self.pipe.config.spare_descriptor && self.listener.is_some() {
+            self.spare_fd = accept::open_spare();
+        }
+        let result = self.turn_until_stopped();
+        // Close the queue first, so that no `stop()` can wait on a command
+        // nobody will read; the `Sender`s in what was left are dropped here,
+        // which wakes their callers.
+        let leftover = shared.close();
+        if let Ok(report) = &result {
+            *shared.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(*report);
+            let waiters = self.stopping.take().map(|s| s.waiters).unwrap_or_default();
+            for waiter in waiters {
+                let _ = waiter.send(*report);
+            }
+        }
+        drop(leftover);
+        result
+    }
+
+    /// The loop. One turn: sleep in `poll`, read the clock once, handle each
+    /// ready token, then the work that came due without an event.
+    fn turn_until_stopped(&mut self) -> Result<StopReport, Error> {
+        let mut events = Events::with_capacity(self.pipe.config.events_capacity);
+        loop {
+            match self.poll.poll(&mut events, self.next_timeout()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("poll failed, the loop exits: {e}");
+                    return Err(e.into());
+                }
+            }
+            self.pipe.now = self.clock.tick();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_connections(),
+                    WAKER => self.run_commands(),
+                    // An event for a slot that is empty (the connection closed
+                    // earlier in this batch) is ignored; one for a slot reused
+                    // meanwhile is merely spurious: the read says WouldBlock.
+                    Token(t) => self.drive(t - FIRST_CONN, Readiness::from(event)),
+                }
+            }
+            self.run_deferred();
+            if let Some(report) = self.finish_stop() {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// How long `poll` may sleep: not at all if work is deferred to this
+    /// loop, else until the nearest timer, else until an event.
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.pipe.again.is_empty() || self.accept.again {
+            return Some(Duration::ZERO);
+        }
+        let deadlines = [
+            self.accept.retry_at(),
+            self.timers.next(),
+            self.stopping.as_ref().map(|s| s.deadline),
+            self.handshakes.front().map(|h| h.0),
+        ];
+        let next = deadlines.into_iter().flatten().min()?;
+        Some(self.clock.until(next))
+    }
+
+    // ----- Commands from other threads --------------------------------------
+
+    fn run_commands(&mut self) {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.pipe.shared.take_commands(&mut commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::Send { key, id, data } => {
+                    if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
+                        self.pipe.send_from_handle(conn, key, &data);
+                        self.settle(key);
+                    } else {
+                        self.stale(id);
+                    }
+                }
+                Command::Close { key, id } => {
+                    if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
+                        conn.core.handle_close(CloseReason::Closed, false);
+                        self.settle(key);
+                    } else {
+                        self.stale(id);
+                    }
+                }
+                Command::Stop { deadline, done } => self.begin_stop(deadline, done),
+                Command::BudgetChanged => self.accept.again = true,
+                Command::Adopt(handoff) => {
+                    // After a stop began, the connection is dropped
+                    // unserved, as the listener's backlog is; dropping the
+                    // hand-off gives back its slot and its load.
+                    if self.stopping.is_none() {
+                        handoff.load.adopted();
+                        self.serve(handoff.stream, handoff.peer, handoff.ticket);
+                    }
+                }
+            }
+        }
+        self.commands = commands;
+    }
+
+    /// A command for connection `id` found its slot empty or reused (the
+    /// id is the slot's generation): it reaches nobody, and is counted.
+    fn stale(&self, id: ConnId) {
+        self.pipe.shared.counters.stale_handle_commands.add(1);
+        log::debug!("{id}: handle is stale (connection gone); command dropped");
+    }
+
+    // ----- Timers and deferred work -----------------------------------------
+
+    /// Work that does not come with an event: expired timers, accepts and
+    /// reads that were cut short or unblocked.
+    fn run_deferred(&mut self) {
+        self.expire_handshakes();
+        let now = self.clock.now();
+        if self.accept.retry_due(now) {
+            self.accept.again = true;
+        }
+        while let Some((at, key, id)) = self.timers.pop_due(now) {
+            // Skip entries of closed connections, and entries superseded by
+            // an earlier wake-up of the same connection (lazy deletion).
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.core.id != id || conn.core.timer_at != at {
+                continue;
+            }
+            conn.core.timer_at = NO_TIMER;
+            // If activity moved the deadline, nothing fires and `settle`
+            // queues the new one.
+            if let Some(Timeout::ProxyHeader) = conn.core.handle_timeout(now, &self.pipe.timeouts) {
+                self.pipe.shared.counters.bad_proxy_headers.add(1);
+            }
+            self.settle(key);
+        }
+        // A slot may have been given back without a close (lingering,
+        // `release_slot`), or by another loop: a paused accept looks again.
+        if self.accept.again || (self.accept.is_paused() && self.pipe.server.budget().has_room()) {
+            self.accept_connections();
+        }
+        // Swap with an empty vector: entries pushed while we work wait for
+        // the next turn, after the poll has had its say.
+        for (key, id) in std::mem::take(&mut self.pipe.again) {
+            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
+                self.pipe.read(conn, key, false);
+                self.settle(key);
+            }
+        }
+    }
+
+    /// Closes the connections whose TLS handshake is past its deadline. A
+    /// client that connects and never sends a ClientHello ends here, having
+    /// held one handshake place and nothing else.
+    fn expire_handshakes(&mut self) {
+        let now = self.clock.now();
+        while let Some(&(deadline, key, id)) = self.handshakes.front() {
+            if deadline > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
+                if matches!(conn.core.phase(), Phase::Handshaking | Phase::ProxyHeader) {
+                    log::debug!("{} {}: TLS handshake timed out", id, conn.core.peer);
+                    conn.core.handle_close(CloseReason::HandshakeTimeout, false);
+                    self.settle(key);
+                }
+            }
+        }
+    }
+
+    // ----- Shutdown ----------------------------------------------------------
+
+    /// Begins a graceful stop: close the listener, then close every
+    /// connection after flushing its output.
+    fn begin_stop(&mut self, deadline: Instant, done: Option<mpsc::Sender<StopReport>>) {
+        // One deadline for every loop: what is left of the grace period.
+        let grace = deadline.saturating_duration_since(Instant::now());
+        if let Some(stopping) = &mut self.stopping {
+            stopping.waiters.extend(done);
+            return;
+        }
+        // Connections still in the kernel's backlog were never served; the
+        // kernel resets them when the listener closes.
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        log::info!(
+            "stopping: {} connections open, grace {grace:?}",
+            self.conns.len()
+        );
+        self.stopping = Some(Stopping {
+            deadline: self.clock.now() + grace.as_millis() as Millis,
+            open_at_stop: self.conns.len(),
+            waiters: done.into_iter().collect(),
+        });
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.conns[key]
+                .core
+                .handle_close(CloseReason::Stopped, false);
+            self.settle(key);
+        }
+    }
+
+    /// Ends the stop when every connection is gone, or when the grace period
+    /// is over (closing the rest).
+    fn finish_stop(&mut self) -> Option<StopReport> {
+        let stopping = self.stopping.as_ref()?;
+        let mut report = StopReport {
+            open_at_stop: stopping.open_at_stop,
+            force_closed: 0,
+        };
+        if !self.conns.is_empty() {
+            if self.clock.now() < stopping.deadline {
+                return None;
+            }
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                let core = &mut self.conns[key].core;
+                // A lingering connection has delivered everything; only one
+                // with output still unsent is cut short.
+                if !matches!(core.phase(), Phase::Lingering { .. }) {
+                    report.force_closed += 1;
+                }
+                core.set_phase(Phase::Closed {
+                    reason: CloseReason::Stopped,
+                });
+                self.remove(key);
+            }
+            if report.force_closed > 0 {
+                log::warn!(
+                    "grace period over: {} connections closed with output unsent",
+                    report.force_closed
+                );
+            }
+        }
+        log::info!("stopped");
+        Some(report)
+    }
+}

@@ -1,0 +1,346 @@
+//! The middle of the pipeline, with no I/O: plaintext in, framing, the
+//! handler, replies out (into the loop's write buffer, for the driver to
+//! seal and write). Also the PROXY header, which comes before everything.
+//!
+//! Nothing here touches a socket: these functions take bytes and a
+//! connection's [`Core`], and leave replies in a buffer.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::admission::Gate;
+use crate::base::close::CloseReason;
+use crate::base::time::Millis;
+use crate::config::Config;
+use crate::core::{Core, Phase, Remainder};
+use crate::framing::{split_lines, Flow, FrameError};
+use crate::handler::{Conn, Handler};
+use crate::proxy::{self, ProxyHeader};
+use crate::shared::LoopShared;
+use crate::transport::SessionInfo;
+
+/// What serving one connection needs to know from its loop, borrowed for
+/// one call.
+pub(super) struct Cx<'a> {
+    pub(super) config: &'a Config,
+    pub(super) shared: &'a Arc<LoopShared>,
+    pub(super) now: Millis,
+    /// The connection's slab key, for the handles the handler may take.
+    pub(super) key: usize,
+    /// The secure session, on a TLS connection.
+    pub(super) session: Option<&'a dyn SessionInfo>,
+}
+
+/// Runs `f` with a [`Conn`] context for `core`, catching a handler panic.
+///
+/// Replies go to the loop's shared `write_buf` when the connection has no
+/// output queued (the driver then writes them straight to the socket), or
+/// behind its queued output otherwise, so order is always kept. On a secure
+/// connection the queue holds sealed bytes, so replies always go to
+/// `write_buf` (plaintext, sealed by the driver afterwards, still in order),
+/// and the queue's length counts toward the output limit. Returns `None` if
+/// the handler panicked; the connection is then closed.
+fn with_conn<S, R>(
+    core: &mut Core<S>,
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+    f: impl FnOnce(&mut Conn<'_, S>, &mut Remainder) -> R,
+) -> Option<R> {
+    let mut verdict = None;
+    let (out, queued) = if cx.session.is_some() || core.out.is_empty() {
+        (write_buf, core.out.len())
+    } else {
+        (core.out.for_append(), 0)
+    };
+    let mut ctx = Conn {
+        id: core.id,
+        peer: core.peer,
+        proxy: core.proxy.as_deref().copied(),
+        state: &mut core.state,
+        out,
+        room: cx.config.output_limit.saturating_sub(queued),
+        verdict: &mut verdict,
+        held: &mut core.held,
+        key: cx.key,
+        shared: cx.shared,
+        session: cx.session,
+    };
+    let partial = &mut core.partial;
+    let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx, partial)));
+    match result {
+        Ok(r) => {
+            if let Some(reason) = verdict {
+                core.handle_close(reason, false);
+            }
+            Some(r)
+        }
+        Err(panic) => {
+            cx.shared.counters.handler_panics.add(1);
+            log::error!(
+                "{} {}: handler panicked, closing the connection: {}",
+                core.id,
+                core.peer,
+                panic_message(&*panic)
+            );
+            core.handle_close(CloseReason::HandlerPanicked, false);
+            None
+        }
+    }
+}
+
+/// Tells the handler about a connection (`on_connect`); its greeting, if
+/// any, is left in `write_buf`.
+pub(super) fn greet<H: Handler>(
+    core: &mut Core<H::State>,
+    handler: &mut H,
+    write_buf: &mut Vec<u8>,
+    cx: &Cx<'_>,
+) {
+    core.announced = true;
+    with_conn(core, write_buf, cx, |ctx, _| handler.on_connect(ctx));
+}
+
+/// Hands `input` to the handler frame by frame; the replies are left in
+/// `write_buf` (or the connection's queue). `spare` is the loop's empty
+/// vector, lent to a connection with no tail (see [`Remainder`]).
+pub(super) fn handle_frames<H: Handler>(
+    core: &mut Core<H::State>,
+    handler: &mut H,
+    input: &[u8],
+    write_buf: &mut Vec<u8>,
+    spare: &mut Vec<u8>,
+    cx: &Cx<'_>,
+) {
+    let max = cx.config.max_line_len;
+    let framed = with_conn(core, write_buf, cx, |ctx, partial| {
+        let mut lines = 0;
+        let framed = partial.with_vec(spare, |partial| {
+            split_lines(partial, input, max, |line| {
+                lines += 1;
+                handler.on_line(line, ctx);
+                if ctx.is_closing() {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            })
+        });
+        (framed, lines)
+    });
+    // A panic may leave bytes in the spare; it must go back empty.
+    spare.clear();
+    if let Some((framed, lines)) = framed {
+        cx.shared.counters.lines.add(lines);
+        if lines > 0 {
+            core.last_active = cx.now;
+        }
+        if framed == Err(FrameError::LineTooLong) {
+            log::debug!(
+                "{} {}: line longer than {max} bytes, closing",
+                core.id,
+                core.peer
+            );
+            core.handle_close(CloseReason::LineTooLong, false);
+        }
+    }
+}
+
+/// Where a PROXY header stands after some input.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum HeaderStep {
+    /// Not complete yet: wait for more.
+    Incomplete,
+    /// Rejected (malformed, or the client it names is denied); the
+    /// connection is closing.
+    Rejected,
+    /// Complete: the peer is the client it names; these bytes followed it
+    /// and belong to the connection's stream.
+    Done(Vec<u8>),
+}
+
+/// Gathers the PROXY protocol header from the first bytes of a connection.
+/// Once it is complete, the peer address becomes the client's and the
+/// address filter decides.
+pub(super) fn proxy_header<S>(
+    core: &mut Core<S>,
+    input: &[u8],
+    gate: &Gate,
+    shared: &LoopShared,
+) -> HeaderStep {
+    let mut gathered = core.partial.take();
+    gathered.extend_from_slice(input);
+    let (header, used) = match proxy::parse(&gathered) {
+        Ok(None) => {
+            core.partial.set(gathered);
+            return HeaderStep::Incomplete;
+        }
+        Ok(Some(done)) => done,
+        Err(e) => {
+            log::debug!("{} {}: {e}; closing", core.id, core.peer);
+            shared.counters.bad_proxy_headers.add(1);
+            core.handle_close(CloseReason::BadProxyHeader, true);
+            return HeaderStep::Rejected;
+        }
+    };
+    if let ProxyHeader::Proxied { source, .. } = header {
+        core.proxy = Some(Box::new(std::mem::replace(&mut core.peer, source)));
+        log::debug!(
+            "{} {}: proxied for {source}",
+            core.id,
+            core.proxy.as_deref().unwrap()
+        );
+    }
+    if !gate.permits(core.peer.ip()) {
+        log::debug!("{} {}: denied by the address filter", core.id, core.peer);
+        shared.counters.denied.add(1);
+        core.handle_close(CloseReason::Denied, true);
+        return HeaderStep::Rejected;
+    }
+    gathered.drain(..used);
+    HeaderStep::Done(gathered)
+}
+
+/// The header is in: the connection goes on to its handshake (TLS) or
+/// opens.
+pub(super) fn after_header<S>(core: &mut Core<S>, handshaking: bool) {
+    core.set_phase(if handshaking {
+        Phase::Handshaking
+    } else {
+        Phase::Open
+    });
+}
+
+/// The text of a panic payload, for the log.
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::id::ConnId;
+    use crate::budget::{Admission, Budget, Overflow};
+    use crate::core::Start;
+    use crate::filter::AddressFilter;
+
+    /// A loop's shared state without a loop: a waker needs a poll.
+    fn shared() -> Arc<LoopShared> {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(1)).unwrap();
+        Arc::new(LoopShared::new(waker, 4))
+    }
+
+    fn core(start: Start) -> (Core<()>, Arc<Budget>) {
+        let budget = Arc::new(Budget::new(4, Overflow::Refuse, 1));
+        let Admission::Serve(slot) = budget.try_acquire() else {
+            panic!()
+        };
+        let core = Core::new(
+            ConnId(7),
+            "10.0.0.1:1000".parse().unwrap(),
+            0,
+            start,
+            slot,
+            None,
+        );
+        (core, budget)
+    }
+
+    /// The echo handler, driven through the pipeline's middle with no
+    /// socket: frames in, replies out, the tail kept between reads.
+    #[test]
+    fn frames_reach_the_handler_and_replies_the_buffer() {
+        let (mut c, _b) = core(Start::Open);
+        let shared = shared();
+        let config = Config::default();
+        let cx = Cx {
+            config: &config,
+            shared: &shared,
+            now: 5,
+            key: 0,
+            session: None,
+        };
+        let mut echo = |line: &[u8], conn: &mut Conn<'_>| {
+            conn.send(line);
+            conn.send(b"\n");
+        };
+        let (mut out, mut spare) = (Vec::new(), Vec::new());
+        handle_frames(&mut c, &mut echo, b"one\r\ntw", &mut out, &mut spare, &cx);
+        assert_eq!(out, b"one\n");
+        assert_eq!(c.partial.as_slice(), b"tw");
+        handle_frames(&mut c, &mut echo, b"o\n", &mut out, &mut spare, &cx);
+        assert_eq!(out, b"one\ntwo\n");
+        assert!(c.partial.is_empty() && spare.is_empty());
+        assert_eq!(c.last_active, 5);
+        assert_eq!(shared.counters.lines.get(), 2);
+    }
+
+    #[test]
+    fn a_panicking_handler_closes_only_its_connection() {
+        let (mut c, _b) = core(Start::Open);
+        let shared = shared();
+        let config = Config::default();
+        let cx = Cx {
+            config: &config,
+            shared: &shared,
+            now: 0,
+            key: 0,
+            session: None,
+        };
+        let mut boom = |_: &[u8], _: &mut Conn<'_>| panic!("boom");
+        let (mut out, mut spare) = (Vec::new(), Vec::new());
+        handle_frames(&mut c, &mut boom, b"x\ny", &mut out, &mut spare, &cx);
+        assert_eq!(c.close_reason(), CloseReason::HandlerPanicked);
+        assert!(spare.is_empty(), "the spare goes back empty");
+        assert_eq!(shared.counters.handler_panics.get(), 1);
+    }
+
+    #[test]
+    fn a_proxy_header_names_the_client_and_leaves_the_rest() {
+        let (mut c, _b) = core(Start::ProxyHeader);
+        let shared = shared();
+        let budget = Arc::new(Budget::new(1, Overflow::Refuse, 1));
+        let gate = Gate::new(budget, 0, 0, AddressFilter::default(), true);
+        let header = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\nhello\n";
+        assert_eq!(
+            proxy_header(&mut c, &header[..10], &gate, &shared),
+            HeaderStep::Incomplete
+        );
+        let step = proxy_header(&mut c, &header[10..], &gate, &shared);
+        assert_eq!(step, HeaderStep::Done(b"hello\n".to_vec()));
+        assert_eq!(c.peer, "192.0.2.1:5000".parse().unwrap());
+        assert_eq!(c.proxy.as_deref(), Some(&"10.0.0.1:1000".parse().unwrap()));
+        assert!(c.partial.is_empty());
+    }
+
+    #[test]
+    fn a_proxied_client_is_filtered_by_the_address_it_is_named_by() {
+        let (mut c, _b) = core(Start::ProxyHeader);
+        let shared = shared();
+        let budget = Arc::new(Budget::new(1, Overflow::Refuse, 1));
+        let filter = AddressFilter {
+            allow: vec![],
+            deny: vec!["192.0.2.0/24".parse().unwrap()],
+        };
+        let gate = Gate::new(budget, 0, 0, filter, true);
+        let header = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n";
+        assert_eq!(
+            proxy_header(&mut c, header, &gate, &shared),
+            HeaderStep::Rejected
+        );
+        assert_eq!(c.close_reason(), CloseReason::Denied);
+        assert_eq!(shared.counters.denied.get(), 1);
+    }
+
+    #[test]
+    fn panic_messages_are_readable() {
+        let p = catch_unwind(|| panic!("boom")).unwrap_err();
+        assert_eq!(panic_message(&*p), "boom");
+        let p = catch_unwind(|| panic!("{}", 42)).unwrap_err();
+        assert_eq!(panic_message(&*p), "42");
+    }
+}

@@ -1,0 +1,276 @@
+//! What a server's loops share with each other and with the handles that
+//! reach them from other threads: the command queue and waker of each loop,
+//! its counters, and the server-wide admission state.
+//!
+//! The event loop owns every socket and every connection; no other thread
+//! touches them. A handle instead *asks* the loop: it pushes a [`Command`] on
+//! a mutex-guarded queue and wakes the loop through mio's [`Waker`] (an
+//! `eventfd` on Linux, which the poll reports as one more readable token).
+//! This is the pattern of actix-server's `WakerQueue`.
+//!
+//! The waker is written only when the queue goes from empty to non-empty: the
+//! loop drains the whole queue per wake-up, so a burst of sends from a worker
+//! pool costs the loop one wake-up, not one per send.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::ThreadId;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::Waker;
+
+use crate::admission::{Gate, Ticket};
+use crate::alarm::AlarmState;
+use crate::base::id::ConnId;
+use crate::budget::Budget;
+use crate::error::Error;
+use crate::limits::Handshakes;
+#[cfg(feature = "tls")]
+use crate::tls_config::TlsShared;
+
+/// A request from another thread to a loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Queue bytes on a connection, if it is still the one the handle names.
+    Send {
+        key: usize,
+        id: ConnId,
+        data: Vec<u8>,
+    },
+    /// Close a connection gracefully, if it is still the one the handle names.
+    Close { key: usize, id: ConnId },
+    /// Stop the loop gracefully by `deadline` (one deadline for every loop
+    /// of the server, however late a busy loop reads this); report to `done`.
+    Stop {
+        deadline: Instant,
+        done: Option<mpsc::Sender<StopReport>>,
+    },
+    /// The budget or overflow strategy changed, or a slot freed while this
+    /// loop was parked: re-check a paused accept.
+    BudgetChanged,
+    /// Serve a connection another loop accepted and admitted (see
+    /// `reactor/distribute.rs`). Dropping the command unread gives back
+    /// everything the connection holds.
+    Adopt(Handoff),
+}
+
+/// A counter written by one thread (its loop) and read by any.
+///
+/// Only the loop writes, so a relaxed load plus store is enough: no locked
+/// read-modify-write instruction on the hot path.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One loop's counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: Counter,
+    pub(crate) refused: Counter,
+    pub(crate) refused_per_ip: Counter,
+    pub(crate) rate_limited: Counter,
+    pub(crate) denied: Counter,
+    pub(crate) bad_proxy_headers: Counter,
+    pub(crate) pause_episodes: Counter,
+    pub(crate) accept_errors: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) lines: Counter,
+    pub(crate) stale_handle_commands: Counter,
+    pub(crate) handler_panics: Counter,
+    pub(crate) tls_handshakes: Counter,
+    pub(crate) tls_handshake_failures: Counter,
+    pub(crate) tls_handshake_timeouts: Counter,
+    pub(crate) tls_refused: Counter,
+}
+
+/// A connection accepted and admitted by one loop, on its way to the loop
+/// that serves it, with what it holds: its [`Ticket`] (slot, address place)
+/// and its count in the target's load.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) ticket: Ticket,
+    pub(crate) load: Load,
+}
+
+/// One connection counted in a loop's `open` (the load least-connections
+/// balances) before that loop has adopted it. Dropped unadopted (the loop
+/// stopped or exited first), it takes the count back; adopted, the count
+/// passes to the connection, which the loop un-counts when it removes it.
+#[derive(Debug)]
+pub(crate) struct Load(Option<Arc<LoopShared>>);
+
+impl Load {
+    /// Counts one connection more on `target`.
+    pub(crate) fn on(target: &Arc<LoopShared>) -> Self {
+        target.open.fetch_add(1, Ordering::Relaxed);
+        Load(Some(target.clone()))
+    }
+
+    /// The target serves it: the count stays, owned by the connection.
+    pub(crate) fn adopted(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(target) = self.0.take() {
+            target.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What one loop shares with the handles that point into it.
+#[derive(Debug)]
+pub(crate) struct LoopShared {
+    waker: Waker,
+    queue: Mutex<Queue>,
+    pub(crate) counters: Counters,
+    /// Connections open on this loop, plus those handed to it and not yet
+    /// adopted: the load that least-connections balances. Written by the
+    /// accepting loop (+1, see `Distributor::pick`) and by this loop (-1,
+    /// when a connection is removed), hence a real read-modify-write, unlike
+    /// [`Counter`].
+    pub(crate) open: AtomicUsize,
+    /// TLS handshakes in progress on this loop: taken by this loop, read by
+    /// whichever loop admits connections for it.
+    pub(crate) handshakes: Arc<Handshakes>,
+    /// The loop's thread, once it runs: `stop()` from that thread would wait
+    /// for itself.
+    pub(crate) thread: OnceLock<ThreadId>,
+    /// The report of the last stop, for late `stop()` callers.
+    pub(crate) report: Mutex<Option<StopReport>>,
+}
+
+/// The command queue, and whether anyone still reads it. Both live under one
+/// lock so that a command is either seen by the loop or refused, never
+/// stranded in a queue that nobody will drain (a `stop()` waiting on it would
+/// wait forever).
+#[derive(Debug, Default)]
+struct Queue {
+    commands: Vec<Command>,
+    closed: bool,
+}
+
+impl LoopShared {
+    pub(crate) fn new(waker: Waker, max_handshakes: usize) -> Self {
+        LoopShared {
+            waker,
+            queue: Mutex::new(Queue::default()),
+            counters: Counters::default(),
+            open: AtomicUsize::new(0),
+            handshakes: Arc::new(Handshakes::new(max_handshakes)),
+            thread: OnceLock::new(),
+            report: Mutex::new(None),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a command and wakes the loop if the queue was empty.
+    pub(crate) fn push(&self, cmd: Command) -> Result<(), Error> {
+        if self.enqueue(cmd).map_err(|_| Error::Stopped)? {
+            self.waker.wake().map_err(Error::Io)?;
+        }
+        Ok(())
+    }
+
+    /// As [`push`](LoopShared::push), but a command the loop will never see
+    /// (it has exited) comes back to the caller, boxed (a rare path: the
+    /// common one stays small).
+    pub(crate) fn try_push(&self, cmd: Command) -> Result<(), Box<Command>> {
+        if self.enqueue(cmd).map_err(Box::new)? {
+            if let Err(e) = self.waker.wake() {
+                // Queued all the same: the loop sees it at its next wake-up.
+                log::warn!("waking a loop failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a command; true if the queue was empty (the loop needs a
+    /// wake-up). A closed queue gives the command back.
+    fn enqueue(&self, cmd: Command) -> Result<bool, Command> {
+        let mut queue = self.queue();
+        if queue.closed {
+            return Err(cmd);
+        }
+        queue.commands.push(cmd);
+        Ok(queue.commands.len() == 1)
+    }
+
+    /// Swaps the queued commands into `into` (an empty spare vector, so the
+    /// queue's allocation is reused rather than freed and grown again).
+    pub(crate) fn take_commands(&self, into: &mut Vec<Command>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.queue().commands, into);
+    }
+
+    /// Marks the loop as gone and returns what was still queued; later
+    /// pushes fail with [`Error::Stopped`].
+    pub(crate) fn close(&self) -> Vec<Command> {
+        let mut queue = self.queue();
+        queue.closed = true;
+        std::mem::take(&mut queue.commands)
+    }
+}
+
+/// What a server shares with all its loops and handles.
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    /// Every accept-time policy, the budget among them.
+    pub(crate) gate: Gate,
+    pub(crate) alarm: Option<AlarmState>,
+    pub(crate) local_addr: SocketAddr,
+    /// One per event loop; a loop's index here is its index everywhere
+    /// (thread name, connection ids, the budget's parked set).
+    pub(crate) loops: Vec<Arc<LoopShared>>,
+    /// The TLS config new connections get; `None` on a plaintext server.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<TlsShared>>,
+}
+
+impl ServerShared {
+    /// The budget: acceptor slots, shared by every loop.
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.gate.budget
+    }
+
+    /// Rings the budget alarm, if one is set and due.
+    pub(crate) fn check_alarm(&self) {
+        if let Some(alarm) = &self.alarm {
+            alarm.check(self.budget());
+        }
+    }
+}
+
+/// The outcome of a graceful stop, from [`ServerHandle::stop`] or
+/// [`Server::run`](crate::Server::run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StopReport {
+    /// Connections open when the stop began.
+    pub open_at_stop: usize,
+    /// Connections that still had unwritten output when the grace period ran
+    /// out, and were closed anyway.
+    pub force_closed: usize,
+}
