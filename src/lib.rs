@@ -214,6 +214,10 @@ mod server;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use framing::fuzz_split_lines;
+/// One connection driven with no socket, for the `connection` fuzz target.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use reactor::sim as fuzz_connection;
 
 pub use alarm::Alarm;
 pub use base::close::CloseReason;

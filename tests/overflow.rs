@@ -176,3 +176,38 @@ fn budget_changes_at_run_time() {
     assert_eq!(d.roundtrip(b"d\n"), b"d\n");
     assert_eq!(handle.stats().budget, 1);
 }
+
+/// Admission decides before it acts: under Grow, clients that the deny list
+/// or the per-address cap refuses never grow the budget (the order is in
+/// src/admission.rs). The issue's own reproduction: budget 1, Grow 1 up to
+/// 3, one client holding the slot, three connects that must be refused.
+#[test]
+fn refused_clients_never_grow_the_budget() {
+    let server = start(
+        Server::builder()
+            .acceptors(1)
+            .overflow(Overflow::Grow { step: 1, max: 3 })
+            .deny("127.0.0.2/32".parse().unwrap())
+            .max_per_ip(1)
+            .refuse_message(b"busy\n".to_vec()),
+        echo,
+    );
+    let addr = server.local_addr();
+    let mut holder = util::connect_from("127.0.0.3", addr);
+    assert_eq!(holder.roundtrip(b"mine\n"), b"mine\n");
+    for _ in 0..3 {
+        let mut denied = util::connect_from("127.0.0.2", addr);
+        assert_eq!(denied.read_to_end(), b"", "denied: closed without a word");
+        let mut capped = util::connect_from("127.0.0.3", addr);
+        assert_eq!(capped.read_to_end(), b"busy\n", "over its address cap");
+    }
+    let stats = server.handle().stats();
+    assert_eq!((stats.denied, stats.refused_per_ip), (3, 3));
+    assert_eq!((stats.budget, stats.grown), (1, 0), "never grown for them");
+    assert_eq!((stats.active, stats.accepted), (1, 1), "nobody new served");
+    // A welcome client still grows it.
+    let mut welcome = util::connect_from("127.0.0.4", addr);
+    assert_eq!(welcome.roundtrip(b"hi\n"), b"hi\n");
+    let stats = server.handle().stats();
+    assert_eq!((stats.budget, stats.grown), (2, 1));
+}

@@ -317,7 +317,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             // Read what the client may have sent already: closing a socket
             // with unread input sends a reset, which can destroy the message
             // before the client reads it. Neither call can block.
-            let _ = (&stream).read(&mut self.pipe.read_buf);
+            let _ = (&stream).read(&mut self.read_buf);
             if let Err(e) = (&stream).write(message) {
                 log::debug!("{peer}: refusal message not sent: {e}");
             }

@@ -63,9 +63,6 @@ impl<S, T> Connection<S, T> {
 pub(super) struct Pipeline<H: Handler, T: Transport> {
     pub(super) handler: H,
     pub(super) transport: T::Loop,
-    /// The one read buffer of the loop, shared by all its connections: a
-    /// connection owns memory only for an incomplete frame or unsent output.
-    pub(super) read_buf: Box<[u8]>,
     /// Replies produced while one read is handled, written in one `write`
     /// when the handler is done with that read.
     write_buf: Vec<u8>,
@@ -99,7 +96,6 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
         Pipeline {
             handler,
             transport,
-            read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             write_buf: Vec::new(),
             wire_buf: Vec::new(),
             spare: Vec::new(),
@@ -115,22 +111,10 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
     /// Reads and handles input until the socket is drained, the connection
     /// stops reading (throttled, closing), or its turn is used.
     ///
+    /// `buf` is the loop's one read buffer, shared by all its connections.
     /// `short_read_drains`: the event said nothing about end-of-stream, so a
     /// short read proves the socket empty (see `# Draining readiness`).
     pub(super) fn read(
-        &mut self,
-        conn: &mut Connection<H::State, T>,
-        key: usize,
-        short_read_drains: bool,
-    ) {
-        // The buffer is lent out for the reads (two pointer moves, no
-        // allocation), so that the rest of the pipeline can be borrowed.
-        let mut buf = std::mem::take(&mut self.read_buf);
-        self.read_with(conn, key, short_read_drains, &mut buf);
-        self.read_buf = buf;
-    }
-
-    fn read_with(
         &mut self,
         conn: &mut Connection<H::State, T>,
         key: usize,
@@ -393,7 +377,8 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             self.pipe.write_pending(conn, key);
         }
         if ready.readable {
-            self.pipe.read(conn, key, !ready.read_closed);
+            self.pipe
+                .read(conn, key, !ready.read_closed, &mut self.read_buf);
         }
         self.settle(key);
     }

@@ -39,12 +39,17 @@
 //! - `drive.rs`: one connection's socket work, one `drive` per event,
 //!   whatever its transport;
 //! - `serve.rs`: framing and the handler, with no I/O;
-//! - `distribute.rs`: which loop serves a connection.
+//! - `distribute.rs`: which loop serves a connection;
+//! - `sim.rs` (tests and fuzzing only): one connection driven with no
+//!   socket.
 
 mod accept;
 mod distribute;
 mod drive;
 mod serve;
+#[cfg(any(test, fuzzing))]
+#[allow(unreachable_pub)]
+pub mod sim;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -126,6 +131,9 @@ pub(crate) struct EventLoop<H: Handler, T: Transport> {
     /// The handler, the transport's shared state and the loop's buffers:
     /// what every connection's pipeline runs through.
     pipe: Pipeline<H, T>,
+    /// The one read buffer of the loop, shared by all its connections: a
+    /// connection owns memory only for an incomplete frame or unsent output.
+    read_buf: Box<[u8]>,
     /// Ids are unique per server: loop `i` of `n` hands out `i+1, i+1+n, ...`.
     next_id: u64,
     id_step: u64,
@@ -174,6 +182,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             next_id: index as u64 + 1,
             id_step: server.loops.len() as u64,
             handshake_timeout: millis(config.handshake_timeout).unwrap_or(1),
+            read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             pipe: Pipeline::new(handler, transport, config, shared, server, timeouts),
             accept: AcceptState::default(),
             clock: Clock::new(),
@@ -339,7 +348,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
         // the next turn, after the poll has had its say.
         for (key, id) in std::mem::take(&mut self.pipe.again) {
             if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
-                self.pipe.read(conn, key, false);
+                self.pipe.read(conn, key, false, &mut self.read_buf);
                 self.settle(key);
             }
         }
