@@ -1,6 +1,6 @@
 //! [`Builder`]: every setting of a server, with its default and how to size
 //! it. Binding (`Builder::bind`, `Builder::listener`) is in `server.rs`,
-//! beside the [`Server`] it makes.
+//! beside the [`Server`](crate::Server) it makes.
 
 #[cfg(feature = "tls")]
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use crate::distribution::Distribution;
 #[cfg(feature = "tls")]
 use crate::tls_config::TlsSource;
 
-/// Configures and binds a [`Server`].
+/// Configures and binds a [`Server`](crate::Server).
 ///
 /// ```
 /// use netpool::{Overflow, Server};
@@ -345,8 +345,8 @@ impl Builder {
     /// accept.
     ///
     /// Each loop needs its own handler: run the server with
-    /// [`Server::run_workers`] or [`Server::spawn_workers`] and a factory.
-    /// [`Server::run`] and [`Server::spawn`] take one handler, so they serve
+    /// [`Server::run_workers`](crate::Server::run_workers) or [`Server::spawn_workers`](crate::Server::spawn_workers) and a factory.
+    /// [`Server::run`](crate::Server::run) and [`Server::spawn`](crate::Server::spawn) take one handler, so they serve
     /// with one loop and refuse a configuration of more.
     pub fn workers(mut self, loops: usize) -> Self {
         self.config.workers = loops;
@@ -373,7 +373,7 @@ impl Builder {
     /// `core_affinity` crate. Default off. Pinning keeps a loop's caches warm
     /// on a machine dedicated to the server; on a shared machine it can hurt,
     /// as the scheduler can no longer move a loop off a busy core. With
-    /// [`Server::run_workers`], the calling thread runs loop 0 and is pinned
+    /// [`Server::run_workers`](crate::Server::run_workers), the calling thread runs loop 0 and is pinned
     /// too. A failure to pin is logged and the loop runs unpinned.
     ///
     /// Available with the cargo feature `core_affinity`.

@@ -50,7 +50,7 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Lines handed to the handler.
     pub lines: u64,
-    /// Commands from [`ConnHandle`]s whose connection was already gone.
+    /// Commands from [`ConnHandle`](crate::ConnHandle)s whose connection was already gone.
     pub stale_handle_commands: u64,
     /// Handler panics caught (each closed its connection).
     pub handler_panics: u64,
@@ -101,7 +101,7 @@ pub struct LoopStats {
     pub bytes_out: u64,
     /// Lines this loop handed to its handler.
     pub lines: u64,
-    /// Stale [`ConnHandle`] commands dropped by this loop.
+    /// Stale [`ConnHandle`](crate::ConnHandle) commands dropped by this loop.
     pub stale_handle_commands: u64,
     /// Handler panics caught on this loop.
     pub handler_panics: u64,

@@ -263,7 +263,7 @@ impl ServerShared {
     }
 }
 
-/// The outcome of a graceful stop, from [`ServerHandle::stop`] or
+/// The outcome of a graceful stop, from [`ServerHandle::stop`](crate::ServerHandle::stop) or
 /// [`Server::run`](crate::Server::run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

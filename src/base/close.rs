@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-/// Why a connection ended, as told to [`Handler::on_disconnect`].
+/// Why a connection ended, as told to [`Handler::on_disconnect`](crate::Handler::on_disconnect).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -20,7 +20,7 @@ pub enum CloseReason {
     /// Pending output passed [`Builder::output_limit`](crate::Builder::output_limit):
     /// the peer was not reading. The output was dropped.
     OutputOverflow,
-    /// [`Conn::close`] or [`ConnHandle::close`] was called. Output was flushed
+    /// [`Conn::close`](crate::Conn::close) or [`ConnHandle::close`](crate::ConnHandle::close) was called. Output was flushed
     /// first.
     Closed,
     /// The server was stopped. Output was flushed first, unless the stop's
