@@ -35,31 +35,36 @@
 //!
 //! # Layout
 //!
-//! One concept per file:
+//! One pipeline for every connection, whatever its transport:
 //!
-//! - `event_loop.rs`: the poll loop: tokens, draining readiness, accepting,
-//!   reading, writing, timers, stop. Start reading here.
-//! - `conn.rs`: one connection's state machine ([`Phase`](#connection-life)),
-//!   its interest and its output queue.
-//! - `framing.rs`: splitting bytes into lines; no I/O.
-//! - `budget.rs`: the accept budget and the [`Overflow`] strategies, and
-//!   the set of loops paused on it.
-//! - `distribute.rs`: several loops behind one listener ([`Distribution`]):
-//!   which loop serves a new connection, and why it is done that way.
-//! - `limits.rs`: abuse limits at accept: per-address cap, accept rate.
-//! - `filter.rs`: allow and deny lists of CIDR ranges.
-//! - `proxy.rs`: the PROXY protocol v1 and v2 header parser; no I/O.
-//! - `timers.rs`: idle, write-stall and linger timeouts: a heap of wake-up
-//!   times with lazy deletion, whose cost per turn is only what is due.
-//! - `handler.rs`: [`Handler`], [`Conn`], [`CloseReason`].
-//! - `handle.rs`: [`ServerHandle`], [`ConnHandle`], [`Stats`]: reaching the
-//!   loop from other threads through a command queue and mio's `Waker`.
-//! - `tls.rs`: TLS with rustls (feature `tls`, on by default): PEM loading,
-//!   the crypto provider, the per-connection session the loop drives.
-//! - `config.rs`: [`Builder`], every limit with its default.
-//! - `server.rs`: [`Server`]: bind, then run here or spawn, one loop or
-//!   [`workers`](Builder::workers) loops on their threads.
-//! - `error.rs`: [`Error`].
+//! ```text
+//! socket ─▶ transport ─▶ framing ─▶ handler ─▶ transport ─▶ socket
+//! ```
+//!
+//! The modules are layers; arrows point down (a module imports only from
+//! layers below it, and a check in CI, `.ci/module-cycles`, keeps it so):
+//!
+//! - **The public API**: `server.rs` ([`Server`], binding), `builder.rs`
+//!   ([`Builder`]: every setting and its default), `handles.rs`
+//!   ([`ServerHandle`], [`Stats`]).
+//! - **The reactor**, `reactor/`: the poll loop (`mod.rs`, start reading
+//!   here), accepting (`accept.rs`), driving one connection's socket
+//!   (`drive.rs`), framing and the handler with no I/O (`serve.rs`), several
+//!   loops (`distribute.rs`).
+//! - **What the loops share**: `shared.rs` (command queues, counters),
+//!   `conn_handle.rs` ([`ConnHandle`]), `handler.rs` ([`Handler`], [`Conn`]).
+//! - **The connection core**, `core/`: one connection's state machine
+//!   (`Phase`), with no I/O: bytes, time and close requests in; bytes to
+//!   write, interest, deadlines and actions out. **The transports**,
+//!   `transport/`: plaintext (free) and TLS (a rustls session inside the
+//!   connection).
+//! - **Pure logic**: `admission.rs` (every accept-time policy, decided in one
+//!   place, in a documented order), `budget.rs` (the slots, [`Overflow`]),
+//!   `limits.rs`, `filter.rs`, `alarm.rs`, `framing.rs`, `proxy.rs`,
+//!   `timers.rs`, `config.rs`, `distribution.rs` ([`Distribution`]),
+//!   `tls_config.rs` (PEM files, provider, reload).
+//! - **Shared types**: `base/` ([`ConnId`], [`CloseReason`], the loop's
+//!   clock), `error.rs` ([`Error`]).
 //!
 //! # Overflow
 //!
@@ -134,8 +139,8 @@
 //! # Connection life
 //!
 //! ```text
-//! (TLS) Handshaking ─▶ Open ⇄ Throttled ─▶ Closing (flush, close_notify)
-//!                        ─▶ Lingering (our FIN sent) ─▶ Closed
+//! (PROXY) ProxyHeader ─▶ (TLS) Handshaking ─▶ Open ⇄ Throttled
+//!     ─▶ Closing (flush, close_notify) ─▶ Lingering (our FIN sent) ─▶ Closed
 //! ```
 //!
 //! Errors, output overflow and handler panics jump to `Closed` at once. The

@@ -58,7 +58,7 @@ pub(super) struct AcceptState {
     /// Accept again at the end of this turn without waiting for an event:
     /// a slot freed while paused, the budget changed, a retry came due, or
     /// a turn was cut short.
-    pub(super) again: bool,
+    pub(super) retry_this_turn: bool,
     /// `accept` has failed for lack of resources since it last succeeded
     /// (to log the episode once, and its end).
     failing: bool,
@@ -97,7 +97,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
     /// Accepts until the kernel's queue is empty (`WouldBlock`), admission
     /// says wait, or this turn's share is used.
     pub(super) fn accept_connections(&mut self) {
-        self.accept.again = false;
+        self.accept.retry_this_turn = false;
         if matches!(self.accept.held, Hold::Rate(_) | Hold::BackOff(_)) {
             return; // a timer brings us back
         }
@@ -163,7 +163,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             }
         }
         // The turn's share is used; the queue may hold more.
-        self.accept.again = true;
+        self.accept.retry_this_turn = true;
     }
 
     /// The one admission decision on a connection just accepted, then the
@@ -280,7 +280,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
         } else if start == Start::Open {
             self.pipe.open(conn, key);
         }
-        self.settle(key);
+        self.reconcile(key);
     }
 
     /// Refuses a connection: one best-effort write of the refusal message

@@ -7,7 +7,7 @@
 //!
 //! One [`drive`](EventLoop::drive) per readiness event, for every
 //! connection whatever its transport: write what waits, read what came,
-//! then [`settle`](EventLoop::settle): act on what the core asks (shut down
+//! then [`reconcile`](EventLoop::reconcile): act on what the core asks (shut down
 //! writing, remove), register the interest it wants if that changed, keep
 //! its timer. The transport is a type parameter, so the plaintext loop has
 //! no TLS in it at all.
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::Token;
 
-use super::serve::{self, Cx, HeaderStep};
+use super::serve::{self, HeaderStep, LoopView};
 use super::{EventLoop, Readiness, FIRST_CONN};
 use crate::base::close::CloseReason;
 use crate::base::id::ConnId;
@@ -35,7 +35,7 @@ use crate::transport::{Received, Transport, TransportError};
 /// Reads of one connection per turn of the loop (× the read buffer: 1 MiB by
 /// default). A client that sends faster than the loop can serve would
 /// otherwise keep it in one connection forever; past this, the connection
-/// goes to the back of the line (`again`) and the others get their turn.
+/// goes to the back of the line (`read_again`) and the others get their turn.
 const READS_PER_TURN: usize = 16;
 
 /// One connection: its socket, its transport, and its I/O-free core.
@@ -81,7 +81,7 @@ pub(super) struct Pipeline<H: Handler, T: Transport> {
     /// Connections to drive again this turn without an event (see
     /// `# Draining readiness`). The id guards against a slot reused
     /// meanwhile.
-    pub(super) again: Vec<(usize, ConnId)>,
+    pub(super) read_again: Vec<(usize, ConnId)>,
 }
 
 impl<H: Handler, T: Transport> Pipeline<H, T> {
@@ -104,7 +104,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
             server,
             timeouts,
             now: 0,
-            again: Vec::new(),
+            read_again: Vec::new(),
         }
     }
 
@@ -156,7 +156,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
             }
         }
         // Turn used up with input perhaps still waiting.
-        self.again.push((key, conn.core.id));
+        self.read_again.push((key, conn.core.id));
     }
 
     /// The peer closed its side (read returned 0).
@@ -196,7 +196,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
             &mut self.write_buf,
             &mut self.wire_buf,
             |received, session, write_buf| {
-                let cx = Cx {
+                let cx = LoopView {
                     config,
                     shared,
                     now,
@@ -252,7 +252,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
     /// A connection opens: the handler hears of it (`on_connect`) and its
     /// greeting, if any, is written.
     pub(super) fn open(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
-        let cx = Cx {
+        let cx = LoopView {
             config: &self.config,
             shared: &self.shared,
             now: self.now,
@@ -293,7 +293,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
     /// Seals the replies in the write buffer and writes them; whatever the
     /// socket does not take moves to the connection's own output queue.
     /// Then the water marks: reading stops above high water, and resumes
-    /// (through `again`) at low water.
+    /// (through `read_again`) at low water.
     fn flush(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
         let wire = conn.transport.seal(&mut self.write_buf, &mut self.wire_buf);
         if !wire.is_empty() {
@@ -340,7 +340,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
     fn output_level(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
         let (low, high) = (self.config.low_water, self.config.high_water);
         if conn.core.handle_output_level(low, high) {
-            self.again.push((key, conn.core.id));
+            self.read_again.push((key, conn.core.id));
         }
     }
 
@@ -368,7 +368,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
 
 impl<H: Handler, T: Transport> EventLoop<H, T> {
     /// A readiness event for the connection in slot `key`: write what
-    /// waits, read what came, then settle.
+    /// waits, read what came, then reconcile.
     pub(super) fn drive(&mut self, key: usize, ready: Readiness) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -380,14 +380,14 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             self.pipe
                 .read(conn, key, !ready.read_closed, &mut self.read_buf);
         }
-        self.settle(key);
+        self.reconcile(key);
     }
 
     /// Brings the socket in line with what the core wants, after anything
     /// happened to the connection: ends a drained close (close_notify,
     /// shutdown, or removal), re-registers interest if it changed, and
     /// keeps one wake-up in the timer heap at or before its next deadline.
-    pub(super) fn settle(&mut self, key: usize) {
+    pub(super) fn reconcile(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -402,7 +402,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
                 conn.core.handle_write_shut(result, self.clock.now());
                 // The peer's end-of-stream may already be waiting, its edge
                 // consumed while we were only writing: look now.
-                self.pipe.again.push((key, conn.core.id));
+                self.pipe.read_again.push((key, conn.core.id));
             }
             Action::Remove => return self.remove(key),
         }

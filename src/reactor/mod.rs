@@ -16,7 +16,7 @@
 //! as soon as its connection is gone, so each connection also has a
 //! [`ConnId`] that is never reused: the slot's *generation*. Whatever names
 //! a connection from outside the current event (a handle, a timer, the
-//! `again` list) carries both, and reaches nobody if the ids differ.
+//! `read_again` list) carries both, and reaches nobody if the ids differ.
 //!
 //! # Draining readiness
 //!
@@ -28,7 +28,7 @@
 //! it was given, already proves the socket drained (or full), so the extra
 //! syscall that would only say `WouldBlock` is skipped. Where the loop stops
 //! early on purpose (fairness, backpressure), it notes the connection in
-//! `again` and comes back to it without waiting for an edge that may never
+//! `read_again` and comes back to it without waiting for an edge that may never
 //! come.
 //!
 //! # Layout
@@ -253,7 +253,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
     /// How long `poll` may sleep: not at all if work is deferred to this
     /// loop, else until the nearest timer, else until an event.
     fn next_timeout(&self) -> Option<Duration> {
-        if !self.pipe.again.is_empty() || self.accept.again {
+        if !self.pipe.read_again.is_empty() || self.accept.retry_this_turn {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -276,7 +276,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
                 Command::Send { key, id, data } => {
                     if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
                         self.pipe.send_from_handle(conn, key, &data);
-                        self.settle(key);
+                        self.reconcile(key);
                     } else {
                         self.stale(id);
                     }
@@ -284,13 +284,13 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
                 Command::Close { key, id } => {
                     if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
                         conn.core.handle_close(CloseReason::Closed, false);
-                        self.settle(key);
+                        self.reconcile(key);
                     } else {
                         self.stale(id);
                     }
                 }
                 Command::Stop { deadline, done } => self.begin_stop(deadline, done),
-                Command::BudgetChanged => self.accept.again = true,
+                Command::BudgetChanged => self.accept.retry_this_turn = true,
                 Command::Adopt(handoff) => {
                     // After a stop began, the connection is dropped
                     // unserved, as the listener's backlog is; dropping the
@@ -320,7 +320,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
         self.expire_handshakes();
         let now = self.clock.now();
         if self.accept.retry_due(now) {
-            self.accept.again = true;
+            self.accept.retry_this_turn = true;
         }
         while let Some((at, key, id)) = self.timers.pop_due(now) {
             // Skip entries of closed connections, and entries superseded by
@@ -332,24 +332,26 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
                 continue;
             }
             conn.core.timer_at = NO_TIMER;
-            // If activity moved the deadline, nothing fires and `settle`
+            // If activity moved the deadline, nothing fires and `reconcile`
             // queues the new one.
             if let Some(Timeout::ProxyHeader) = conn.core.handle_timeout(now, &self.pipe.timeouts) {
                 self.pipe.shared.counters.bad_proxy_headers.add(1);
             }
-            self.settle(key);
+            self.reconcile(key);
         }
         // A slot may have been given back without a close (lingering,
         // `release_slot`), or by another loop: a paused accept looks again.
-        if self.accept.again || (self.accept.is_paused() && self.pipe.server.budget().has_room()) {
+        if self.accept.retry_this_turn
+            || (self.accept.is_paused() && self.pipe.server.budget().has_room())
+        {
             self.accept_connections();
         }
         // Swap with an empty vector: entries pushed while we work wait for
         // the next turn, after the poll has had its say.
-        for (key, id) in std::mem::take(&mut self.pipe.again) {
+        for (key, id) in std::mem::take(&mut self.pipe.read_again) {
             if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
                 self.pipe.read(conn, key, false, &mut self.read_buf);
-                self.settle(key);
+                self.reconcile(key);
             }
         }
     }
@@ -368,7 +370,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
                 if matches!(conn.core.phase(), Phase::Handshaking | Phase::ProxyHeader) {
                     log::debug!("{} {}: TLS handshake timed out", id, conn.core.peer);
                     conn.core.handle_close(CloseReason::HandshakeTimeout, false);
-                    self.settle(key);
+                    self.reconcile(key);
                 }
             }
         }
@@ -404,7 +406,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             self.conns[key]
                 .core
                 .handle_close(CloseReason::Stopped, false);
-            self.settle(key);
+            self.reconcile(key);
         }
     }
 

@@ -21,7 +21,7 @@ use crate::transport::SessionInfo;
 
 /// What serving one connection needs to know from its loop, borrowed for
 /// one call.
-pub(super) struct Cx<'a> {
+pub(super) struct LoopView<'a> {
     pub(super) config: &'a Config,
     pub(super) shared: &'a Arc<LoopShared>,
     pub(super) now: Millis,
@@ -43,7 +43,7 @@ pub(super) struct Cx<'a> {
 fn with_conn<S, R>(
     core: &mut Core<S>,
     write_buf: &mut Vec<u8>,
-    cx: &Cx<'_>,
+    cx: &LoopView<'_>,
     f: impl FnOnce(&mut Conn<'_, S>, &mut Remainder) -> R,
 ) -> Option<R> {
     let mut verdict = None;
@@ -94,7 +94,7 @@ pub(super) fn greet<H: Handler>(
     core: &mut Core<H::State>,
     handler: &mut H,
     write_buf: &mut Vec<u8>,
-    cx: &Cx<'_>,
+    cx: &LoopView<'_>,
 ) {
     core.announced = true;
     with_conn(core, write_buf, cx, |ctx, _| handler.on_connect(ctx));
@@ -109,7 +109,7 @@ pub(super) fn handle_frames<H: Handler>(
     input: &[u8],
     write_buf: &mut Vec<u8>,
     spare: &mut Vec<u8>,
-    cx: &Cx<'_>,
+    cx: &LoopView<'_>,
 ) {
     let max = cx.config.max_line_len;
     let framed = with_conn(core, write_buf, cx, |ctx, partial| {
@@ -257,7 +257,7 @@ mod tests {
         let (mut c, _b) = core(Start::Open);
         let shared = shared();
         let config = Config::default();
-        let cx = Cx {
+        let cx = LoopView {
             config: &config,
             shared: &shared,
             now: 5,
@@ -284,7 +284,7 @@ mod tests {
         let (mut c, _b) = core(Start::Open);
         let shared = shared();
         let config = Config::default();
-        let cx = Cx {
+        let cx = LoopView {
             config: &config,
             shared: &shared,
             now: 0,

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::serve::{self, Cx};
+use super::serve::{self, LoopView};
 use crate::base::close::CloseReason;
 use crate::base::id::ConnId;
 use crate::budget::{Admission, Budget, Overflow};
@@ -202,7 +202,7 @@ impl Sim {
         // A lingering connection reads only to see the peer close.
         if self.core.phase() == Phase::Open {
             self.consumed.extend_from_slice(&input);
-            let cx = Cx {
+            let cx = LoopView {
                 config,
                 shared,
                 now: self.now,
