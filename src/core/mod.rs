@@ -158,6 +158,7 @@ pub(crate) struct Held {
 
 impl Held {
     /// True while the connection counts against the accept budget.
+    #[inline]
     pub(crate) fn holds_slot(&self) -> bool {
         self.slot.is_some()
     }
@@ -219,12 +220,14 @@ impl<S: Default> Core<S> {
 }
 
 impl<S> Core<S> {
+    #[inline]
     pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
     /// The one place a phase changes. Leaving service (lingering, closed)
     /// gives the acceptor slot back: dropping the token is what does it.
+    #[inline]
     pub(crate) fn set_phase(&mut self, next: Phase) {
         if self.phase != next {
             log::trace!("{} {}: {} => {}", self.id, self.peer, self.phase, next);
@@ -294,6 +297,7 @@ impl<S> Core<S> {
     /// `data` was offered to the socket and it took `written` bytes; the
     /// rest waits in the output queue. `data` is new output (not the queue
     /// itself: see [`handle_flushed`](Core::handle_flushed)).
+    #[inline]
     pub(crate) fn handle_sent(&mut self, data: &[u8], written: usize, now: Millis) {
         // Progress, or the moment output starts to wait: either way the
         // stall clock starts from now.
@@ -307,6 +311,7 @@ impl<S> Core<S> {
     }
 
     /// The socket took `written` bytes of the output queue.
+    #[inline]
     pub(crate) fn handle_flushed(&mut self, written: usize, now: Millis) {
         self.out.advance(written);
         if written > 0 {
@@ -318,6 +323,7 @@ impl<S> Core<S> {
     /// Applies the backpressure marks after the output changed. Returns true
     /// when reading resumes, so the driver reads what waited in the kernel
     /// (no new edge will announce it).
+    #[inline]
     pub(crate) fn handle_output_level(&mut self, low: usize, high: usize) -> bool {
         match self.phase {
             Phase::Open if self.out.len() > high => {
@@ -370,12 +376,14 @@ impl<S> Core<S> {
     // ----- Outputs -----------------------------------------------------------
 
     /// The wire bytes to write next.
+    #[inline]
     pub(crate) fn poll_transmit(&self) -> &[u8] {
         self.out.pending()
     }
 
     /// The readiness this phase needs, or `None` when the socket needs no
     /// events at all (closed, or about to be).
+    #[inline]
     pub(crate) fn poll_interest(&self) -> Option<Interest> {
         let writing = !self.out.is_empty();
         match self.phase {
@@ -399,6 +407,7 @@ impl<S> Core<S> {
     /// left unread), closes at once: closing the descriptor sends the FIN by
     /// itself, and a `shutdown` first would be one more system call per
     /// connection for nothing.
+    #[inline]
     pub(crate) fn poll_action(&mut self) -> Action {
         match self.phase {
             Phase::Closing { reason, linger } if self.out.is_empty() => {
@@ -416,6 +425,7 @@ impl<S> Core<S> {
 
     /// The next timeout this connection can meet, given its phase and
     /// clocks; `None` when no timeout applies.
+    #[inline]
     pub(crate) fn poll_deadline(&self, t: &Timeouts) -> Option<(Millis, Timeout)> {
         let stall = match t.write_stall {
             Some(stall) if !self.out.is_empty() => {

@@ -34,11 +34,13 @@ impl Outbox {
     }
 
     /// The bytes to write next.
+    #[inline]
     pub(crate) fn pending(&self) -> &[u8] {
         self.waiting.as_ref().map_or(&[], |w| &w.buf[w.written..])
     }
 
     /// Marks `n` bytes as written, freeing the buffer once all are.
+    #[inline]
     pub(crate) fn advance(&mut self, n: usize) {
         if let Some(w) = &mut self.waiting {
             w.written += n;
@@ -51,6 +53,7 @@ impl Outbox {
 
     /// The buffer to append to, with the written prefix dropped so that its
     /// `len()` is exactly the unsent output.
+    #[inline]
     pub(crate) fn for_append(&mut self) -> &mut Vec<u8> {
         let w = self.waiting.get_or_insert_with(Box::default);
         if w.written > 0 {

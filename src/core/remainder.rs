@@ -14,10 +14,12 @@
 pub(crate) struct Remainder(Option<Box<Vec<u8>>>);
 
 impl Remainder {
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.0.as_ref().map_or(true, |v| v.is_empty())
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |v| v.len())
     }
@@ -31,6 +33,7 @@ impl Remainder {
     /// vector, lent when the tail is empty, so that the common case (no
     /// tail before, none after) allocates nothing; if `f` leaves bytes in
     /// it, they move into the tail.
+    #[inline]
     pub(crate) fn with_vec<R>(
         &mut self,
         spare: &mut Vec<u8>,
