@@ -261,6 +261,32 @@ impl Builder {
         self
     }
 
+    /// Busy-polling: after a turn that handled events, the loop keeps
+    /// polling without sleeping for up to this long before it blocks, so
+    /// that a client's next request is picked up without the cost of waking
+    /// a sleeping thread. Default `Duration::ZERO`: off. At most 1 s.
+    ///
+    /// It trades CPU for latency. On request/response traffic the round
+    /// trip is dominated by waking the loop, not by serving the request: on
+    /// a 2-core machine a 20 µs spin nearly doubled single-connection
+    /// throughput (BENCHMARKS.md, "Busy-polling"). The spin burns its core
+    /// while it waits, so it pays only when the loop has a core of its own
+    /// (pin it, [`workers`](Builder::workers) at most the spare cores); on a
+    /// machine whose cores are all busy, it takes CPU from the work.
+    ///
+    /// It is adaptive and bounded: the loop spins only after a turn that
+    /// found work (an idle server blocks at once and uses no CPU); a spin
+    /// that comes up empty halves the next one, so under light load
+    /// (requests milliseconds apart) spinning stops after a few requests;
+    /// it comes back at full length once a request arrives within it again.
+    /// Timers, handles and stop keep working while spinning. The time spent
+    /// spinning is counted in [`Stats::busy_poll_micros`](crate::Stats::busy_poll_micros).
+    /// 10-50 µs is the useful range: about one client turnaround.
+    pub fn busy_poll(mut self, spin: Duration) -> Self {
+        self.config.busy_poll = spin;
+        self
+    }
+
     /// How many readiness events one `poll` call can return. Default 1024.
     pub fn events_capacity(mut self, events: usize) -> Self {
         self.config.events_capacity = events;

@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) filter: AddressFilter,
     pub(crate) alarm: Option<AlarmConfig>,
     pub(crate) events_capacity: usize,
+    pub(crate) busy_poll: Duration,
     /// Serve TLS with this config (or these PEM files).
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsSource>,
@@ -74,6 +75,7 @@ impl Default for Config {
             filter: AddressFilter::default(),
             alarm: None,
             events_capacity: 1024,
+            busy_poll: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -114,6 +116,9 @@ impl Config {
         if self.events_capacity == 0 {
             return bad("events_capacity must be at least 1");
         }
+        if self.busy_poll > MAX_BUSY_POLL {
+            return bad("busy_poll must be at most 1 second");
+        }
         if self.max_handshakes == 0 {
             return bad("max_handshakes must be at least 1");
         }
@@ -129,6 +134,10 @@ impl Config {
         Ok(())
     }
 }
+
+/// The longest busy-poll: past this, spinning is not a latency trade but a
+/// busy loop.
+const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
 
 /// The most event loops one server runs: far beyond any core count a loop per
 /// core would need, low enough that a typo cannot spawn a million threads.

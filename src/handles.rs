@@ -65,6 +65,13 @@ pub struct Stats {
     /// [`Builder::max_handshakes`](crate::Builder::max_handshakes) handshakes
     /// were already in progress (not counted in `refused`).
     pub tls_refused: u64,
+    /// Microseconds the loops spent busy-polling ([`Builder::busy_poll`](crate::Builder::busy_poll)):
+    /// the CPU that latency cost.
+    pub busy_poll_micros: u64,
+    /// Busy-polls that caught an event before their time was up.
+    pub busy_polls_found: u64,
+    /// Busy-polls that came up empty (each halves the next one).
+    pub busy_polls_empty: u64,
 }
 
 /// One event loop's counters, from [`ServerHandle::loop_stats`]. Summed over
@@ -114,6 +121,12 @@ pub struct LoopStats {
     /// TLS connections this loop refused for
     /// [`Builder::max_handshakes`](crate::Builder::max_handshakes).
     pub tls_refused: u64,
+    /// Microseconds this loop spent busy-polling.
+    pub busy_poll_micros: u64,
+    /// This loop's busy-polls that caught an event.
+    pub busy_polls_found: u64,
+    /// This loop's busy-polls that came up empty.
+    pub busy_polls_empty: u64,
 }
 
 impl LoopStats {
@@ -139,6 +152,9 @@ impl LoopStats {
             tls_handshake_failures: c.tls_handshake_failures.get(),
             tls_handshake_timeouts: c.tls_handshake_timeouts.get(),
             tls_refused: c.tls_refused.get(),
+            busy_poll_micros: c.busy_poll_micros.get(),
+            busy_polls_found: c.busy_polls_found.get(),
+            busy_polls_empty: c.busy_polls_empty.get(),
         }
     }
 }
@@ -209,6 +225,9 @@ impl ServerHandle {
             s.tls_handshake_failures += l.tls_handshake_failures;
             s.tls_handshake_timeouts += l.tls_handshake_timeouts;
             s.tls_refused += l.tls_refused;
+            s.busy_poll_micros += l.busy_poll_micros;
+            s.busy_polls_found += l.busy_polls_found;
+            s.busy_polls_empty += l.busy_polls_empty;
         }
         s
     }

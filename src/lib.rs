@@ -189,6 +189,7 @@ mod error;
 mod admission;
 mod alarm;
 mod budget;
+mod busy_poll;
 mod config;
 mod distribution;
 mod filter;

@@ -96,6 +96,9 @@ pub(crate) struct Counters {
     pub(crate) tls_handshake_failures: Counter,
     pub(crate) tls_handshake_timeouts: Counter,
     pub(crate) tls_refused: Counter,
+    pub(crate) busy_poll_micros: Counter,
+    pub(crate) busy_polls_found: Counter,
+    pub(crate) busy_polls_empty: Counter,
 }
 
 /// A connection accepted and admitted by one loop, on its way to the loop

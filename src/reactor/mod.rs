@@ -66,6 +66,7 @@ use slab::Slab;
 use crate::base::close::CloseReason;
 use crate::base::id::ConnId;
 use crate::base::time::{millis, Clock, Millis};
+use crate::busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::core::{Phase, Timeout, Timeouts, NO_TIMER};
 use crate::error::Error;
@@ -154,6 +155,8 @@ pub(crate) struct EventLoop<H: Handler, T: Transport> {
     commands: Vec<Command>,
     /// One descriptor kept open for `EMFILE` (see `accept.rs`).
     spare_fd: Option<File>,
+    /// How long to poll without sleeping after a busy turn.
+    busy: BusyPoll,
 }
 
 impl<H: Handler, T: Transport> EventLoop<H, T> {
@@ -183,6 +186,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             id_step: server.loops.len() as u64,
             handshake_timeout: millis(config.handshake_timeout).unwrap_or(1),
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
+            busy: BusyPoll::new(config.busy_poll),
             pipe: Pipeline::new(handler, transport, config, shared, server, timeouts),
             accept: AcceptState::default(),
             clock: Clock::new(),
@@ -223,8 +227,9 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
     /// ready token, then the work that came due without an event.
     fn turn_until_stopped(&mut self) -> Result<StopReport, Error> {
         let mut events = Events::with_capacity(self.pipe.config.events_capacity);
+        let mut worked = false;
         loop {
-            match self.poll.poll(&mut events, self.next_timeout()) {
+            match self.wait(&mut events, worked) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -232,6 +237,7 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
                     return Err(e.into());
                 }
             }
+            worked = !events.is_empty();
             self.pipe.now = self.clock.tick();
             for event in events.iter() {
                 match event.token() {
@@ -248,6 +254,45 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
                 return Ok(report);
             }
         }
+    }
+
+    /// Waits for events: with busy-polling on and after a turn that `worked`,
+    /// first polls without sleeping for up to the spin budget (see
+    /// `busy_poll.rs`), then sleeps in `poll` until an event or the next
+    /// timer.
+    fn wait(&mut self, events: &mut Events, worked: bool) -> io::Result<()> {
+        let timeout = self.next_timeout();
+        let spin = self.busy.budget(worked);
+        if spin.is_zero() || timeout == Some(Duration::ZERO) {
+            return self.poll.poll(events, timeout);
+        }
+        // Never spin past a timer that is due sooner.
+        let spin = timeout.map_or(spin, |t| spin.min(t));
+        let start = Instant::now();
+        let found = loop {
+            self.poll.poll(events, Some(Duration::ZERO))?;
+            if !events.is_empty() {
+                break true;
+            }
+            if start.elapsed() >= spin {
+                break false;
+            }
+            std::hint::spin_loop();
+        };
+        let counters = &self.pipe.shared.counters;
+        counters
+            .busy_poll_micros
+            .add(start.elapsed().as_micros() as u64);
+        self.busy.spun(found);
+        if found {
+            counters.busy_polls_found.add(1);
+            return Ok(());
+        }
+        counters.busy_polls_empty.add(1);
+        let slept = Instant::now();
+        self.poll.poll(events, self.next_timeout())?;
+        self.busy.slept(slept.elapsed(), !events.is_empty());
+        Ok(())
     }
 
     /// How long `poll` may sleep: not at all if work is deferred to this
