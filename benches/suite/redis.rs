@@ -1,7 +1,8 @@
-//! PING_INLINE with Redis's own client: `redis-benchmark -t ping_inline`
-//! against our servers (ping protocol) and against `redis-server`, the
-//! single-threaded reactor everyone trusts. Both are optional: without them
-//! the scenario is skipped with a message, never failed.
+//! Redis's own client against our servers and against `redis-server`, the
+//! single-threaded reactor everyone trusts: `redis-benchmark -t ping_inline`
+//! (ping protocol) and `-t set,get,incr,mset` (the key-value servers). Both
+//! programs are optional: without them the scenarios are skipped with a
+//! message, never failed.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -55,22 +56,41 @@ pub fn start_server() -> io::Result<(Child, SocketAddr)> {
     Ok((child, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
-/// The result of one `redis-benchmark` run.
-pub struct BenchRun {
-    pub metrics: BTreeMap<String, f64>,
+/// What one `redis-benchmark` run sends.
+pub struct Spec<'a> {
+    /// `-t`: the tests, comma-separated (`ping_inline`, `set,get,incr,mset`).
+    pub tests: &'a str,
+    /// `-c`: connections.
+    pub clients: usize,
+    /// `-P`: requests in flight per connection.
+    pub pipeline: usize,
+    /// `-n`: requests per test.
+    pub requests: u64,
+    /// Further arguments, as `["-r", "100000", "-d", "64"]`.
+    pub extra: &'a [&'a str],
+}
+
+/// One test's row of redis-benchmark's CSV output.
+pub struct Row {
+    /// As redis-benchmark names it: `SET`, `GET`, `MSET (10 keys)`...
+    pub test: String,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Everything one `redis-benchmark` run measured.
+pub struct Run {
+    pub rows: Vec<Row>,
     /// CPU time redis-benchmark used, µs.
     pub client_cpu_us: u64,
 }
 
-/// Runs `redis-benchmark -t ping_inline -c clients -P pipeline -n requests`
-/// against `addr` and parses its CSV line.
-pub fn benchmark(
-    addr: SocketAddr,
-    clients: usize,
-    pipeline: usize,
-    requests: u64,
-    timeout: Duration,
-) -> io::Result<BenchRun> {
+/// Runs `redis-benchmark` against `addr` and parses its CSV rows. Since
+/// redis-benchmark 7, an error reply makes it exit at once with a failure
+/// ("We now immediately exit on error to avoid false results"), which fails
+/// the run here: a server that answers errors cannot post a figure.
+pub fn run(addr: SocketAddr, spec: &Spec, timeout: Duration) -> io::Result<Run> {
     let mut cmd = Command::new("redis-benchmark");
     cmd.args([
         "-h",
@@ -78,44 +98,89 @@ pub fn benchmark(
         "-p",
         &addr.port().to_string(),
         "-t",
-        "ping_inline",
+        spec.tests,
         "-c",
-        &clients.to_string(),
+        &spec.clients.to_string(),
         "-P",
-        &pipeline.to_string(),
+        &spec.pipeline.to_string(),
         "-n",
-        &requests.to_string(),
+        &spec.requests.to_string(),
         "--csv",
     ]);
+    cmd.args(spec.extra);
     let child = Child::spawn("redis-benchmark", cmd)?;
     let lines = child.read_to_end(timeout)?;
     let (code, cpu) = child.reap_with_cpu(Duration::from_secs(5))?;
     if code != 0 {
         return Err(io::Error::other(format!(
-            "redis-benchmark exited with {code}"
+            "redis-benchmark exited with {code}: {lines:?}"
         )));
     }
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",
     // "p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let row = lines
+    let mut rows = Vec::new();
+    for line in lines
         .iter()
-        .find(|l| l.starts_with("\"PING_INLINE\""))
-        .ok_or_else(|| io::Error::other(format!("no PING_INLINE row in {lines:?}")))?;
-    let cols: Vec<f64> = row
-        .split(',')
-        .skip(1)
-        .map(|c| c.trim_matches('"').parse().unwrap_or(f64::NAN))
-        .collect();
-    if cols.len() < 7 {
-        return Err(io::Error::other(format!("short CSV row {row}")));
+        .filter(|l| l.starts_with('"') && !l.starts_with("\"test\""))
+    {
+        let mut cells = line.split(',').map(|c| c.trim_matches('"'));
+        let test = cells.next().unwrap_or_default().to_string();
+        let cols: Vec<f64> = cells.map(|c| c.parse().unwrap_or(f64::NAN)).collect();
+        if cols.len() < 7 {
+            return Err(io::Error::other(format!("short CSV row {line}")));
+        }
+        rows.push(Row {
+            test,
+            rps: cols[0],
+            p50_us: cols[3] * 1000.0,
+            p99_us: cols[5] * 1000.0,
+        });
     }
+    if rows.is_empty() {
+        return Err(io::Error::other(format!("no CSV rows in {lines:?}")));
+    }
+    Ok(Run {
+        rows,
+        client_cpu_us: cpu,
+    })
+}
+
+/// The result of one PING_INLINE run.
+pub struct BenchRun {
+    pub metrics: BTreeMap<String, f64>,
+    /// CPU time redis-benchmark used, µs.
+    pub client_cpu_us: u64,
+}
+
+/// Runs `redis-benchmark -t ping_inline -c clients -P pipeline -n requests`
+/// against `addr`.
+pub fn benchmark(
+    addr: SocketAddr,
+    clients: usize,
+    pipeline: usize,
+    requests: u64,
+    timeout: Duration,
+) -> io::Result<BenchRun> {
+    let spec = Spec {
+        tests: "ping_inline",
+        clients,
+        pipeline,
+        requests,
+        extra: &[],
+    };
+    let run = run(addr, &spec, timeout)?;
+    let row = run
+        .rows
+        .iter()
+        .find(|r| r.test == "PING_INLINE")
+        .ok_or_else(|| io::Error::other("no PING_INLINE row"))?;
     let mut m = BTreeMap::new();
-    m.insert("ops_s".into(), cols[0]);
-    m.insert("p50_us".into(), cols[3] * 1000.0);
-    m.insert("p99_us".into(), cols[5] * 1000.0);
+    m.insert("ops_s".into(), row.rps);
+    m.insert("p50_us".into(), row.p50_us);
+    m.insert("p99_us".into(), row.p99_us);
     m.insert("ops".into(), requests as f64);
     Ok(BenchRun {
         metrics: m,
-        client_cpu_us: cpu,
+        client_cpu_us: run.client_cpu_us,
     })
 }

@@ -138,8 +138,43 @@ async fn accept_loop(
     opts: ServeOpts,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> io::Result<()> {
+    let (proto, max_line) = (opts.proto, opts.max_line);
+    accept_with_budget(
+        listener,
+        budget,
+        opts.overflow,
+        |stream, permit| match &tls {
+            None => {
+                tokio::spawn(connection(stream, permit, proto, max_line));
+            }
+            Some(acceptor) => {
+                let _ = stream.set_nodelay(true);
+                let accept = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    // A handshake that fails or times out just closes.
+                    if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                        tls_connection(tls, proto, max_line).await;
+                    }
+                });
+            }
+        },
+    )
+    .await
+}
+
+/// The accept loop of every tokio server in the suite (tokio-kv's too):
+/// takes a budget permit as the overflow mode says (see the module doc) and
+/// hands each accepted stream with its permit to `serve`, which spawns the
+/// connection's task. The permit drops with that task.
+pub async fn accept_with_budget(
+    listener: TcpListener,
+    budget: Arc<Semaphore>,
+    overflow: OverflowMode,
+    mut serve: impl FnMut(TcpStream, OwnedSemaphorePermit),
+) -> io::Result<()> {
     loop {
-        let permit = match opts.overflow {
+        let permit = match overflow {
             OverflowMode::Pause => Some(
                 budget
                     .clone()
@@ -168,23 +203,7 @@ async fn accept_loop(
                 }
             },
         };
-        match &tls {
-            None => {
-                tokio::spawn(connection(stream, permit, opts.proto, opts.max_line));
-            }
-            Some(acceptor) => {
-                let _ = stream.set_nodelay(true);
-                let accept = acceptor.accept(stream);
-                let (proto, max_line) = (opts.proto, opts.max_line);
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    // A handshake that fails or times out just closes.
-                    if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                        tls_connection(tls, proto, max_line).await;
-                    }
-                });
-            }
-        }
+        serve(stream, permit);
     }
 }
 
