@@ -132,6 +132,9 @@ pub enum ServerKind {
     /// The same key-value server on a current-thread tokio runtime
     /// (`suite/tokio_kv.rs`).
     TokioKv,
+    /// netpool, one loop, busy-polling 20 µs after each busy turn
+    /// (`Builder::busy_poll`, issue 12).
+    NetpoolBusy,
 }
 
 /// Servers listed in scenarios that cannot run yet, with the reason printed
@@ -142,7 +145,7 @@ const NOT_YET_WRITTEN: &[(ServerKind, &str)] = &[(
 )];
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 11] = [
+    pub const ALL: [ServerKind; 12] = [
         ServerKind::Netpool,
         ServerKind::NetpoolMt,
         ServerKind::TokioCt,
@@ -154,6 +157,7 @@ impl ServerKind {
         ServerKind::TokioTls,
         ServerKind::NetpoolKv,
         ServerKind::TokioKv,
+        ServerKind::NetpoolBusy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -169,6 +173,7 @@ impl ServerKind {
             ServerKind::TokioTls => "tokio-tls",
             ServerKind::NetpoolKv => "netpool-kv",
             ServerKind::TokioKv => "tokio-kv",
+            ServerKind::NetpoolBusy => "netpool-busy",
         }
     }
 
@@ -198,8 +203,16 @@ pub enum Kind {
     /// `served` request/response clients within a budget of as many slots,
     /// then `storm` more clients connecting in a loop under Refuse.
     Storm { served: usize, storm: usize },
-    /// `redis-benchmark -t ping_inline -c 50 -P pipeline -n requests`.
-    Ping { pipeline: usize, requests: u64 },
+    /// `redis-benchmark -t ping_inline -c clients -P pipeline -n requests`.
+    Ping {
+        clients: usize,
+        pipeline: usize,
+        requests: u64,
+    },
+    /// Open loop: one connection sending a PING every `1/rate` s, whatever
+    /// the replies do; the server's CPU as a share of a core is the figure
+    /// (what busy-polling costs under light load).
+    Paced { rate: u32 },
     /// `redis-benchmark -t set,get,incr,mset -r 100000 -d 64 -c 50 -P
     /// pipeline -n requests` against a key-value server; `requests` per test.
     Kv { pipeline: usize, requests: u64 },
@@ -283,6 +296,10 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
     };
     let mut v = vec![];
     for c in [1, 50, 500] {
+        let mut servers = main.clone();
+        if c < 500 {
+            servers.push(NetpoolBusy);
+        }
         v.push(Scenario {
             id: match c {
                 1 => "rr-c1",
@@ -295,7 +312,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 depth: 1,
                 line_len: 32,
             },
-            servers: main.clone(),
+            servers,
             tls: false,
         });
     }
@@ -338,18 +355,35 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
         servers: vec![Netpool, NetpoolMt, TokioCt, TokioMt, TokioNct],
         tls: false,
     });
-    for (p, n) in [(1, p1), (16, p16)] {
+    // Latency (issue 12): busy-polling beside the plain loop, the floor,
+    // tokio and redis-server, one client and fifty.
+    let c1 = if cfg.quick { 2_000 } else { 50_000 };
+    for (id, c, p, n) in [
+        ("ping-c1", 1, 1, c1),
+        ("ping-p1", 50, 1, p1),
+        ("ping-p16", 50, 16, p16),
+    ] {
         v.push(Scenario {
-            id: if p == 1 { "ping-p1" } else { "ping-p16" },
-            title: format!("PING_INLINE: redis-benchmark -t ping_inline -c 50 -P {p} -n {n}"),
+            id,
+            title: format!("PING_INLINE: redis-benchmark -t ping_inline -c {c} -P {p} -n {n}"),
             kind: Kind::Ping {
+                clients: c,
                 pipeline: p,
                 requests: n,
             },
-            servers: vec![Netpool, TokioCt, Floor, Redis],
+            servers: vec![Netpool, NetpoolBusy, TokioCt, Floor, Redis],
             tls: false,
         });
     }
+    v.push(Scenario {
+        id: "light-1k",
+        title: "light load: one connection, one PING every millisecond (open loop, 1,000 \
+                requests/s); server CPU as a share of one core"
+            .into(),
+        kind: Kind::Paced { rate: 1_000 },
+        servers: vec![Netpool, NetpoolBusy, TokioCt, Floor, Redis],
+        tls: false,
+    });
     // A Redis-protocol key-value server (issue 13). MSET (10 keys) is the
     // slowest test by far, so it sets the request count.
     let (kv1, kv16) = if cfg.quick {
@@ -485,6 +519,7 @@ fn serve_main(args: &[String]) -> io::Result<()> {
     procfs::raise_nofile();
     match kind {
         ServerKind::Netpool => netpool_server::serve(&o, false),
+        ServerKind::NetpoolBusy => netpool_server::serve_busy(&o, BUSY_POLL),
         ServerKind::NetpoolMt => netpool_server::serve(&o, true),
         ServerKind::TokioCt => tokio_server::serve(&o, tokio_server::Flavor::CurrentThread),
         ServerKind::TokioMt => tokio_server::serve(&o, tokio_server::Flavor::MultiThread),
@@ -567,11 +602,31 @@ fn parse_kv(line: &str) -> Metrics {
 fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metrics> {
     let limit = cfg.duration * 2 + Duration::from_secs(30);
     match &sc.kind {
-        Kind::Ping { pipeline, requests } => {
+        Kind::Paced { rate } => {
+            let srv = start_server(cfg, server, Proto::Ping, 16)?;
+            // CPU time comes in 10 ms ticks: a longer window resolves a
+            // share of a core to a fraction of a percent.
+            let window = if cfg.quick {
+                cfg.duration
+            } else {
+                cfg.duration * 4
+            };
+            paced(&srv, *rate, cfg.warmup, window)
+        }
+        Kind::Ping {
+            clients,
+            pipeline,
+            requests,
+        } => {
             let srv = start_server(cfg, server, Proto::Ping, 1024)?;
             let cpu0 = procfs::cpu(srv.child.pid)?;
-            let run =
-                redis::benchmark(srv.addr, 50, *pipeline, *requests, Duration::from_secs(60))?;
+            let run = redis::benchmark(
+                srv.addr,
+                *clients,
+                *pipeline,
+                *requests,
+                Duration::from_secs(60),
+            )?;
             let cpu = procfs::cpu(srv.child.pid)?.since(cpu0);
             let mut m = run.metrics;
             let n = *requests as f64;
@@ -750,6 +805,69 @@ fn kv_metrics(run: &redis::Run, per_test: u64, cpu: procfs::Cpu) -> Metrics {
     m
 }
 
+/// The busy-poll budget of `netpool-busy`: about one client turnaround on
+/// this machine (issue 12 measured 20 µs).
+const BUSY_POLL: Duration = Duration::from_micros(20);
+
+/// An open-loop client on one connection: a PING every `1/rate` s on a
+/// schedule (a late reply delays nobody's next request), each reply's
+/// latency from its scheduled send. Runs in this process: the figure is the
+/// server's CPU, which `/proc` accounts to the server alone.
+fn paced(srv: &Running, rate: u32, warmup: Duration, duration: Duration) -> io::Result<Metrics> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(srv.addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let period = Duration::from_secs(1) / rate;
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(io::Error::other)?;
+    let mut line = String::new();
+    let mut one = |at: Instant, hist: Option<&mut hdrhistogram::Histogram<u64>>| {
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        writer.write_all(b"PING\r\n")?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        if !line.starts_with("+PONG") {
+            return Err(io::Error::other(format!("bad reply {line:?}")));
+        }
+        if let Some(h) = hist {
+            let us = at.elapsed().as_micros().max(1) as u64;
+            let _ = h.record(us.min(60_000_000));
+        }
+        Ok::<(), io::Error>(())
+    };
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < warmup {
+        one(start + period * n, None)?;
+        n += 1;
+    }
+    let cpu0 = procfs::cpu(srv.child.pid)?;
+    let t0 = Instant::now();
+    let mut ops = 0u32;
+    while t0.elapsed() < duration {
+        one(t0 + period * ops, Some(&mut hist))?;
+        ops += 1;
+    }
+    let wall = t0.elapsed();
+    let cpu = procfs::cpu(srv.child.pid)?.since(cpu0);
+    let mut m = Metrics::new();
+    m.insert("ops_s".into(), f64::from(ops) / wall.as_secs_f64());
+    m.insert("p50_us".into(), hist.value_at_quantile(0.5) as f64);
+    m.insert("p99_us".into(), hist.value_at_quantile(0.99) as f64);
+    m.insert(
+        "srv_core_pct".into(),
+        100.0 * cpu.total_us() as f64 / wall.as_micros() as f64,
+    );
+    put_cpu(&mut m, cpu, f64::from(ops));
+    Ok(m)
+}
+
 /// Records the server's CPU time per operation, in all and in user space.
 fn put_cpu(m: &mut Metrics, cpu: procfs::Cpu, ops: f64) {
     m.insert("srv_cpu_us".into(), cpu.total_us() as f64 / ops);
@@ -815,7 +933,7 @@ fn orchestrate(args: &[String]) -> i32 {
     let runnable = |sc: &Scenario, server: ServerKind| match sc.kind {
         _ if NOT_YET_WRITTEN.iter().any(|(k, _)| *k == server) => false,
         _ if sc.tls => have_certs,
-        Kind::Ping { .. } | Kind::Kv { .. } => {
+        Kind::Ping { .. } | Kind::Kv { .. } | Kind::Paced { .. } => {
             have_bench && (server != ServerKind::Redis || have_server)
         }
         _ => true,

@@ -26,7 +26,16 @@ fn handler(proto: Proto) -> impl FnMut(&[u8], &mut Conn<'_>) + Send + 'static {
     }
 }
 
+/// One loop, busy-polling `spin` after each busy turn (`netpool-busy`).
+pub fn serve_busy(opts: &ServeOpts, spin: std::time::Duration) -> io::Result<()> {
+    serve_with(opts, false, spin)
+}
+
 pub fn serve(opts: &ServeOpts, per_core: bool) -> io::Result<()> {
+    serve_with(opts, per_core, std::time::Duration::ZERO)
+}
+
+fn serve_with(opts: &ServeOpts, per_core: bool, spin: std::time::Duration) -> io::Result<()> {
     let overflow = match opts.overflow {
         OverflowMode::Refuse => Overflow::Refuse,
         OverflowMode::Pause => Overflow::Pause,
@@ -35,7 +44,8 @@ pub fn serve(opts: &ServeOpts, per_core: bool) -> io::Result<()> {
         .acceptors(opts.acceptors)
         .overflow(overflow)
         .refuse_message(proto::REFUSE.to_vec())
-        .max_line_len(opts.max_line);
+        .max_line_len(opts.max_line)
+        .busy_poll(spin);
     if per_core {
         builder = builder.workers_per_core();
     }

@@ -82,6 +82,13 @@ fn columns(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
             ("srv_user_us", "of which user"),
             ("gen_cpu_us", "loadgen CPU µs/refusal"),
         ],
+        Kind::Paced { .. } => vec![
+            ("ops_s", "req/s"),
+            ("p50_us", "p50 µs"),
+            ("p99_us", "p99 µs"),
+            ("srv_core_pct", "server CPU, % of a core"),
+            ("srv_cpu_us", "server CPU µs/req"),
+        ],
         Kind::Ping { .. } => vec![
             ("ops_s", "req/s"),
             ("p50_us", "p50 µs"),
@@ -109,6 +116,7 @@ fn columns(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
 fn ratio_keys(kind: &Kind) -> Vec<(&'static str, &'static str)> {
     match kind {
         Kind::Idle { .. } => vec![("rss_per_conn_b", "RSS/conn")],
+        Kind::Paced { .. } => vec![("p99_us", "p99"), ("srv_core_pct", "CPU share")],
         Kind::Storm { .. } => vec![
             ("refusals_s", "refusals/s"),
             ("p99_us", "served p99"),
@@ -295,6 +303,63 @@ pub fn targets(scenarios: &[Scenario], records: &[Record]) -> Vec<Target> {
             true,
         );
     }
+    // Issue 12's goals for busy-polling (`netpool-busy`); the floor does
+    // not busy-poll, so it has no figure here.
+    for id in ["ping-c1", "rr-c1"] {
+        if !has(id) {
+            continue;
+        }
+        let r = ratio(records, id, NetpoolBusy, TokioCt, "ops_s");
+        push(
+            format!("{id}: req/s netpool-busy ÷ tokio-ct"),
+            r,
+            f64::NAN,
+            "≥ 1.70",
+            r >= 1.7,
+            true,
+        );
+        let r = ratio(records, id, NetpoolBusy, TokioCt, "p50_us");
+        push(
+            format!("{id}: p50 netpool-busy ÷ tokio-ct"),
+            r,
+            f64::NAN,
+            "≤ 0.60",
+            r <= 0.6,
+            true,
+        );
+    }
+    if has("ping-p1") {
+        let r = ratio(records, "ping-p1", NetpoolBusy, Redis, "ops_s");
+        push(
+            "ping-p1: req/s netpool-busy ÷ redis-server".into(),
+            r,
+            f64::NAN,
+            "≥ 1.10",
+            r >= 1.1,
+            true,
+        );
+        let r = ratio(records, "ping-p1", NetpoolBusy, Redis, "srv_cpu_us");
+        push(
+            "ping-p1: CPU/req netpool-busy ÷ redis-server".into(),
+            r,
+            f64::NAN,
+            "≤ 1.00",
+            r <= 1.0,
+            true,
+        );
+    }
+    if has("light-1k") {
+        let busy = med(records, "light-1k", NetpoolBusy, "srv_core_pct");
+        let plain = med(records, "light-1k", Netpool, "srv_core_pct");
+        push(
+            "light-1k: CPU of spinning, % of a core (netpool-busy − netpool)".into(),
+            busy - plain,
+            f64::NAN,
+            "≤ 5",
+            busy - plain <= 5.0,
+            false,
+        );
+    }
     for id in ["ping-p1", "ping-p16"] {
         if !has(id) {
             continue;
@@ -383,6 +448,8 @@ pub fn markdown(
             (ServerKind::NetpoolKv, ServerKind::TokioKv),
             (ServerKind::NetpoolKv, ServerKind::Redis),
             (ServerKind::TokioKv, ServerKind::Redis),
+            (ServerKind::NetpoolBusy, ServerKind::TokioCt),
+            (ServerKind::NetpoolBusy, ServerKind::Redis),
         ] {
             if sc.servers.contains(&a) && sc.servers.contains(&b) {
                 pairs.push((a, b));
@@ -410,7 +477,7 @@ pub fn markdown(
         md.push('\n');
     }
     scaling(&mut md, scenarios, records);
-    let _ = writeln!(md, "### Targets of issues 5 and 13\n");
+    let _ = writeln!(md, "### Targets of issues 5, 12 and 13\n");
     let _ = writeln!(
         md,
         "Measured for netpool, and the same measure with the bare-mio floor in \
