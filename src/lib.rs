@@ -41,7 +41,10 @@
 //!   reading, writing, timers, stop. Start reading here.
 //! - `conn.rs`: one connection's state machine ([`Phase`](#connection-life)),
 //!   its interest and its output queue.
-//! - `framing.rs`: splitting bytes into lines; no I/O.
+//! - `framing/`: splitting bytes into frames, no I/O: the [`Framing`]
+//!   trait and a connection's [`Remainder`]; [`Lines`], [`LengthPrefixed`],
+//!   [`Resp`] (Redis requests, as [`Command`]s) and [`Raw`]; [`resp`] reply
+//!   writers.
 //! - `budget.rs`: the accept budget and the [`Overflow`] strategies, and
 //!   the set of loops paused on it.
 //! - `distribute.rs`: several loops behind one listener ([`Distribution`]):
@@ -189,14 +192,14 @@ mod timers;
 #[cfg(feature = "tls")]
 mod tls;
 
-#[cfg(fuzzing)]
-#[doc(hidden)]
-pub use framing::fuzz_split_lines;
-
 pub use budget::Overflow;
 pub use config::Builder;
 pub use distribute::Distribution;
 pub use error::Error;
+pub use framing::resp_reply as resp;
+pub use framing::{
+    Args, Command, Flow, FrameError, Framing, LengthPrefixed, Lines, Raw, Remainder, Resp,
+};
 pub use handle::{Alarm, ConnHandle, LoopStats, ServerHandle, Stats, StopReport};
 pub use handler::{CloseReason, Conn, ConnId, Disconnect, Handler};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
