@@ -108,7 +108,7 @@ impl Framing for Lines {
         // Finish the line that straddles the previous read, if there is one.
         if !rest.is_empty() {
             let Some(end) = newlines.next() else {
-                let last = input.last().copied();
+                let last = input.last().or(rest.as_slice().last()).copied();
                 if self.too_long(rest.len() + input.len(), last) {
                     return Err(self.too_long_err());
                 }
@@ -249,6 +249,14 @@ mod tests {
         fn a_crlf_split_between_reads_is_stripped() {
             let (lines, _, _) = frame(&[b"ping\r", b"\n"], 64);
             assert_eq!(lines, vec![b"ping".to_vec()]);
+        }
+
+        /// An empty read changes nothing, even when the kept line is at
+        /// the bound with its `\r` (found by the property test).
+        #[test]
+        fn an_empty_read_after_a_pending_cr() {
+            let (lines, _, res) = frame(&[b"abcd\r", b"", b"\n"], 4);
+            assert_eq!((res, lines), (Ok(()), vec![b"abcd".to_vec()]));
         }
 
         /// Every cut of a pipelined stream gives the same lines.
