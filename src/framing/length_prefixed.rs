@@ -92,7 +92,7 @@ impl LengthPrefixed {
     }
 
     /// The largest payload accepted, in bytes.
-    pub const fn max_frame_len(&self) -> usize {
+    pub const fn frame_limit(&self) -> usize {
         self.max_frame
     }
 
@@ -145,8 +145,10 @@ impl LengthPrefixed {
         } else {
             len
         };
+        // No buffer can exceed isize::MAX, which also keeps `width + len`
+        // from overflowing whatever `max_frame` says.
         match usize::try_from(len) {
-            Ok(len) if len <= self.max_frame => Ok(len),
+            Ok(len) if len <= self.max_frame.min(isize::MAX as usize) => Ok(len),
             _ => Err(FrameError::TooLong {
                 limit: self.max_frame,
             }),
@@ -465,14 +467,14 @@ mod tests {
         ) {
             let payloads: Vec<&[u8]> = payloads
                 .iter()
-                .map(|p| &p[..p.len().min(f.max_frame_len())])
+                .map(|p| &p[..p.len().min(f.frame_limit())])
                 .collect();
             let data = encode(&f, &payloads);
             let (got, rest, res, peak) = run(&mut { f }, &cut(&data, &cuts), |p: &[u8]| p.to_vec());
             prop_assert_eq!(res, Ok(()));
             prop_assert_eq!(got, payloads);
             prop_assert!(rest.is_empty());
-            prop_assert!(peak <= f.width() + f.max_frame_len());
+            prop_assert!(peak <= f.width() + f.frame_limit());
         }
 
         /// Any bytes, cut anywhere, give the same frames, leftover and
@@ -490,8 +492,8 @@ mod tests {
             if res.is_ok() {
                 prop_assert_eq!(whole_rest.as_slice(), rest.as_slice());
             }
-            prop_assert!(peak <= f.width() + f.max_frame_len());
-            prop_assert!(rest.capacity() <= f.width() + f.max_frame_len());
+            prop_assert!(peak <= f.width() + f.frame_limit());
+            prop_assert!(rest.capacity() <= f.width() + f.frame_limit());
         }
     }
 }

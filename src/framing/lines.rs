@@ -58,7 +58,7 @@ impl Lines {
     }
 
     /// The bound on a line's content, in bytes.
-    pub const fn max_line_len(&self) -> usize {
+    pub const fn line_limit(&self) -> usize {
         self.max_line_len
     }
 

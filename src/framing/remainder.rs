@@ -86,6 +86,21 @@ impl Remainder {
         tail.bytes.extend_from_slice(bytes);
     }
 
+    /// Drops the first `n` bytes (all of them if `n` is larger), for a
+    /// framing or a pre-framing stage (a PROXY header, bytes that arrived
+    /// during a TLS handshake) that has used a prefix. Emptied, the remainder
+    /// gives its memory back; otherwise the mark is kept as it was.
+    pub fn consume(&mut self, n: usize) {
+        let Some(tail) = self.tail.as_mut() else {
+            return;
+        };
+        if n >= tail.bytes.len() {
+            self.tail = None;
+        } else {
+            tail.bytes.drain(..n);
+        }
+    }
+
     /// Forgets the kept bytes and gives the memory back.
     pub fn clear(&mut self) {
         self.tail = None;
@@ -171,6 +186,21 @@ mod tests {
             r.clear();
             assert!(r.is_empty());
             assert_eq!((r.capacity(), r.mark()), (0, 0));
+        }
+
+        /// Consuming a prefix keeps the rest; consuming all frees.
+        #[test]
+        fn consume_drops_a_prefix() {
+            let mut r = Remainder::new();
+            r.extend(b"PROXY hello", 100);
+            r.consume(6);
+            assert_eq!(r.as_slice(), b"hello");
+            r.consume(0);
+            assert_eq!(r.as_slice(), b"hello");
+            r.consume(99);
+            assert!(r.is_empty());
+            assert_eq!(r.capacity(), 0);
+            r.consume(1);
         }
 
         /// Growth never takes more than the limit the framing gives.
