@@ -120,13 +120,15 @@ impl Remainder {
         }
     }
 
-    /// Takes the bytes out as a `Vec`, leaving the remainder empty.
-    /// Transitional, for `split_lines`'s `Vec<u8>` callers.
+    /// Takes the bytes out as a `Vec`, leaving the remainder empty: for the
+    /// PROXY header gatherer, which parses what it has gathered and hands
+    /// the bytes after the header to the framing.
     pub(crate) fn take_vec(&mut self) -> Vec<u8> {
         self.tail.take().map(|t| t.bytes).unwrap_or_default()
     }
 
-    /// A remainder holding `bytes` (none if empty). Transitional, as above.
+    /// A remainder holding `bytes` (nothing, and no allocation, if empty):
+    /// the way back for [`take_vec`](Self::take_vec).
     pub(crate) fn from_vec(bytes: Vec<u8>) -> Self {
         if bytes.is_empty() {
             return Remainder::new();
