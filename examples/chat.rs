@@ -42,7 +42,7 @@ impl Handler for Room {
         self.members.insert(conn.id(), conn.handle());
     }
 
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_>) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_>) {
         let mut message = format!("{}: ", conn.id()).into_bytes();
         message.extend_from_slice(line);
         message.push(b'\n');

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use std::fmt;
+
 use crate::alarm::{Alarm, AlarmConfig};
 use crate::budget::Overflow;
 use crate::config::Config;
 use crate::distribution::Distribution;
+use crate::framing::{Framing, Lines};
 #[cfg(feature = "tls")]
 use crate::tls_config::TlsSource;
 
@@ -29,15 +32,76 @@ use crate::tls_config::TlsSource;
 /// assert_ne!(server.local_addr().port(), 0);
 /// # Ok::<(), netpool::Error>(())
 /// ```
-#[derive(Debug, Clone, Default)]
-pub struct Builder {
+#[derive(Clone)]
+pub struct Builder<F: Framing = Lines> {
     pub(crate) config: Config,
+    /// How the bytes of every connection become frames; copied to each loop.
+    pub(crate) framing: F,
 }
 
-impl Builder {
-    /// A builder with the defaults documented on each method.
+impl Default for Builder<Lines> {
+    fn default() -> Self {
+        Builder {
+            config: Config::default(),
+            framing: Lines::default(),
+        }
+    }
+}
+
+impl<F: Framing> fmt::Debug for Builder<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("framing", &std::any::type_name::<F>())
+            .finish()
+    }
+}
+
+impl Builder<Lines> {
+    /// A builder with the defaults documented on each method: lines, up to
+    /// 64 KiB each.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The longest line accepted, in bytes, counted without its `\n` and
+    /// without a trailing `\r`. Default 64 KiB (Redis's inline limit). A
+    /// longer line closes the connection with
+    /// [`CloseReason::LineTooLong`](crate::CloseReason::LineTooLong). It also
+    /// bounds the per-connection buffer of an incomplete line: at most
+    /// `acceptors × max_line_len` bytes in all. (Other framings carry their
+    /// own bound: see [`framing`](Builder::framing).)
+    pub fn max_line_len(mut self, bytes: usize) -> Self {
+        self.config.max_line_len = bytes;
+        self.framing = Lines::new(bytes);
+        self
+    }
+}
+
+impl<F: Framing> Builder<F> {
+    /// How the bytes of a connection become the frames its handler sees.
+    /// Default [`Lines`]. Others built in: [`LengthPrefixed`](crate::LengthPrefixed)
+    /// (a binary length header), [`Resp`](crate::Resp) (the Redis protocol)
+    /// and [`Raw`](crate::Raw) (bytes as they come); or a [`Framing`] of your
+    /// own. The handler then implements `Handler<G>`; a closure
+    /// `|frame: &[u8], conn: &mut Conn|` serves any framing whose frames are
+    /// byte slices. Each framing bounds what one connection may buffer; set
+    /// the bound on the framing itself (for example
+    /// `LengthPrefixed::new(4).max_frame(1 << 20)`).
+    ///
+    /// ```
+    /// use netpool::{LengthPrefixed, Server};
+    ///
+    /// let server = Server::builder()
+    ///     .framing(LengthPrefixed::new(2).max_frame(4096))
+    ///     .bind("127.0.0.1:0".parse().unwrap())?;
+    /// # Ok::<(), netpool::Error>(())
+    /// ```
+    pub fn framing<G: Framing>(self, framing: G) -> Builder<G> {
+        Builder {
+            config: self.config,
+            framing,
+        }
     }
 
     /// The number of acceptor slots: the most connections served at once.
@@ -77,15 +141,6 @@ impl Builder {
     /// instead of waiting for Nagle's algorithm. Default on.
     pub fn nodelay(mut self, on: bool) -> Self {
         self.config.nodelay = on;
-        self
-    }
-
-    /// The longest line accepted, in bytes, counted without its `\n`.
-    /// Default 64 KiB (Redis's inline limit). A longer line closes the
-    /// connection with [`CloseReason::LineTooLong`](crate::CloseReason::LineTooLong).
-    /// It also bounds the per-connection buffer of an incomplete line.
-    pub fn max_line_len(mut self, bytes: usize) -> Self {
-        self.config.max_line_len = bytes;
         self
     }
 

@@ -1,12 +1,13 @@
 //! The user's side of a connection: the [`Handler`] trait and the [`Conn`]
 //! context it is called with.
 //!
-//! A handler is called on the event loop's thread, with a line borrowed from
-//! the loop's read buffer. It must not block: everything it does delays every
+//! A handler is called on the event loop's thread, with a frame (a line, by
+//! default) borrowed from the loop's read buffer. It must not block: everything it does delays every
 //! other connection of its loop. Slow work goes to another thread, and the
 //! reply comes back through a [`ConnHandle`] (see `examples/offload.rs`).
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::base::close::CloseReason;
 use crate::base::id::ConnId;
 use crate::conn_handle::ConnHandle;
 use crate::core::Held;
+use crate::framing::{Command, Framing, LengthPrefixed, Lines, Raw, Resp};
 use crate::shared::LoopShared;
 use crate::transport::SessionInfo;
 
@@ -31,10 +33,14 @@ pub struct Disconnect<S> {
     pub reason: CloseReason,
 }
 
-/// Serves the lines of every connection of a loop.
+/// Serves the frames of every connection of a loop: lines by default, or
+/// whatever [`Framing`] the server was built with
+/// ([`Builder::framing`](crate::Builder::framing)).
 ///
 /// The loop calls the handler on its own thread. A closure
-/// `FnMut(&[u8], &mut Conn)` is a handler with no per-connection state:
+/// `FnMut(&[u8], &mut Conn)` is a handler with no per-connection state, for
+/// lines (and for [`LengthPrefixed`](crate::LengthPrefixed) payloads and
+/// [`Raw`](crate::Raw) bytes, whose frames are byte slices too):
 ///
 /// ```
 /// let echo = |line: &[u8], conn: &mut netpool::Conn| {
@@ -45,6 +51,31 @@ pub struct Disconnect<S> {
 /// # is_handler(&echo);
 /// ```
 ///
+/// With per-connection state, implement it (here for the Redis protocol,
+/// whose frames are [`Command`](crate::Command)s):
+///
+/// ```
+/// use netpool::{resp, Command, Conn, Handler, Resp};
+///
+/// /// Counts each connection's commands.
+/// struct Counter;
+///
+/// impl Handler<Resp> for Counter {
+///     type State = u64;
+///     fn on_frame(&mut self, command: Command<'_>, conn: &mut Conn<'_, u64>) {
+///         *conn.state() += 1;
+///         if command.name_eq_ignore_case(b"PING") {
+///             let _ = resp::simple(conn, b"PONG");
+///         } else {
+///             let n = *conn.state() as i64;
+///             let _ = resp::integer(conn, n);
+///         }
+///     }
+/// }
+/// # fn is_handler<H: netpool::Handler<Resp>>(_: &H) {}
+/// # is_handler(&Counter);
+/// ```
+///
 /// # Panics
 ///
 /// A panic in any method is caught by the loop, logged, counted in
@@ -52,23 +83,24 @@ pub struct Disconnect<S> {
 /// the connection being served ([`CloseReason::HandlerPanicked`]). The handler
 /// itself is used again for the other connections, so keep its own fields
 /// consistent across a panic (as with any `catch_unwind`).
-pub trait Handler: 'static {
+pub trait Handler<F: Framing = Lines>: 'static {
     /// Per-connection state of your own type, created with `Default` when the
     /// connection is accepted and reachable through [`Conn::state`].
     type State: Default + 'static;
 
     /// Called once a connection is accepted and registered, before its first
-    /// line. It may [`send`](Conn::send) a greeting. On a TLS server it is
+    /// frame. It may [`send`](Conn::send) a greeting. On a TLS server it is
     /// called when the handshake has finished; a connection whose handshake
     /// fails or times out never reaches the handler.
     fn on_connect(&mut self, conn: &mut Conn<'_, Self::State>) {
         let _ = conn;
     }
 
-    /// Called with each complete line, without its `\n` and without one
-    /// trailing `\r`. The line is borrowed from the loop's read buffer: copy
-    /// what you need to keep.
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_, Self::State>);
+    /// Called with each complete frame. For [`Lines`], a line without its
+    /// `\n` and without one trailing `\r`. A frame is borrowed from the loop's
+    /// read buffer (or, if it straddled two reads, from the connection's
+    /// remainder): copy what you need to keep.
+    fn on_frame(&mut self, frame: F::Frame<'_>, conn: &mut Conn<'_, Self::State>);
 
     /// Called once when a connection that reached [`on_connect`](Handler::on_connect)
     /// is gone. Refused connections never reach the handler.
@@ -77,14 +109,33 @@ pub trait Handler: 'static {
     }
 }
 
-impl<F> Handler for F
+/// A closure serves any framing whose frames are byte slices.
+macro_rules! closure_handler {
+    ($($framing:ty),*) => {$(
+        impl<C> Handler<$framing> for C
+        where
+            C: FnMut(&[u8], &mut Conn<'_, ()>) + 'static,
+        {
+            type State = ();
+
+            fn on_frame(&mut self, frame: &[u8], conn: &mut Conn<'_, ()>) {
+                self(frame, conn)
+            }
+        }
+    )*};
+}
+
+closure_handler!(Lines, LengthPrefixed, Raw);
+
+/// A closure serves Redis commands.
+impl<C> Handler<Resp> for C
 where
-    F: FnMut(&[u8], &mut Conn<'_, ()>) + 'static,
+    C: for<'c> FnMut(Command<'c>, &mut Conn<'_, ()>) + 'static,
 {
     type State = ();
 
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_, ()>) {
-        self(line, conn)
+    fn on_frame(&mut self, command: Command<'_>, conn: &mut Conn<'_, ()>) {
+        self(command, conn)
     }
 }
 
@@ -128,7 +179,13 @@ impl<S> Conn<'_, S> {
     /// dropped and the connection is closed with
     /// [`CloseReason::OutputOverflow`]; check [`is_closing`](Conn::is_closing)
     /// to stop producing early.
-    pub fn send(&mut self, data: &[u8]) {
+    #[inline]
+    pub fn send(&mut self, data: impl AsRef<[u8]>) {
+        self.send_bytes(data.as_ref());
+    }
+
+    #[inline]
+    fn send_bytes(&mut self, data: &[u8]) {
         // The hot path: one comparison, one copy.
         if self.out.len() + data.len() > self.room {
             self.overflow();
@@ -234,6 +291,26 @@ impl<S> Conn<'_, S> {
     #[cfg(feature = "tls")]
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.tls()?.peer_certificates()
+    }
+}
+
+/// `write!(conn, ...)` formats a reply straight into the connection's
+/// output, with no `format!` allocation. Writes never fail and never block:
+/// they follow [`send`](Conn::send)'s rules (past the output limit the
+/// bytes are dropped and the connection closes).
+impl<S> io::Write for Conn<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send_bytes(buf);
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.send_bytes(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

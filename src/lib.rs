@@ -60,9 +60,10 @@
 //!   connection).
 //! - **Pure logic**: `admission.rs` (every accept-time policy, decided in one
 //!   place, in a documented order), `budget.rs` (the slots, [`Overflow`]),
-//!   `limits.rs`, `filter.rs`, `alarm.rs`, `framing.rs`, `proxy.rs`,
-//!   `timers.rs`, `config.rs`, `distribution.rs` ([`Distribution`]),
-//!   `tls_config.rs` (PEM files, provider, reload).
+//!   `limits.rs`, `filter.rs`, `alarm.rs`, `framing/` ([`Framing`],
+//!   [`Lines`], [`LengthPrefixed`], [`Resp`], [`Raw`]; [`resp`] reply writers),
+//!   `proxy.rs`, `timers.rs`, `config.rs`, `distribution.rs`
+//!   ([`Distribution`]), `tls_config.rs` (PEM files, provider, reload).
 //! - **Shared types**: `base/` ([`ConnId`], [`CloseReason`], the loop's
 //!   clock), `error.rs` ([`Error`]).
 //!
@@ -217,9 +218,6 @@ mod builder;
 mod handles;
 mod server;
 
-#[cfg(fuzzing)]
-#[doc(hidden)]
-pub use framing::fuzz_split_lines;
 /// One connection driven with no socket, for the `connection` fuzz target.
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -233,6 +231,10 @@ pub use builder::Builder;
 pub use conn_handle::ConnHandle;
 pub use distribution::Distribution;
 pub use error::Error;
+pub use framing::resp_reply as resp;
+pub use framing::{
+    Args, Command, Flow, FrameError, Framing, LengthPrefixed, Lines, Raw, Remainder, Resp,
+};
 pub use handler::{Conn, Disconnect, Handler};
 pub use handles::{LoopStats, ServerHandle, Stats};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the

@@ -17,6 +17,7 @@ use crate::builder::Builder;
 use crate::config::Config;
 use crate::distribution::Distribution;
 use crate::error::Error;
+use crate::framing::{Framing, Lines};
 use crate::handler::Handler;
 use crate::handles::ServerHandle;
 use crate::reactor::{EventLoop, LISTENER, WAKER};
@@ -30,8 +31,10 @@ use crate::transport::Plain;
 /// either [`run`](Server::run) it on this thread, or [`spawn`](Server::spawn)
 /// it on a new one; with several loops ([`Builder::workers`]),
 /// [`run_workers`](Server::run_workers) or [`spawn_workers`](Server::spawn_workers).
-pub struct Server {
+pub struct Server<F: Framing = Lines> {
     config: Config,
+    /// The framing each loop gets a copy of.
+    framing: F,
     /// One poll per loop, each with the listener registered if that loop
     /// accepts (see `distribute.rs`).
     /// `None` once the loop has been started.
@@ -39,7 +42,7 @@ pub struct Server {
     shared: Arc<ServerShared>,
 }
 
-impl fmt::Debug for Server {
+impl<F: Framing> fmt::Debug for Server<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("local_addr", &self.shared.local_addr)
@@ -49,7 +52,7 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// A [`Builder`] with every setting at its default.
+    /// A [`Builder`] with every setting at its default (lines, up to 64 KiB).
     pub fn builder() -> Builder {
         Builder::new()
     }
@@ -62,9 +65,15 @@ impl Server {
     pub fn bind(addr: SocketAddr) -> Result<Server, Error> {
         Builder::new().bind(addr)
     }
+}
 
+impl<F: Framing> Server<F> {
     /// A server on `listeners`: one per loop (`ReusePort`), or one for all.
-    pub(crate) fn new(config: Config, listeners: Vec<StdListener>) -> Result<Server, Error> {
+    pub(crate) fn new(
+        config: Config,
+        framing: F,
+        listeners: Vec<StdListener>,
+    ) -> Result<Server<F>, Error> {
         // Certificate problems are the caller's to fix: report them before
         // anything else is set up.
         #[cfg(feature = "tls")]
@@ -127,6 +136,7 @@ impl Server {
         });
         Ok(Server {
             config,
+            framing,
             loops,
             shared,
         })
@@ -156,7 +166,7 @@ impl Server {
     /// handler of its own). [`Error::Io`] if polling fails, which the loop
     /// cannot recover from. Errors on single connections or on `accept` never
     /// end the loop.
-    pub fn run<H: Handler>(mut self, handler: H) -> Result<StopReport, Error> {
+    pub fn run<H: Handler<F>>(mut self, handler: H) -> Result<StopReport, Error> {
         self.one_loop()?;
         self.run_here(move |_| handler)
     }
@@ -168,7 +178,7 @@ impl Server {
     /// [`Error::InvalidConfig`] if the server was built with more than one
     /// worker (use [`spawn_workers`](Server::spawn_workers)); [`Error::Io`]
     /// if the thread cannot be spawned.
-    pub fn spawn<H: Handler + Send>(mut self, handler: H) -> Result<ServerThread, Error> {
+    pub fn spawn<H: Handler<F> + Send>(mut self, handler: H) -> Result<ServerThread, Error> {
         self.one_loop()?;
         let handle = self.handle();
         let thread = self.spawn_loop(0, move |_| handler)?;
@@ -211,10 +221,10 @@ impl Server {
     /// started are stopped and joined) or a poll fails;
     /// [`Error::LoopPanicked`] if a loop panicked outside a handler. The
     /// first error in loop order is returned, after every loop has ended.
-    pub fn run_workers<F, H>(mut self, handler_for: F) -> Result<StopReport, Error>
+    pub fn run_workers<M, H>(mut self, handler_for: M) -> Result<StopReport, Error>
     where
-        F: Fn(usize) -> H + Send + Sync + 'static,
-        H: Handler,
+        M: Fn(usize) -> H + Send + Sync + 'static,
+        H: Handler<F>,
     {
         let handler_for = Arc::new(handler_for);
         let mut threads = Vec::with_capacity(self.loops.len() - 1);
@@ -265,10 +275,10 @@ impl Server {
     ///
     /// [`Error::Io`] if a thread cannot be spawned; the loops already
     /// started are then stopped and joined.
-    pub fn spawn_workers<F, H>(mut self, handler_for: F) -> Result<ServerThread, Error>
+    pub fn spawn_workers<M, H>(mut self, handler_for: M) -> Result<ServerThread, Error>
     where
-        F: Fn(usize) -> H + Send + Sync + 'static,
-        H: Handler,
+        M: Fn(usize) -> H + Send + Sync + 'static,
+        H: Handler<F>,
     {
         let handle = self.handle();
         let handler_for = Arc::new(handler_for);
@@ -284,7 +294,7 @@ impl Server {
     }
 
     /// Runs loop 0 on this thread, with the handler `handler_for` makes.
-    fn run_here<H: Handler>(
+    fn run_here<H: Handler<F>>(
         &mut self,
         handler_for: impl FnOnce(usize) -> H,
     ) -> Result<StopReport, Error> {
@@ -297,6 +307,7 @@ impl Server {
             poll,
             listener,
             handler,
+            self.framing.clone(),
             self.config.clone(),
             self.shared.clone(),
             0,
@@ -306,13 +317,14 @@ impl Server {
     }
 
     /// Starts loop `i` on a thread of its own; `handler_for` runs there.
-    fn spawn_loop<F, H>(&mut self, i: usize, handler_for: F) -> Result<LoopThread, Error>
+    fn spawn_loop<M, H>(&mut self, i: usize, handler_for: M) -> Result<LoopThread, Error>
     where
-        F: FnOnce(usize) -> H + Send + 'static,
-        H: Handler,
+        M: FnOnce(usize) -> H + Send + 'static,
+        H: Handler<F>,
     {
         let (poll, listener) = self.loops[i].take().expect("each loop runs once");
         let config = self.config.clone();
+        let framing = self.framing.clone();
         let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("netpool-{i}"))
@@ -323,7 +335,7 @@ impl Server {
                 let guard = LoopGuard::new(&shared, i);
                 pin_current_thread(&config, i);
                 let handler = handler_for(i);
-                let result = run_loop(poll, listener, handler, config, shared, i);
+                let result = run_loop(poll, listener, handler, framing, config, shared, i);
                 guard.finish(result.is_ok());
                 result
             });
@@ -344,7 +356,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl<F: Framing> Drop for Server<F> {
     /// Loops that never ran close their command queues, so that a handle
     /// taken before cannot wait for them forever.
     fn drop(&mut self) {
@@ -358,10 +370,11 @@ impl Drop for Server {
 
 /// Runs loop `i` with the server's transport: the plaintext loop and the
 /// TLS loop are two compilations of the same generic code.
-fn run_loop<H: Handler>(
+fn run_loop<F: Framing, H: Handler<F>>(
     poll: Poll,
     listener: Option<TcpListener>,
     handler: H,
+    framing: F,
     config: Config,
     shared: Arc<ServerShared>,
     i: usize,
@@ -370,10 +383,12 @@ fn run_loop<H: Handler>(
     if let Some(tls) = &shared.tls {
         use crate::transport::tls::{Tls, TlsLoop};
         let transport = TlsLoop::new(tls.clone(), shared.loops[i].handshakes.clone());
-        return EventLoop::<H, Tls>::new(poll, listener, handler, transport, config, shared, i)
-            .run();
+        return EventLoop::<F, H, Tls>::new(
+            poll, listener, handler, framing, transport, config, shared, i,
+        )
+        .run();
     }
-    EventLoop::<H, Plain>::new(poll, listener, handler, (), config, shared, i).run()
+    EventLoop::<F, H, Plain>::new(poll, listener, handler, framing, (), config, shared, i).run()
 }
 
 /// How long the other loops get to finish when one loop of a server fails:
@@ -521,7 +536,7 @@ impl ServerThread {
 }
 
 /// Binding: a [`Builder`] becomes a [`Server`].
-impl Builder {
+impl<F: Framing> Builder<F> {
     /// Binds a new listening socket to `addr` (IPv4 or IPv6; port 0 picks a
     /// free port, see [`Server::local_addr`]).
     ///
@@ -531,11 +546,11 @@ impl Builder {
     /// the socket cannot be created, bound or put to listen; with
     /// [`tls_pem`](Builder::tls_pem), the `Error::Tls*` variants, each naming
     /// the file at fault.
-    pub fn bind(self, addr: SocketAddr) -> Result<Server, Error> {
+    pub fn bind(self, addr: SocketAddr) -> Result<Server<F>, Error> {
         self.config.validate()?;
         if self.config.distribution != Distribution::ReusePort || self.config.workers == 1 {
             let listener = listen(addr, false, self.config.backlog)?;
-            return Server::new(self.config, vec![listener]);
+            return Server::new(self.config, self.framing, vec![listener]);
         }
         // One socket per loop on the same address. The first one fixes the
         // port when `addr` asks for any (port 0); the others join it.
@@ -545,7 +560,7 @@ impl Builder {
         for _ in 1..self.config.workers {
             listeners.push(listen(addr, true, self.config.backlog)?);
         }
-        Server::new(self.config, listeners)
+        Server::new(self.config, self.framing, listeners)
     }
 
     /// Adopts a listener that is already bound and listening: socket
@@ -558,7 +573,7 @@ impl Builder {
     /// [`Distribution::ReusePort`] with several workers (one adopted socket
     /// cannot be split into one per loop); [`Error::Io`] if the listener
     /// cannot be made non-blocking or has no local address.
-    pub fn listener(self, listener: StdListener) -> Result<Server, Error> {
+    pub fn listener(self, listener: StdListener) -> Result<Server<F>, Error> {
         self.config.validate()?;
         if self.config.distribution == Distribution::ReusePort && self.config.workers > 1 {
             return Err(Error::InvalidConfig(
@@ -570,7 +585,7 @@ impl Builder {
         // mio's `from_std` does not do this, and a blocking listener would
         // stall the whole loop in `accept`.
         listener.set_nonblocking(true)?;
-        Server::new(self.config, vec![listener])
+        Server::new(self.config, self.framing, vec![listener])
     }
 }
 

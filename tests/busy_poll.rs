@@ -34,7 +34,7 @@ struct Report(mpsc::Sender<CloseReason>);
 
 impl Handler for Report {
     type State = ();
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_>) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_>) {
         echo(line, conn);
     }
     fn on_disconnect(&mut self, closed: Disconnect<()>) {

@@ -24,7 +24,7 @@ impl Handler for WhoAmI {
         self.connects.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_>) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_>) {
         let proxy = conn.proxy_addr().map_or("-".to_string(), |a| a.to_string());
         let reply = format!(
             "{} {} {}\n",

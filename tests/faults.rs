@@ -22,7 +22,7 @@ fn server() -> ServerThread {
         |line: &[u8], conn: &mut Conn| {
             if let Some(n) = line.strip_prefix(b"big ") {
                 let n: usize = std::str::from_utf8(n).unwrap().parse().unwrap();
-                conn.send(&vec![b'b'; n]);
+                conn.send(vec![b'b'; n]);
                 conn.send(b"\n");
             } else {
                 conn.send(line);
@@ -273,7 +273,7 @@ fn a_close_never_destroys_replies_in_flight() {
         |line: &[u8], conn: &mut Conn| match line {
             b"quit" => conn.close(),
             _ => {
-                conn.send(&vec![b'r'; BIG]);
+                conn.send(vec![b'r'; BIG]);
                 conn.send(b"\n");
             }
         },

@@ -25,7 +25,7 @@ impl Handler for Scripted {
         conn.send(format!("hello {}\n", conn.id()).as_bytes());
     }
 
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_, u64>) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_, u64>) {
         *conn.state() += 1;
         match line {
             b"panic" => panic!("scripted panic"),
@@ -39,7 +39,7 @@ impl Handler for Scripted {
             }
             _ if line.starts_with(b"big ") => {
                 let n: usize = std::str::from_utf8(&line[4..]).unwrap().parse().unwrap();
-                conn.send(&vec![b'x'; n]);
+                conn.send(vec![b'x'; n]);
                 conn.send(b"\n");
             }
             _ => {

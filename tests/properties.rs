@@ -29,11 +29,12 @@ fn expected(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = input;
     while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+        // The limit counts the content: a stripped `\r` does not count.
         let line = &rest[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > MAX_LINE {
             return out;
         }
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         out.extend_from_slice(line);
         out.push(b'\n');
         rest = &rest[end + 1..];

@@ -15,10 +15,10 @@ struct Reporting(mpsc::Sender<CloseReason>);
 impl Handler for Reporting {
     type State = ();
 
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_>) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_>) {
         if let Some(n) = line.strip_prefix(b"flood ") {
             let n: usize = std::str::from_utf8(n).unwrap().parse().unwrap();
-            conn.send(&vec![b'f'; n]);
+            conn.send(vec![b'f'; n]);
         } else {
             conn.send(line);
             conn.send(b"\n");

@@ -76,6 +76,9 @@ struct Reactor {
     addr: SocketAddr,
     /// Everything the reactor wrote to stderr so far.
     stderr: Arc<Mutex<String>>,
+    /// The thread collecting stderr; it ends at the child's end of stream,
+    /// so joining it after the exit means every line is in.
+    collector: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Reactor {
@@ -98,7 +101,7 @@ impl Reactor {
         let stderr = Arc::new(Mutex::new(String::new()));
         let collected = Arc::clone(&stderr);
         let mut from_child = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
+        let collector = std::thread::spawn(move || {
             let mut line = String::new();
             while from_child.read_line(&mut line).is_ok_and(|n| n > 0) {
                 collected.lock().unwrap().push_str(&line);
@@ -109,6 +112,7 @@ impl Reactor {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             stderr,
+            collector: Some(collector),
         };
         let line = rx.recv_timeout(DEADLINE).expect("no `listening on` line");
         reactor.addr = line
@@ -137,6 +141,11 @@ impl Reactor {
             status = self.child.try_wait().unwrap();
             status.is_some()
         });
+        // The exit closed the child's stderr: once the collector has read
+        // to its end, the last lines (the stop message) are in.
+        if let Some(collector) = self.collector.take() {
+            collector.join().expect("the stderr collector");
+        }
         status.unwrap()
     }
 }

@@ -928,7 +928,7 @@ struct EchoReporting(mpsc::Sender<CloseReason>);
 
 impl netpool::Handler for EchoReporting {
     type State = ();
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn) {
         conn.send(line);
         conn.send(b"\n");
         if line == b"quit" {

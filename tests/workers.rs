@@ -68,7 +68,7 @@ impl Handler for Gauge {
         self.most.fetch_max(now, Ordering::SeqCst);
     }
 
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_, ()>) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_, ()>) {
         conn.send(line);
         conn.send(b"\n");
     }
@@ -302,7 +302,7 @@ struct CountsDrops(&'static str, Arc<AtomicUsize>);
 impl Handler for CountsDrops {
     type State = ();
 
-    fn on_line(&mut self, line: &[u8], conn: &mut Conn<'_, ()>) {
+    fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_, ()>) {
         conn.send(line);
         conn.send(b"\n");
         let _ = self.0;

@@ -11,11 +11,16 @@ pub enum CloseReason {
     /// sent were handled and the replies flushed before the close; a trailing
     /// fragment without `\n` was dropped.
     PeerClosed,
+    /// A frame did not follow the protocol (a malformed Redis request, say).
+    /// Replies to earlier frames were flushed, then the framing's own error
+    /// reply, if it has one.
+    BadFrame,
     /// The peer reset the connection (`ECONNRESET` or `EPIPE`); unsent output
     /// was dropped.
     Reset,
-    /// A line grew past [`Builder::max_line_len`](crate::Builder::max_line_len).
-    /// Replies to earlier lines were flushed first.
+    /// A line grew past [`Builder::max_line_len`](crate::Builder::max_line_len)
+    /// (or a frame past its framing's bound). Replies to earlier frames were
+    /// flushed first.
     LineTooLong,
     /// Pending output passed [`Builder::output_limit`](crate::Builder::output_limit):
     /// the peer was not reading. The output was dropped.
@@ -66,6 +71,7 @@ impl CloseReason {
             self,
             CloseReason::PeerClosed
                 | CloseReason::LineTooLong
+                | CloseReason::BadFrame
                 | CloseReason::Closed
                 | CloseReason::Stopped
                 | CloseReason::Tls
@@ -96,6 +102,7 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("peer closed"),
             CloseReason::Reset => f.write_str("connection reset by peer"),
             CloseReason::LineTooLong => f.write_str("line too long"),
+            CloseReason::BadFrame => f.write_str("malformed frame"),
             CloseReason::OutputOverflow => f.write_str("output overflow: peer not reading"),
             CloseReason::Closed => f.write_str("closed"),
             CloseReason::Stopped => f.write_str("server stopped"),

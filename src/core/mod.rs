@@ -51,7 +51,6 @@
 
 mod outbox;
 mod phase;
-mod remainder;
 
 use std::io;
 use std::net::SocketAddr;
@@ -62,11 +61,11 @@ use crate::base::close::CloseReason;
 use crate::base::id::ConnId;
 use crate::base::time::Millis;
 use crate::budget::Slot;
+use crate::framing::Remainder;
 use crate::limits::IpPlace;
 
 pub(crate) use outbox::Outbox;
 pub(crate) use phase::Phase;
-pub(crate) use remainder::Remainder;
 
 /// The timeouts that apply to every connection, in milliseconds (`None` off).
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,8 +122,8 @@ pub(crate) struct Core<S> {
     /// it fits in the core's padding: eight bytes less per connection than
     /// beside the socket.
     pub(crate) registered: Interest,
-    /// The incomplete last frame (no `\n` in it yet), or the PROXY header
-    /// gathered so far; see `framing.rs`.
+    /// The incomplete last frame, or the PROXY header gathered so far; see
+    /// `framing/`. Eight bytes, no allocation while empty.
     pub(crate) partial: Remainder,
     /// Wire bytes the socket has not taken yet.
     pub(crate) out: Outbox,

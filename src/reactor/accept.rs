@@ -22,6 +22,7 @@ use crate::admission::{BeforeAccept, Refusal, Ticket};
 use crate::base::id::ConnId;
 use crate::base::time::Millis;
 use crate::core::{Core, Start};
+use crate::framing::Framing;
 use crate::handler::Handler;
 use crate::shared::{Command, Handoff, Load};
 use crate::transport::Transport;
@@ -93,7 +94,7 @@ impl AcceptState {
     }
 }
 
-impl<H: Handler, T: Transport> EventLoop<H, T> {
+impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     /// Accepts until the kernel's queue is empty (`WouldBlock`), admission
     /// says wait, or this turn's share is used.
     pub(super) fn accept_connections(&mut self) {

@@ -28,6 +28,7 @@ use crate::base::id::ConnId;
 use crate::base::time::Millis;
 use crate::config::Config;
 use crate::core::{Action, Core, Phase, Timeouts};
+use crate::framing::Framing;
 use crate::handler::{Disconnect, Handler};
 use crate::shared::{LoopShared, ServerShared};
 use crate::transport::{Received, Transport, TransportError};
@@ -60,8 +61,11 @@ impl<S, T> Connection<S, T> {
 /// What every connection's pipeline runs through, owned by the loop beside
 /// its slab of connections: the handler, the transport's shared state, and
 /// the loop's buffers, which no connection owns a copy of.
-pub(super) struct Pipeline<H: Handler, T: Transport> {
+pub(super) struct Pipeline<F: Framing, H: Handler<F>, T: Transport> {
     pub(super) handler: H,
+    /// The loop's framing (its own copy: a framing may keep scratch space,
+    /// such as RESP's argument offsets, reused across frames).
+    framing: F,
     pub(super) transport: T::Loop,
     /// Replies produced while one read is handled, written in one `write`
     /// when the handler is done with that read.
@@ -69,9 +73,6 @@ pub(super) struct Pipeline<H: Handler, T: Transport> {
     /// Sealed bytes (TLS records) on their way to the socket; unused by
     /// plaintext.
     wire_buf: Vec<u8>,
-    /// An empty vector lent to a connection without a tail (see
-    /// `core/remainder.rs`).
-    spare: Vec<u8>,
     pub(super) config: Config,
     pub(super) shared: Arc<LoopShared>,
     pub(super) server: Arc<ServerShared>,
@@ -84,9 +85,10 @@ pub(super) struct Pipeline<H: Handler, T: Transport> {
     pub(super) read_again: Vec<(usize, ConnId)>,
 }
 
-impl<H: Handler, T: Transport> Pipeline<H, T> {
+impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
     pub(super) fn new(
         handler: H,
+        framing: F,
         transport: T::Loop,
         config: Config,
         shared: Arc<LoopShared>,
@@ -95,10 +97,10 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
     ) -> Self {
         Pipeline {
             handler,
+            framing,
             transport,
             write_buf: Vec::new(),
             wire_buf: Vec::new(),
-            spare: Vec::new(),
             config,
             shared,
             server,
@@ -188,7 +190,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
         let Connection {
             transport, core, ..
         } = conn;
-        let (handler, spare) = (&mut self.handler, &mut self.spare);
+        let (handler, framing) = (&mut self.handler, &mut self.framing);
         let (config, shared, now) = (&self.config, &self.shared, self.now);
         let result = transport.receive(
             &mut self.transport,
@@ -205,7 +207,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
                 };
                 match received {
                     Received::Plaintext(plain) => {
-                        serve::handle_frames(core, handler, plain, write_buf, spare, &cx);
+                        serve::handle_frames(core, handler, framing, plain, write_buf, &cx);
                     }
                     Received::Established => {
                         shared.counters.tls_handshakes.add(1);
@@ -366,7 +368,7 @@ impl<H: Handler, T: Transport> Pipeline<H, T> {
     }
 }
 
-impl<H: Handler, T: Transport> EventLoop<H, T> {
+impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     /// A readiness event for the connection in slot `key`: write what
     /// waits, read what came, then reconcile.
     pub(super) fn drive(&mut self, key: usize, ready: Readiness) {

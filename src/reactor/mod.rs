@@ -70,6 +70,7 @@ use crate::busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::core::{Phase, Timeout, Timeouts, NO_TIMER};
 use crate::error::Error;
+use crate::framing::Framing;
 use crate::handler::Handler;
 use crate::shared::{Command, ServerShared, StopReport};
 use crate::timers::TimerHeap;
@@ -116,9 +117,10 @@ struct Stopping {
     waiters: Vec<mpsc::Sender<StopReport>>,
 }
 
-/// One event loop and everything it owns, for handler `H` and transport `T`
-/// (a plaintext loop and a TLS loop are two compilations of the same code).
-pub(crate) struct EventLoop<H: Handler, T: Transport> {
+/// One event loop and everything it owns, for framing `F`, handler `H` and
+/// transport `T` (a plaintext loop and a TLS loop are two compilations of
+/// the same code).
+pub(crate) struct EventLoop<F: Framing, H: Handler<F>, T: Transport> {
     poll: Poll,
     /// `None` once a stop has begun, and on a loop that does not accept
     /// (see `distribute.rs`).
@@ -131,7 +133,7 @@ pub(crate) struct EventLoop<H: Handler, T: Transport> {
     conns: Slab<Connection<H::State, T>>,
     /// The handler, the transport's shared state and the loop's buffers:
     /// what every connection's pipeline runs through.
-    pipe: Pipeline<H, T>,
+    pipe: Pipeline<F, H, T>,
     /// The one read buffer of the loop, shared by all its connections: a
     /// connection owns memory only for an incomplete frame or unsent output.
     read_buf: Box<[u8]>,
@@ -159,11 +161,13 @@ pub(crate) struct EventLoop<H: Handler, T: Transport> {
     busy: BusyPoll,
 }
 
-impl<H: Handler, T: Transport> EventLoop<H, T> {
+impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         poll: Poll,
         listener: Option<TcpListener>,
         handler: H,
+        framing: F,
         transport: T::Loop,
         config: Config,
         server: Arc<ServerShared>,
@@ -187,7 +191,9 @@ impl<H: Handler, T: Transport> EventLoop<H, T> {
             handshake_timeout: millis(config.handshake_timeout).unwrap_or(1),
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             busy: BusyPoll::new(config.busy_poll),
-            pipe: Pipeline::new(handler, transport, config, shared, server, timeouts),
+            pipe: Pipeline::new(
+                handler, framing, transport, config, shared, server, timeouts,
+            ),
             accept: AcceptState::default(),
             clock: Clock::new(),
             timers: TimerHeap::default(),

@@ -12,8 +12,8 @@ use crate::admission::Gate;
 use crate::base::close::CloseReason;
 use crate::base::time::Millis;
 use crate::config::Config;
-use crate::core::{Core, Phase, Remainder};
-use crate::framing::{split_lines, Flow, FrameError};
+use crate::core::{Core, Phase};
+use crate::framing::{Flow, FrameError, Framing, Remainder};
 use crate::handler::{Conn, Handler};
 use crate::proxy::{self, ProxyHeader};
 use crate::shared::LoopShared;
@@ -90,7 +90,7 @@ fn with_conn<S, R>(
 
 /// Tells the handler about a connection (`on_connect`); its greeting, if
 /// any, is left in `write_buf`.
-pub(super) fn greet<H: Handler>(
+pub(super) fn greet<F: Framing, H: Handler<F>>(
     core: &mut Core<H::State>,
     handler: &mut H,
     write_buf: &mut Vec<u8>,
@@ -100,47 +100,49 @@ pub(super) fn greet<H: Handler>(
     with_conn(core, write_buf, cx, |ctx, _| handler.on_connect(ctx));
 }
 
-/// Hands `input` to the handler frame by frame; the replies are left in
-/// `write_buf` (or the connection's queue). `spare` is the loop's empty
-/// vector, lent to a connection with no tail (see [`Remainder`]).
-pub(super) fn handle_frames<H: Handler>(
+/// Hands `input` to the handler frame by frame, through the loop's
+/// `framing`; the replies are left in `write_buf` (or the connection's
+/// queue). A frame that is too long or malformed closes the connection
+/// after the replies to the frames before it, and after the framing's own
+/// last word, if it has one (Redis: `-ERR Protocol error: ...`).
+pub(super) fn handle_frames<F: Framing, H: Handler<F>>(
     core: &mut Core<H::State>,
     handler: &mut H,
+    framing: &mut F,
     input: &[u8],
     write_buf: &mut Vec<u8>,
-    spare: &mut Vec<u8>,
     cx: &LoopView<'_>,
 ) {
-    let max = cx.config.max_line_len;
     let framed = with_conn(core, write_buf, cx, |ctx, partial| {
-        let mut lines = 0;
-        let framed = partial.with_vec(spare, |partial| {
-            split_lines(partial, input, max, |line| {
-                lines += 1;
-                handler.on_line(line, ctx);
-                if ctx.is_closing() {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            })
+        let mut frames = 0;
+        let framed = framing.split(partial, input, |frame| {
+            frames += 1;
+            handler.on_frame(frame, ctx);
+            if ctx.is_closing() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
         });
-        (framed, lines)
+        if let Err(e) = &framed {
+            if let Some(reply) = framing.error_reply(e) {
+                ctx.send(reply);
+            }
+        }
+        (framed, frames)
     });
-    // A panic may leave bytes in the spare; it must go back empty.
-    spare.clear();
-    if let Some((framed, lines)) = framed {
-        cx.shared.counters.lines.add(lines);
-        if lines > 0 {
+    if let Some((framed, frames)) = framed {
+        cx.shared.counters.lines.add(frames);
+        if frames > 0 {
             core.last_active = cx.now;
         }
-        if framed == Err(FrameError::LineTooLong) {
-            log::debug!(
-                "{} {}: line longer than {max} bytes, closing",
-                core.id,
-                core.peer
-            );
-            core.handle_close(CloseReason::LineTooLong, false);
+        if let Err(e) = framed {
+            log::debug!("{} {}: {e}, closing", core.id, core.peer);
+            let reason = match e {
+                FrameError::TooLong { .. } => CloseReason::LineTooLong,
+                _ => CloseReason::BadFrame,
+            };
+            core.handle_close(reason, false);
         }
     }
 }
@@ -167,11 +169,11 @@ pub(super) fn proxy_header<S>(
     gate: &Gate,
     shared: &LoopShared,
 ) -> HeaderStep {
-    let mut gathered = core.partial.take();
+    let mut gathered = core.partial.take_vec();
     gathered.extend_from_slice(input);
     let (header, used) = match proxy::parse(&gathered) {
         Ok(None) => {
-            core.partial.set(gathered);
+            core.partial = Remainder::from_vec(gathered);
             return HeaderStep::Incomplete;
         }
         Ok(Some(done)) => done,
@@ -226,6 +228,7 @@ mod tests {
     use crate::budget::{Admission, Budget, Overflow};
     use crate::core::Start;
     use crate::filter::AddressFilter;
+    use crate::framing::{Lines, Resp};
 
     /// A loop's shared state without a loop: a waker needs a poll.
     fn shared() -> Arc<LoopShared> {
@@ -268,13 +271,13 @@ mod tests {
             conn.send(line);
             conn.send(b"\n");
         };
-        let (mut out, mut spare) = (Vec::new(), Vec::new());
-        handle_frames(&mut c, &mut echo, b"one\r\ntw", &mut out, &mut spare, &cx);
+        let (mut out, mut lines) = (Vec::new(), Lines::default());
+        handle_frames(&mut c, &mut echo, &mut lines, b"one\r\ntw", &mut out, &cx);
         assert_eq!(out, b"one\n");
         assert_eq!(c.partial.as_slice(), b"tw");
-        handle_frames(&mut c, &mut echo, b"o\n", &mut out, &mut spare, &cx);
+        handle_frames(&mut c, &mut echo, &mut lines, b"o\n", &mut out, &cx);
         assert_eq!(out, b"one\ntwo\n");
-        assert!(c.partial.is_empty() && spare.is_empty());
+        assert!(c.partial.is_empty());
         assert_eq!(c.last_active, 5);
         assert_eq!(shared.counters.lines.get(), 2);
     }
@@ -292,10 +295,9 @@ mod tests {
             session: None,
         };
         let mut boom = |_: &[u8], _: &mut Conn<'_>| panic!("boom");
-        let (mut out, mut spare) = (Vec::new(), Vec::new());
-        handle_frames(&mut c, &mut boom, b"x\ny", &mut out, &mut spare, &cx);
+        let out = &mut Vec::new();
+        handle_frames(&mut c, &mut boom, &mut Lines::default(), b"x\ny", out, &cx);
         assert_eq!(c.close_reason(), CloseReason::HandlerPanicked);
-        assert!(spare.is_empty(), "the spare goes back empty");
         assert_eq!(shared.counters.handler_panics.get(), 1);
     }
 
@@ -334,6 +336,31 @@ mod tests {
         );
         assert_eq!(c.close_reason(), CloseReason::Denied);
         assert_eq!(shared.counters.denied.get(), 1);
+    }
+
+    /// A malformed frame gets the framing's last word, after the replies to
+    /// the frames before it, and closes the connection.
+    #[test]
+    fn a_protocol_error_replies_then_closes() {
+        let (mut c, _b) = core(Start::Open);
+        let shared = shared();
+        let config = Config::default();
+        let cx = LoopView {
+            config: &config,
+            shared: &shared,
+            now: 0,
+            key: 0,
+            session: None,
+        };
+        let mut pong = |_: crate::framing::Command<'_>, conn: &mut Conn<'_>| conn.send("+PONG\r\n");
+        let out = &mut Vec::new();
+        let input = b"*1\r\n$4\r\nPING\r\n*1\r\n$-7\r\n";
+        handle_frames(&mut c, &mut pong, &mut Resp::new(), input, out, &cx);
+        assert_eq!(
+            out.as_slice(),
+            b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(c.close_reason(), CloseReason::BadFrame);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::base::id::ConnId;
 use crate::budget::{Admission, Budget, Overflow};
 use crate::config::Config;
 use crate::core::{Action, Core, Phase, Start, Timeouts};
+use crate::framing::Lines;
 use crate::handler::Conn;
 use crate::shared::LoopShared;
 
@@ -90,7 +91,7 @@ pub fn run(ops: &[Op]) -> Report {
         consumed: Vec::new(),
         removed: false,
         write_buf: Vec::new(),
-        spare: Vec::new(),
+        lines: Lines::new(MAX_LINE),
     };
     for op in ops {
         if sim.removed {
@@ -136,10 +137,11 @@ pub fn expected(input: &[u8]) -> Vec<u8> {
     let mut rest = input;
     while let Some(end) = rest.iter().position(|b| *b == b'\n') {
         let line = &rest[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > MAX_LINE {
             break;
         }
-        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(line);
         out.push(b'\n');
         rest = &rest[end + 1..];
     }
@@ -158,7 +160,7 @@ struct Sim {
     consumed: Vec<u8>,
     removed: bool,
     write_buf: Vec<u8>,
-    spare: Vec<u8>,
+    lines: Lines,
 }
 
 impl Sim {
@@ -216,9 +218,9 @@ impl Sim {
             serve::handle_frames(
                 &mut self.core,
                 &mut echo,
+                &mut self.lines,
                 &input,
                 &mut self.write_buf,
-                &mut self.spare,
                 &cx,
             );
             let n = self.write(self.write_buf.len());
