@@ -237,6 +237,17 @@ mod tests {
         Arc::new(LoopShared::new(waker, 4))
     }
 
+    /// What a loop lends `handle_frames`, for a test.
+    fn view<'a>(config: &'a Config, shared: &'a Arc<LoopShared>, now: Millis) -> LoopView<'a> {
+        LoopView {
+            config,
+            shared,
+            now,
+            key: 0,
+            session: None,
+        }
+    }
+
     fn core(start: Start) -> (Core<()>, Arc<Budget>) {
         let budget = Arc::new(Budget::new(4, Overflow::Refuse, 1));
         let Admission::Serve(slot) = budget.try_acquire() else {
@@ -260,13 +271,7 @@ mod tests {
         let (mut c, _b) = core(Start::Open);
         let shared = shared();
         let config = Config::default();
-        let cx = LoopView {
-            config: &config,
-            shared: &shared,
-            now: 5,
-            key: 0,
-            session: None,
-        };
+        let cx = view(&config, &shared, 5);
         let mut echo = |line: &[u8], conn: &mut Conn<'_>| {
             conn.send(line);
             conn.send(b"\n");
@@ -287,13 +292,7 @@ mod tests {
         let (mut c, _b) = core(Start::Open);
         let shared = shared();
         let config = Config::default();
-        let cx = LoopView {
-            config: &config,
-            shared: &shared,
-            now: 0,
-            key: 0,
-            session: None,
-        };
+        let cx = view(&config, &shared, 0);
         let mut boom = |_: &[u8], _: &mut Conn<'_>| panic!("boom");
         let out = &mut Vec::new();
         handle_frames(&mut c, &mut boom, &mut Lines::default(), b"x\ny", out, &cx);
@@ -345,13 +344,7 @@ mod tests {
         let (mut c, _b) = core(Start::Open);
         let shared = shared();
         let config = Config::default();
-        let cx = LoopView {
-            config: &config,
-            shared: &shared,
-            now: 0,
-            key: 0,
-            session: None,
-        };
+        let cx = view(&config, &shared, 0);
         let mut pong = |_: crate::framing::Command<'_>, conn: &mut Conn<'_>| conn.send("+PONG\r\n");
         let out = &mut Vec::new();
         let input = b"*1\r\n$4\r\nPING\r\n*1\r\n$-7\r\n";
