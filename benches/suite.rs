@@ -1064,11 +1064,28 @@ fn write_outputs(
     );
     if cfg.write_md {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-        std::fs::write(&path, benchmarks_md(cfg, md, took, load))?;
+        // The hand-kept section of measurements made outside the suite
+        // (each with its own command) survives the regeneration.
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find(OUTSIDE).map(|at| old[at..].to_string()))
+            .unwrap_or_default();
+        let mut text = benchmarks_md(cfg, md, took, load);
+        if !kept.is_empty() {
+            text.push('\n');
+            text.push_str(&kept);
+        }
+        std::fs::write(&path, text)?;
         eprintln!("suite: wrote {}", path.display());
     }
     Ok(())
 }
+
+/// The heading of BENCHMARKS.md's last section: measurements made with
+/// other commands (micro-benchmarks, tests that print a figure), kept by
+/// hand, each with the command that produced it. Regenerating the file keeps
+/// it.
+const OUTSIDE: &str = "## Measured outside the suite";
 
 /// BENCHMARKS.md: machine, command, then the report of this run.
 fn benchmarks_md(cfg: &Config, md: &str, took: Duration, load: &str) -> String {
