@@ -188,10 +188,15 @@ mod server;
 mod timers;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tls")]
+mod tls_session;
 
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use framing::fuzz_split_lines;
+#[cfg(feature = "__internals")]
+#[doc(hidden)]
+pub use tls_session::internals as __tls_session;
 
 pub use budget::Overflow;
 pub use config::Builder;
