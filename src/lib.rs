@@ -190,6 +190,8 @@ mod timers;
 mod tls;
 #[cfg(feature = "tls")]
 mod tls_session;
+#[cfg(feature = "tls")]
+mod tls_watch;
 
 #[cfg(fuzzing)]
 #[doc(hidden)]
