@@ -200,6 +200,10 @@ mod proxy;
 mod timers;
 #[cfg(feature = "tls")]
 mod tls_config;
+#[cfg(feature = "tls")]
+mod tls_session;
+#[cfg(feature = "tls")]
+mod tls_watch;
 
 // The connection core, and the transports under it.
 mod core;
@@ -222,6 +226,9 @@ mod server;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use reactor::sim as fuzz_connection;
+#[cfg(feature = "__internals")]
+#[doc(hidden)]
+pub use tls_session::internals as __tls_session;
 
 pub use alarm::Alarm;
 pub use base::close::CloseReason;
