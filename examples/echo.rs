@@ -7,7 +7,7 @@
 //!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
 //!     [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
 //!     [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
-//!     [--tls-cert FILE --tls-key FILE]
+//!     [--tls-cert FILE --tls-key FILE [--tls-watch SECS]]
 //!     [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //!     [--busy-poll MICROS]
 //! ```
@@ -26,7 +26,11 @@
 //! TLS; poke it with `openssl s_client -quiet -connect 127.0.0.1:7000`. A
 //! throwaway certificate for that:
 //! `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes
-//! -days 1 -subj /CN=localhost -keyout key.pem -out cert.pem`.
+//! -days 1 -subj /CN=localhost -keyout key.pem -out cert.pem`. Renew the
+//! pair on disk (run the same command again) and, within `--tls-watch`
+//! seconds (default 5; 0 turns the watch off), new connections get the new
+//! certificate while open ones keep theirs; with `RUST_LOG=info` the server
+//! says when it took the new pair, or, as a warning, why it did not.
 
 mod common;
 

@@ -17,10 +17,16 @@
 //!    client (then it is asked when the header is in);
 //! 2. the per-address cap ([`Builder::max_per_ip`](crate::Builder::max_per_ip));
 //! 3. the accept rate ([`Builder::accept_rate`](crate::Builder::accept_rate));
-//! 4. the TLS handshakes in progress on the loop that would serve it
-//!    ([`Builder::max_handshakes`](crate::Builder::max_handshakes));
-//! 5. the budget: the slot reserved before `accept`, or, when there was
+//! 4. the budget: the slot reserved before `accept`, or, when there was
 //!    none, the overflow strategy (grow, or refuse).
+//!
+//! The TLS handshake cap ([`Builder::max_handshakes`](crate::Builder::max_handshakes))
+//! is not among them: a newcomer is never refused for it. Refusing the
+//! newest handshakes would let one client that opens handshakes and leaves
+//! them silent lock every other client out; instead the loop that serves the
+//! connection makes room, by closing a handshake of the address holding the
+//! most, the one that has made the least progress for the longest
+//! (`limits.rs`, `handshake_to_give_up`).
 //!
 //! # Decide, then act
 //!
@@ -38,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use crate::budget::{Admission, Budget, Overflow, Slot};
 use crate::filter::AddressFilter;
-use crate::limits::{AcceptRate, Handshakes, IpPlace, PerIpCap};
+use crate::limits::{AcceptRate, IpPlace, PerIpCap};
 
 /// Why a connection was turned away at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +55,6 @@ pub(crate) enum Refusal {
     PerIp,
     /// The accept rate limit is exceeded.
     Rate,
-    /// Too many TLS handshakes are in progress on the loop that would serve
-    /// it.
-    TlsHandshakes,
     /// Every acceptor slot is busy, and the strategy says refuse (or the
     /// budget is at `Grow`'s ceiling).
     Budget,
@@ -141,13 +144,11 @@ impl Gate {
 
     /// After `accept`: the decision on a client from `ip` (see `# The
     /// order`). `reserved` is what [`before_accept`](Gate::before_accept)
-    /// reserved; `handshakes` the serving loop's TLS handshakes, on a TLS
-    /// server.
+    /// reserved.
     pub(crate) fn decide(
         &self,
         ip: IpAddr,
         reserved: Option<Slot>,
-        handshakes: Option<&Handshakes>,
         now: Instant,
     ) -> Result<Ticket, Refusal> {
         if !self.proxied && !self.filter.permits(ip) {
@@ -159,9 +160,6 @@ impl Gate {
         };
         if let Some(rate) = &self.rate {
             rate.peek(now).map_err(|_| Refusal::Rate)?;
-        }
-        if handshakes.is_some_and(Handshakes::is_full) {
-            return Err(Refusal::TlsHandshakes);
         }
         let slot = match reserved {
             Some(slot) => slot,
@@ -197,7 +195,7 @@ mod tests {
             BeforeAccept::Accept(slot) => slot,
             other => panic!("not accepting: {other:?}"),
         };
-        g.decide(ip.parse().unwrap(), reserved, None, Instant::now())
+        g.decide(ip.parse().unwrap(), reserved, Instant::now())
     }
 
     const GROW: Overflow = Overflow::Grow { step: 1, max: 3 };
@@ -229,26 +227,6 @@ mod tests {
         assert_eq!(g.budget.active(), 1);
         let _other = admit(&g, "127.0.0.3").expect("another address is served");
         assert_eq!(g.budget.limit(), 2, "grown for a welcome client");
-    }
-
-    #[test]
-    fn a_handshake_flood_refuses_before_the_budget_grows() {
-        let g = gate(1, GROW, 0, AddressFilter::default());
-        let _held = admit(&g, "127.0.0.1").unwrap();
-        let full = Arc::new(Handshakes::new(1));
-        let _place = full.take();
-        let reserved = match g.before_accept(0, Instant::now()) {
-            BeforeAccept::Accept(slot) => slot,
-            other => panic!("{other:?}"),
-        };
-        let r = g.decide(
-            "127.0.0.1".parse().unwrap(),
-            reserved,
-            Some(&full),
-            Instant::now(),
-        );
-        assert_eq!(r.unwrap_err(), Refusal::TlsHandshakes);
-        assert_eq!(g.budget.limit(), 1);
     }
 
     #[test]

@@ -367,13 +367,36 @@ impl<F: Framing> Builder<F> {
     /// SEC1.
     ///
     /// A problem with the files is reported by [`bind`](Builder::bind),
-    /// naming the file and what is wrong with it.
+    /// naming the file and what is wrong with it. A renewal on disk is put
+    /// in force by itself: see [`tls_watch`](Builder::tls_watch).
     #[cfg(feature = "tls")]
     pub fn tls_pem(mut self, cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Self {
         self.config.tls = Some(TlsSource::Pem {
             cert: cert_path.into(),
             key: key_path.into(),
         });
+        self
+    }
+
+    /// How often the certificate and key files given to
+    /// [`tls_pem`](Builder::tls_pem) are looked at for a renewal; zero turns
+    /// the watch off. Default 5 s.
+    ///
+    /// One loop (loop 0) compares each file's identity (device and inode,
+    /// through symlinks), size and modification time with what it was at the
+    /// last load: two `stat` calls per period, so certbot's symlink swap,
+    /// Kubernetes' directory swap, a rename over the old file and a rewrite
+    /// in place are all seen. A changed pair is loaded and put in force for
+    /// new connections; connections already open keep the one they started
+    /// with. A pair that does not load (a half-written file, a key that does
+    /// not match the certificate) is logged as a warning with the reason,
+    /// counted in [`Stats::tls_cert_reload_failures`](crate::Stats::tls_cert_reload_failures),
+    /// and not tried again until a file changes again; the last good pair
+    /// stays in service. [`ServerHandle::reload_tls_pem`](crate::ServerHandle::reload_tls_pem)
+    /// still reloads at once (and its files are watched from then on).
+    #[cfg(feature = "tls")]
+    pub fn tls_watch(mut self, period: Duration) -> Self {
+        self.config.tls_watch = period;
         self
     }
 
@@ -403,11 +426,17 @@ impl<F: Framing> Builder<F> {
 
     /// The most TLS handshakes in progress at once, per loop (each of
     /// [`workers`](Builder::workers) has its own). Default 256 (actix's
-    /// figure). Past it, new connections are accepted and closed at once,
-    /// counted in [`Stats::tls_refused`](crate::Stats::tls_refused); an
-    /// established connection never counts. Size it to what a loop can
+    /// figure); an established connection never counts. At the cap a new
+    /// connection is not refused: to make room for it the loop closes a
+    /// handshake of the address holding the most, the one that has made the
+    /// least progress for the longest
+    /// ([`CloseReason::HandshakeEvicted`](crate::CloseReason::HandshakeEvicted),
+    /// counted in [`Stats::tls_handshake_evictions`](crate::Stats::tls_handshake_evictions)).
+    /// So clients that open handshakes and go silent cannot lock the others
+    /// out, however many they open, while the handshakes in progress, and
+    /// their memory, stay bounded by the cap. Size it to what a loop can
     /// compute within a handshake timeout: a TLS 1.3 handshake with an ECDSA
-    /// P-256 certificate took about 0.2 ms of server CPU here (ring, release
+    /// P-256 certificate took about 0.15 ms of server CPU here (ring, release
     /// build); RSA keys cost several times more.
     pub fn max_handshakes(mut self, handshakes: usize) -> Self {
         self.config.max_handshakes = handshakes;

@@ -43,6 +43,9 @@ pub(crate) struct Config {
     pub(crate) tls: Option<TlsSource>,
     #[cfg(feature = "tls")]
     pub(crate) alpn: Option<Vec<Vec<u8>>>,
+    /// How often loop 0 looks at the PEM files for a renewal; zero: never.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_watch: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_handshakes: usize,
     pub(crate) workers: usize,
@@ -80,6 +83,8 @@ impl Default for Config {
             tls: None,
             #[cfg(feature = "tls")]
             alpn: None,
+            #[cfg(feature = "tls")]
+            tls_watch: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
             max_handshakes: 256,
             workers: 1,

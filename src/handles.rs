@@ -61,10 +61,18 @@ pub struct Stats {
     pub tls_handshake_failures: u64,
     /// TLS handshakes closed by [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout).
     pub tls_handshake_timeouts: u64,
-    /// TLS connections accepted and closed at once because
-    /// [`Builder::max_handshakes`](crate::Builder::max_handshakes) handshakes
-    /// were already in progress (not counted in `refused`).
-    pub tls_refused: u64,
+    /// TLS handshakes closed to make room for a new connection, the loop
+    /// being at [`Builder::max_handshakes`](crate::Builder::max_handshakes):
+    /// each time, of the address holding the most handshakes, the one that
+    /// had made the least progress for the longest
+    /// ([`CloseReason::HandshakeEvicted`](crate::CloseReason::HandshakeEvicted)).
+    pub tls_handshake_evictions: u64,
+    /// Certificate pairs loaded from disk and put in force because the
+    /// watched files changed ([`Builder::tls_watch`](crate::Builder::tls_watch)).
+    pub tls_cert_reloads: u64,
+    /// Changes of the watched certificate files that did not load (the pair
+    /// in force stayed; the reason is logged as a warning).
+    pub tls_cert_reload_failures: u64,
     /// Microseconds the loops spent busy-polling ([`Builder::busy_poll`](crate::Builder::busy_poll)):
     /// the CPU that latency cost.
     pub busy_poll_micros: u64,
@@ -118,9 +126,12 @@ pub struct LoopStats {
     pub tls_handshake_failures: u64,
     /// TLS handshakes this loop closed at the handshake timeout.
     pub tls_handshake_timeouts: u64,
-    /// TLS connections this loop refused for
-    /// [`Builder::max_handshakes`](crate::Builder::max_handshakes).
-    pub tls_refused: u64,
+    /// TLS handshakes this loop closed to make room for a new one.
+    pub tls_handshake_evictions: u64,
+    /// Certificate pairs this loop loaded from the watched files.
+    pub tls_cert_reloads: u64,
+    /// Changes of the watched files this loop could not load.
+    pub tls_cert_reload_failures: u64,
     /// Microseconds this loop spent busy-polling.
     pub busy_poll_micros: u64,
     /// This loop's busy-polls that caught an event.
@@ -151,7 +162,9 @@ impl LoopStats {
             tls_handshakes: c.tls_handshakes.get(),
             tls_handshake_failures: c.tls_handshake_failures.get(),
             tls_handshake_timeouts: c.tls_handshake_timeouts.get(),
-            tls_refused: c.tls_refused.get(),
+            tls_handshake_evictions: c.tls_handshake_evictions.get(),
+            tls_cert_reloads: c.tls_cert_reloads.get(),
+            tls_cert_reload_failures: c.tls_cert_reload_failures.get(),
             busy_poll_micros: c.busy_poll_micros.get(),
             busy_polls_found: c.busy_polls_found.get(),
             busy_polls_empty: c.busy_polls_empty.get(),
@@ -224,7 +237,9 @@ impl ServerHandle {
             s.tls_handshakes += l.tls_handshakes;
             s.tls_handshake_failures += l.tls_handshake_failures;
             s.tls_handshake_timeouts += l.tls_handshake_timeouts;
-            s.tls_refused += l.tls_refused;
+            s.tls_handshake_evictions += l.tls_handshake_evictions;
+            s.tls_cert_reloads += l.tls_cert_reloads;
+            s.tls_cert_reload_failures += l.tls_cert_reload_failures;
             s.busy_poll_micros += l.busy_poll_micros;
             s.busy_polls_found += l.busy_polls_found;
             s.busy_polls_empty += l.busy_polls_empty;
@@ -251,13 +266,21 @@ impl ServerHandle {
     /// [`Builder::alpn_protocols`](crate::Builder::alpn_protocols) are applied
     /// to it.
     ///
+    /// A config of your own ends the watch on certificate files
+    /// ([`Builder::tls_watch`](crate::Builder::tls_watch)): changed files
+    /// will not replace it.
+    ///
     /// # Errors
     ///
     /// [`Error::TlsNotConfigured`] if the server was built without TLS.
     #[cfg(feature = "tls")]
     pub fn reload_tls(&self, config: Arc<rustls::ServerConfig>) -> Result<(), Error> {
         let tls = self.shared.tls.as_ref().ok_or(Error::TlsNotConfigured)?;
+        let mut watched = self.shared.cert_watch.as_ref().map(lock_watch);
         tls.replace(config);
+        if let Some(watched) = &mut watched {
+            **watched = None;
+        }
         log::info!("TLS config reloaded");
         Ok(())
     }
@@ -266,6 +289,10 @@ impl ServerHandle {
     /// [`Builder::tls_pem`](crate::Builder::tls_pem)) and puts them in force
     /// as [`reload_tls`](ServerHandle::reload_tls) does. On any error the
     /// config in force is kept.
+    ///
+    /// With [`Builder::tls_watch`](crate::Builder::tls_watch) on, these are
+    /// the files watched from now on. (Renewals on disk of the files already
+    /// watched are put in force by the watch without this call.)
     ///
     /// # Errors
     ///
@@ -278,11 +305,22 @@ impl ServerHandle {
         cert_path: impl AsRef<std::path::Path>,
         key_path: impl AsRef<std::path::Path>,
     ) -> Result<(), Error> {
-        if self.shared.tls.is_none() {
-            return Err(Error::TlsNotConfigured);
+        let tls = self.shared.tls.as_ref().ok_or(Error::TlsNotConfigured)?;
+        let (cert, key) = (cert_path.as_ref(), key_path.as_ref());
+        // Under the watch's lock, so that loop 0's look at the files cannot
+        // put an older pair in force after this one.
+        let mut watched = self.shared.cert_watch.as_ref().map(lock_watch);
+        // Stamped before they are read: a change while reading shows later.
+        let watch = watched
+            .is_some()
+            .then(|| crate::tls_watch::CertWatch::new(cert, key));
+        let config = crate::tls_config::tls_config_from_pem(cert, key)?;
+        tls.replace(Arc::new(config));
+        if let Some(watched) = &mut watched {
+            **watched = watch;
         }
-        let config = crate::tls_config::tls_config_from_pem(cert_path, key_path)?;
-        self.reload_tls(Arc::new(config))
+        log::info!("TLS config reloaded from {}", cert.display());
+        Ok(())
     }
 
     /// Sets the number of acceptor slots at run time (like Ranch's
@@ -387,4 +425,13 @@ impl ServerHandle {
         }
         Ok(total)
     }
+}
+
+/// The watched certificate files, locked (a panic elsewhere while holding
+/// the lock left nothing half-done: the value is replaced whole).
+#[cfg(feature = "tls")]
+fn lock_watch(
+    watched: &crate::tls_watch::WatchedFiles,
+) -> std::sync::MutexGuard<'_, Option<crate::tls_watch::CertWatch>> {
+    watched.lock().unwrap_or_else(|e| e.into_inner())
 }

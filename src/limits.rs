@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::base::time::Millis;
+
 /// At most `cap` connections at once from one IP address, so that one
 /// address cannot take the whole accept budget.
 #[derive(Debug)]
@@ -120,6 +122,49 @@ impl Drop for HandshakePlace {
     }
 }
 
+/// One TLS handshake in progress, as the loop sees it when every place is
+/// taken and it must give one up (see [`handshake_to_give_up`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stalled {
+    /// The client's address.
+    pub(crate) ip: IpAddr,
+    /// When its handshake last received bytes (or it was accepted, if none
+    /// came yet), on the loop's clock.
+    pub(crate) since: Millis,
+    /// Handshake bytes received so far.
+    pub(crate) progress: u32,
+    /// Its connection's slab key.
+    pub(crate) key: usize,
+}
+
+/// The handshake to close so that a new connection gets a place: of the
+/// address holding the most handshakes, the one that has made the least
+/// progress for the longest (stalled since the earliest time; of those, the
+/// one that received the fewest bytes). `counts` is scratch space, left
+/// empty (its allocation is kept for the next time).
+///
+/// The address comes first so that one client cannot capture the cap, even
+/// one that trickles bytes to keep its handshakes looking alive: while it
+/// holds more handshakes than anyone else, it is its own handshakes that
+/// make room, whatever the newcomer. Among clients holding one each (many
+/// addresses), the stalest goes: a client that keeps its handshake moving
+/// finishes in a few round trips, long before it could be the stalest of a
+/// cap's worth.
+pub(crate) fn handshake_to_give_up(
+    handshakes: &[Stalled],
+    counts: &mut HashMap<IpAddr, u32>,
+) -> Option<usize> {
+    for h in handshakes {
+        *counts.entry(h.ip).or_insert(0) += 1;
+    }
+    let chosen = handshakes
+        .iter()
+        .min_by_key(|h| (std::cmp::Reverse(counts[&h.ip]), h.since, h.progress))
+        .map(|h| h.key);
+    counts.clear();
+    chosen
+}
+
 /// A token bucket: `rate` connections per second on average, bursts of up
 /// to `rate` (one second's worth).
 #[derive(Debug)]
@@ -205,6 +250,56 @@ mod tests {
         assert_eq!(h.count(), 1);
         drop(b);
         assert_eq!(h.count(), 0);
+    }
+
+    mod giving_up_a_handshake {
+        use super::*;
+
+        fn h(ip: &str, since: Millis, progress: u32, key: usize) -> Stalled {
+            Stalled {
+                ip: ip.parse().unwrap(),
+                since,
+                progress,
+                key,
+            }
+        }
+
+        fn choose(all: &[Stalled]) -> Option<usize> {
+            let mut counts = HashMap::new();
+            let chosen = handshake_to_give_up(all, &mut counts);
+            assert!(counts.is_empty(), "the scratch map goes back empty");
+            chosen
+        }
+
+        #[test]
+        fn the_one_stalled_longest_goes() {
+            let all = [h("10.0.0.1", 30, 300, 1), h("10.0.0.2", 10, 500, 2)];
+            assert_eq!(choose(&all), Some(2));
+        }
+
+        #[test]
+        fn stalled_as_long_the_one_with_fewer_bytes_goes() {
+            let all = [h("10.0.0.1", 10, 300, 1), h("10.0.0.2", 10, 0, 2)];
+            assert_eq!(choose(&all), Some(2));
+        }
+
+        #[test]
+        fn the_address_holding_most_gives_one_up_first() {
+            // 10.0.0.9 keeps its handshakes fresher than a lone client's,
+            // yet it is the one that makes room.
+            let all = [
+                h("10.0.0.1", 5, 300, 1),
+                h("10.0.0.9", 40, 20, 2),
+                h("10.0.0.9", 30, 20, 3),
+                h("10.0.0.9", 50, 20, 4),
+            ];
+            assert_eq!(choose(&all), Some(3), "its stalest");
+        }
+
+        #[test]
+        fn nothing_to_give_up() {
+            assert_eq!(choose(&[]), None);
+        }
     }
 
     #[test]

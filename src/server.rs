@@ -77,12 +77,26 @@ impl<F: Framing> Server<F> {
         // Certificate problems are the caller's to fix: report them before
         // anything else is set up.
         #[cfg(feature = "tls")]
-        let tls = match &config.tls {
-            Some(source) => Some(Arc::new(crate::tls_config::TlsShared::new(
-                source,
-                config.alpn.clone(),
-            )?)),
-            None => None,
+        let (tls, cert_watch) = {
+            use crate::tls_config::{TlsShared, TlsSource};
+            // The files are stamped before they are read, so that a change
+            // while they are read is seen at the first look.
+            let cert_watch = match &config.tls {
+                Some(source) if !config.tls_watch.is_zero() => {
+                    Some(Arc::new(std::sync::Mutex::new(match source {
+                        TlsSource::Pem { cert, key } => {
+                            Some(crate::tls_watch::CertWatch::new(cert, key))
+                        }
+                        TlsSource::Config(_) => None,
+                    })))
+                }
+                _ => None,
+            };
+            let tls = match &config.tls {
+                Some(source) => Some(Arc::new(TlsShared::new(source, config.alpn.clone())?)),
+                None => None,
+            };
+            (tls, cert_watch)
         };
         let local_addr = listeners[0].local_addr()?;
         let n = config.workers;
@@ -133,6 +147,8 @@ impl<F: Framing> Server<F> {
             loops: shared_loops,
             #[cfg(feature = "tls")]
             tls,
+            #[cfg(feature = "tls")]
+            cert_watch,
         });
         Ok(Server {
             config,
@@ -382,7 +398,13 @@ fn run_loop<F: Framing, H: Handler<F>>(
     #[cfg(feature = "tls")]
     if let Some(tls) = &shared.tls {
         use crate::transport::tls::{Tls, TlsLoop};
-        let transport = TlsLoop::new(tls.clone(), shared.loops[i].handshakes.clone());
+        let mut transport = TlsLoop::new(tls.clone(), shared.loops[i].handshakes.clone());
+        // One loop looks at the certificate files for all: loop 0, which
+        // every server has.
+        if let (0, Some(files)) = (i, &shared.cert_watch) {
+            let every = crate::base::time::millis(config.tls_watch).unwrap_or(1);
+            transport = transport.watching(files.clone(), every);
+        }
         return EventLoop::<F, H, Tls>::new(
             poll, listener, handler, framing, transport, config, shared, i,
         )

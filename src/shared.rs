@@ -29,6 +29,8 @@ use crate::error::Error;
 use crate::limits::Handshakes;
 #[cfg(feature = "tls")]
 use crate::tls_config::TlsShared;
+#[cfg(feature = "tls")]
+use crate::tls_watch::WatchedFiles;
 
 /// A request from another thread to a loop.
 #[derive(Debug)]
@@ -95,7 +97,9 @@ pub(crate) struct Counters {
     pub(crate) tls_handshakes: Counter,
     pub(crate) tls_handshake_failures: Counter,
     pub(crate) tls_handshake_timeouts: Counter,
-    pub(crate) tls_refused: Counter,
+    pub(crate) tls_handshake_evictions: Counter,
+    pub(crate) tls_cert_reloads: Counter,
+    pub(crate) tls_cert_reload_failures: Counter,
     pub(crate) busy_poll_micros: Counter,
     pub(crate) busy_polls_found: Counter,
     pub(crate) busy_polls_empty: Counter,
@@ -250,6 +254,11 @@ pub(crate) struct ServerShared {
     /// The TLS config new connections get; `None` on a plaintext server.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<TlsShared>>,
+    /// The certificate files loop 0 watches for a renewal; `None` when
+    /// watching is off ([`Builder::tls_watch`](crate::Builder::tls_watch)
+    /// zero, or a plaintext server).
+    #[cfg(feature = "tls")]
+    pub(crate) cert_watch: Option<WatchedFiles>,
 }
 
 impl ServerShared {

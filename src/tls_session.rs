@@ -42,10 +42,6 @@
 //! - `Err`: the connection is over. Any alert rustls produced is already in
 //!   `wire_out`; flush it, then close.
 
-// Standalone until the connection pipeline drives it (issue 16); then this
-// goes.
-#![allow(dead_code)]
-
 mod client_hello;
 
 use std::fmt;
@@ -772,7 +768,8 @@ impl TlsSession {
         self.conn.peer_certificates()
     }
 
-    /// Bytes held between calls (for tests and statistics).
+    /// Bytes held between calls (for tests).
+    #[cfg(test)]
     pub(crate) fn held_len(&self) -> usize {
         self.held.len()
     }

@@ -14,13 +14,10 @@
 //! is picked up when the key lands, and a broken pair does not fill the
 //! log every period.
 
-// Standalone until the connection pipeline drives it (issue 16); then this
-// goes.
-#![allow(dead_code)]
-
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustls::ServerConfig;
@@ -56,6 +53,13 @@ impl Stamp {
         })
     }
 }
+
+/// The pair a server watches, shared by the loop that looks at it and the
+/// handles that reload by hand (which point it at the files they loaded);
+/// `None` inside while nothing is watched (after a reload with a config of
+/// the caller's own). One lock, so that a check and a reload by hand never
+/// interleave.
+pub(crate) type WatchedFiles = Arc<Mutex<Option<CertWatch>>>;
 
 /// Both files' stamps at one check.
 type PairStamp = (Option<Stamp>, Option<Stamp>);

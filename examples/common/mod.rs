@@ -6,7 +6,7 @@
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
 //! [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
 //! [--proxy-protocol] [--allow CIDR]... [--deny CIDR]... [--tls-cert FILE --tls-key FILE]
-//! [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
+//! [--tls-watch SECS] [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //! [--busy-poll MICROS]
 //! ```
 //!
@@ -36,7 +36,7 @@ const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
        [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
-       [--tls-cert FILE --tls-key FILE]
+       [--tls-cert FILE --tls-key FILE] [--tls-watch SECS]
        [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
        [--busy-poll MICROS]
 
@@ -55,6 +55,8 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --deny CIDR            never serve clients in this range (repeatable; wins over --allow)
   --tls-cert FILE        serve TLS with this PEM certificate chain (leaf first)
   --tls-key FILE         and this PEM private key (PKCS#8, PKCS#1 or SEC1)
+  --tls-watch SECS       look at both files this often and serve a renewed pair to new
+                         connections (default 5; 0: never)
   --workers N|cores      event loops, one thread each (default 1; `cores`: one per core);
                          the acceptors budget is shared by all of them
   --distribution HOW     with several workers: handoff (default; loop 0 accepts and hands
@@ -89,6 +91,7 @@ impl Options {
         let mut max_line = 65536usize;
         let mut tls_cert = None::<std::path::PathBuf>;
         let mut tls_key = None::<std::path::PathBuf>;
+        let mut tls_watch = None::<f64>;
         let mut idle_secs = 0f64;
         let mut max_per_ip = 0u32;
         let mut accept_rate = 0u32;
@@ -110,6 +113,7 @@ impl Options {
                 Long("max-line") => max_line = parser.value()?.parse()?,
                 Long("tls-cert") => tls_cert = Some(parser.value()?.into()),
                 Long("tls-key") => tls_key = Some(parser.value()?.into()),
+                Long("tls-watch") => tls_watch = Some(parser.value()?.parse()?),
                 Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
                 Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
                 Long("accept-rate") => accept_rate = parser.value()?.parse()?,
@@ -198,9 +202,19 @@ impl Options {
         for range in deny {
             builder = builder.deny(range);
         }
+        if tls_watch.is_some() && tls_cert.is_none() {
+            return Err("--tls-watch needs --tls-cert and --tls-key".into());
+        }
         match (tls_cert, tls_key) {
             #[cfg(feature = "tls")]
-            (Some(cert), Some(key)) => builder = builder.tls_pem(cert, key),
+            (Some(cert), Some(key)) => {
+                builder = builder.tls_pem(cert, key);
+                if let Some(secs) = tls_watch {
+                    let period = Duration::try_from_secs_f64(secs)
+                        .map_err(|_| format!("--tls-watch {secs}: not a duration"))?;
+                    builder = builder.tls_watch(period);
+                }
+            }
             #[cfg(not(feature = "tls"))]
             (Some(_), Some(_)) => return Err("built without the tls feature".into()),
             (None, None) => {}

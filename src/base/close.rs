@@ -62,6 +62,13 @@ pub enum CloseReason {
     /// The handler never saw such a connection, so this reason shows up only
     /// in the log and in [`Stats::tls_handshake_timeouts`](crate::Stats::tls_handshake_timeouts).
     HandshakeTimeout,
+    /// The loop was at [`Builder::max_handshakes`](crate::Builder::max_handshakes)
+    /// when a new connection came, and this handshake, of the address
+    /// holding the most handshakes, had made the least progress for the
+    /// longest: it was closed to make room. The handler
+    /// never saw such a connection; see
+    /// [`Stats::tls_handshake_evictions`](crate::Stats::tls_handshake_evictions).
+    HandshakeEvicted,
 }
 
 impl CloseReason {
@@ -114,6 +121,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
             CloseReason::Tls => f.write_str("TLS error"),
             CloseReason::HandshakeTimeout => f.write_str("TLS handshake timed out"),
+            CloseReason::HandshakeEvicted => {
+                f.write_str("TLS handshake given up to make room for a newer one")
+            }
         }
     }
 }

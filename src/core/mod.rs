@@ -131,7 +131,9 @@ pub(crate) struct Core<S> {
     pub(crate) held: Held,
     /// When a complete line arrived or output made progress: the idle
     /// clock. A trickle of bytes without a newline does not move it, which
-    /// is what defeats slowloris.
+    /// is what defeats slowloris. While a TLS handshake is under way (no
+    /// idle clock runs), when handshake bytes last arrived: how long the
+    /// handshake has stalled, when the loop must give one up for a place.
     pub(crate) last_active: Millis,
     /// When output last made progress, or started waiting; in `Lingering`,
     /// when lingering began. The write-stall and linger clocks.

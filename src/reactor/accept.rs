@@ -66,6 +66,8 @@ pub(super) struct AcceptState {
     /// A warning was logged for this kind of refusal since the last
     /// connection was served (to log once per episode).
     warned_budget: bool,
+    /// A warning was logged for handshakes closed to make room, since a
+    /// TLS connection last found a free handshake place.
     warned_tls: bool,
 }
 
@@ -177,13 +179,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     ) {
         let server = &self.pipe.server;
         let target = self.distributor.choose(server);
-        // A TLS server also asks whether the serving loop has room for one
-        // more handshake.
-        let handshakes = (!T::PLAINTEXT).then(|| &*server.loops[target].handshakes);
-        match server
-            .gate
-            .decide(peer.ip(), reserved, handshakes, Instant::now())
-        {
+        match server.gate.decide(peer.ip(), reserved, Instant::now()) {
             Ok(ticket) => self.dispatch(stream, peer, ticket, target),
             Err(why) => self.refuse(stream, peer, why),
         }
@@ -223,7 +219,23 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     /// handshake).
     pub(super) fn serve(&mut self, mut stream: TcpStream, peer: SocketAddr, ticket: Ticket) {
         self.accept.warned_budget = false;
-        self.accept.warned_tls = false;
+        if !T::PLAINTEXT {
+            // A TLS connection needs a handshake place. At the cap, the
+            // handshake stalled the longest makes room for it, rather than
+            // the newcomer being refused (see `make_room_for_a_handshake`).
+            if self.pipe.shared.handshakes.is_full() {
+                if !self.accept.warned_tls {
+                    self.accept.warned_tls = true;
+                    log::warn!(
+                        "{} TLS handshakes in progress: closing the most stalled to make room",
+                        self.pipe.shared.handshakes.count()
+                    );
+                }
+                self.make_room_for_a_handshake();
+            } else {
+                self.accept.warned_tls = false;
+            }
+        }
         let transport = match T::start(&mut self.pipe.transport) {
             Ok(t) => t,
             Err(e) => {
@@ -276,8 +288,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             // The handler meets the connection when the handshake is done;
             // until then it holds a handshake place, on a deadline (which
             // also covers a PROXY header before the handshake).
-            self.handshakes
-                .push_back((now + self.handshake_timeout, key, id));
+            self.track_handshake(now + self.handshake_timeout, key, id);
         } else if start == Start::Open {
             self.pipe.open(conn, key);
         }
@@ -296,20 +307,12 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             Refusal::PerIp => counters.refused_per_ip.add(1),
             Refusal::Rate => counters.rate_limited.add(1),
             Refusal::Denied => counters.denied.add(1),
-            Refusal::TlsHandshakes => counters.tls_refused.add(1),
         }
         if why == Refusal::Budget && !self.accept.warned_budget {
             self.accept.warned_budget = true;
             log::warn!(
                 "all {} acceptor slots busy: refusing new connections",
                 self.pipe.server.budget().limit()
-            );
-        }
-        if why == Refusal::TlsHandshakes && !self.accept.warned_tls {
-            self.accept.warned_tls = true;
-            log::warn!(
-                "{} TLS handshakes in progress: refusing new TLS connections",
-                self.pipe.shared.handshakes.count()
             );
         }
         log::debug!("{peer}: refused ({why:?})");

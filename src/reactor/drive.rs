@@ -143,7 +143,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                         // A lingering connection's input is read only to see
                         // the peer close; it is discarded.
                         Phase::Lingering { .. } => {}
-                        _ => self.take_input(conn, key, &buf[..n]),
+                        _ => self.take_input(conn, key, &mut buf[..n]),
                     }
                     if n < buf.len() && short_read_drains {
                         return;
@@ -185,8 +185,16 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
     }
 
     /// Input read from the socket, through the transport, the framing and
-    /// the handler; then the replies are written.
-    fn take_input(&mut self, conn: &mut Connection<H::State, T>, key: usize, input: &[u8]) {
+    /// the handler; then the replies are written. `input` is the loop's read
+    /// buffer (or a PROXY header's tail): the transport may decrypt it in
+    /// place.
+    fn take_input(&mut self, conn: &mut Connection<H::State, T>, key: usize, input: &mut [u8]) {
+        if !T::PLAINTEXT && conn.core.phase() == Phase::Handshaking {
+            // The handshake moved: when the loop is out of handshake places,
+            // one that has made the least progress for the longest is given
+            // up (`EventLoop::make_room_for_a_handshake`).
+            conn.core.last_active = self.now;
+        }
         let Connection {
             transport, core, ..
         } = conn;
@@ -235,7 +243,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
     fn take_header(&mut self, conn: &mut Connection<H::State, T>, key: usize, input: &[u8]) {
         match serve::proxy_header(&mut conn.core, input, &self.server.gate, &self.shared) {
             HeaderStep::Incomplete | HeaderStep::Rejected => {}
-            HeaderStep::Done(rest) => {
+            HeaderStep::Done(mut rest) => {
                 let handshaking = conn.transport.is_handshaking();
                 serve::after_header(&mut conn.core, handshaking);
                 if !handshaking {
@@ -245,7 +253,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                 // TLS, of the ClientHello).
                 if !rest.is_empty() && matches!(conn.core.phase(), Phase::Open | Phase::Handshaking)
                 {
-                    self.take_input(conn, key, &rest);
+                    self.take_input(conn, key, &mut rest);
                 }
             }
         }
@@ -453,6 +461,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             let counters = &pipe.shared.counters;
             match reason {
                 CloseReason::HandshakeTimeout => counters.tls_handshake_timeouts.add(1),
+                CloseReason::HandshakeEvicted => counters.tls_handshake_evictions.add(1),
                 CloseReason::Stopped | CloseReason::BadProxyHeader | CloseReason::Denied => {}
                 _ => counters.tls_handshake_failures.add(1),
             }

@@ -51,9 +51,10 @@ mod serve;
 #[allow(unreachable_pub)]
 pub mod sim;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +73,7 @@ use crate::core::{Phase, Timeout, Timeouts, NO_TIMER};
 use crate::error::Error;
 use crate::framing::Framing;
 use crate::handler::Handler;
+use crate::limits::{handshake_to_give_up, Stalled};
 use crate::shared::{Command, ServerShared, StopReport};
 use crate::timers::TimerHeap;
 use crate::transport::Transport;
@@ -147,11 +149,18 @@ pub(crate) struct EventLoop<F: Framing, H: Handler<F>, T: Transport> {
     timers: TimerHeap,
     /// Handshake deadlines (TLS). Every entry has the same timeout, so
     /// arrival order is deadline order and a FIFO is the whole timer queue,
-    /// O(1) to add and to expire; entries whose handshake finished (or whose
-    /// connection closed) are skipped when they come up. Empty on a
-    /// plaintext loop.
+    /// O(1) to add and to expire; entries whose handshake is over (or whose
+    /// connection closed) are skipped when they come up, and swept out when
+    /// the queue reaches the handshake cap, so that it holds at most
+    /// [`max_handshakes`](crate::Builder::max_handshakes) entries however
+    /// fast clients come (see `track_handshake`). Empty on a plaintext loop.
     handshakes: VecDeque<(Millis, usize, ConnId)>,
     handshake_timeout: Millis,
+    /// Scratch space for choosing a handshake to give up (see
+    /// `make_room_for_a_handshake`), kept so that a flood costs no
+    /// allocation per connection. Empty on a plaintext loop.
+    stalled: Vec<Stalled>,
+    stalled_per_ip: HashMap<IpAddr, u32>,
     stopping: Option<Stopping>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
@@ -198,6 +207,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             clock: Clock::new(),
             timers: TimerHeap::default(),
             handshakes: VecDeque::new(),
+            stalled: Vec::new(),
+            stalled_per_ip: HashMap::new(),
             stopping: None,
             commands: Vec::new(),
             spare_fd: None,
@@ -312,6 +323,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             self.timers.next(),
             self.stopping.as_ref().map(|s| s.deadline),
             self.handshakes.front().map(|h| h.0),
+            T::credentials_check_at(&self.pipe.transport),
         ];
         let next = deadlines.into_iter().flatten().min()?;
         Some(self.clock.until(next))
@@ -370,6 +382,13 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     fn run_deferred(&mut self) {
         self.expire_handshakes();
         let now = self.clock.now();
+        // Renewed certificate files (loop 0 of a TLS server given PEM
+        // paths; see `transport/tls.rs`, which logs what it found).
+        match T::check_credentials(&mut self.pipe.transport, now) {
+            Some(Ok(())) => self.pipe.shared.counters.tls_cert_reloads.add(1),
+            Some(Err(_)) => self.pipe.shared.counters.tls_cert_reload_failures.add(1),
+            None => {}
+        }
         if self.accept.retry_due(now) {
             self.accept.retry_this_turn = true;
         }
@@ -425,6 +444,62 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 }
             }
         }
+    }
+
+    /// Adds a new connection's handshake deadline. Entries of handshakes
+    /// that are over stay until their deadline comes up, unless the queue
+    /// has reached the cap: then they are swept out first. Every live entry
+    /// holds one of the loop's handshake places, of which there are at most
+    /// the cap (see `make_room_for_a_handshake`), so the queue never holds
+    /// more than that; the sweep is O(cap), and runs at most once per cap's
+    /// worth of new handshakes unless the places are all taken.
+    fn track_handshake(&mut self, deadline: Millis, key: usize, id: ConnId) {
+        if self.handshakes.len() >= self.pipe.config.max_handshakes {
+            let conns = &self.conns;
+            self.handshakes
+                .retain(|&(_, key, id)| handshake_of(conns, key, id).is_some());
+        }
+        self.handshakes.push_back((deadline, key, id));
+        debug_assert!(self.handshakes.len() <= self.pipe.config.max_handshakes);
+    }
+
+    /// Every handshake place of the loop is taken and a new connection
+    /// needs one: a handshake in progress is closed to make room (which one:
+    /// [`handshake_to_give_up`]; of the address holding the most, the one
+    /// that has made the least progress for the longest).
+    ///
+    /// So a flood of clients that send a ClientHello and go silent (or
+    /// never send one) cannot lock the others out, as refusing the newcomer
+    /// did. The cap still bounds the handshakes in progress, and so their
+    /// memory and the work they can ask for. The choice is O(cap), next to
+    /// a handshake's public-key operations; its buffers are kept by the loop.
+    pub(super) fn make_room_for_a_handshake(&mut self) {
+        let conns = &self.conns;
+        let stalled = &mut self.stalled;
+        stalled.clear();
+        stalled.extend(self.handshakes.iter().filter_map(|&(_, key, id)| {
+            let (conn, progress) = handshake_of(conns, key, id)?;
+            Some(Stalled {
+                ip: conn.core.peer.ip(),
+                since: conn.core.last_active,
+                progress,
+                key,
+            })
+        }));
+        let Some(key) = handshake_to_give_up(stalled, &mut self.stalled_per_ip) else {
+            debug_assert!(false, "the cap is full, yet no handshake holds a place");
+            return;
+        };
+        let conn = &mut self.conns[key];
+        log::debug!(
+            "{} {}: TLS handshake given up to make room ({} bytes in, stalled {} ms)",
+            conn.core.id,
+            conn.core.peer,
+            conn.transport.handshake_progress().unwrap_or(0),
+            self.clock.now().saturating_sub(conn.core.last_active)
+        );
+        conn.core.handle_close(CloseReason::HandshakeEvicted, false);
+        self.reconcile(key);
     }
 
     // ----- Shutdown ----------------------------------------------------------
@@ -496,4 +571,15 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         log::info!("stopped");
         Some(report)
     }
+}
+
+/// The connection in slot `key`, if it is still `id` and its handshake
+/// holds a place, with how far that handshake has come.
+fn handshake_of<S, T: Transport>(
+    conns: &Slab<Connection<S, T>>,
+    key: usize,
+    id: ConnId,
+) -> Option<(&Connection<S, T>, u32)> {
+    let conn = conns.get(key).filter(|c| c.core.id == id)?;
+    Some((conn, conn.transport.handshake_progress()?))
 }

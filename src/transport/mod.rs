@@ -24,6 +24,9 @@ pub(crate) mod tls;
 
 pub(crate) use plain::Plain;
 
+use crate::base::time::Millis;
+use crate::error::Error;
+
 /// What a transport hands up to the connection while it takes in bytes.
 #[derive(Debug)]
 pub(crate) enum Received<'a> {
@@ -77,11 +80,19 @@ pub(crate) trait Transport: Sized + 'static {
     /// The session could not be set up (the connection is dropped).
     fn start(shared: &mut Self::Loop) -> Result<Self, String>;
 
-    /// Takes `input`, the bytes just read from the socket. Application bytes
-    /// and session events go to `deliver`, in order; when it says stop (the
-    /// connection is closing), the rest is dropped. After each delivery the
-    /// replies the handler left in `plain` are sealed into `wire`, so they
-    /// leave in order with the handshake's own bytes, which also go to `wire`.
+    /// Takes `input`, the bytes just read from the socket (the loop's read
+    /// buffer, which a transport may decrypt in place: it is overwritten by
+    /// the next read anyway). Application bytes and session events go to
+    /// `deliver`, in order; when it says stop (the connection is closing),
+    /// the rest is dropped. The handler's replies accumulate in `plain` for
+    /// [`seal`](Transport::seal), once per batch; what the session itself
+    /// sends (handshake flights, alerts) goes to `wire` at once, so it
+    /// leaves ahead of replies sealed after it.
+    ///
+    /// Nothing is held for later: every complete record in `input` is
+    /// delivered before this returns (a record cut by the read waits in the
+    /// session for the rest of it), so a connection whose reading stops
+    /// (backpressure) has nothing to resume but its socket.
     ///
     /// # Errors
     ///
@@ -90,7 +101,7 @@ pub(crate) trait Transport: Sized + 'static {
     fn receive(
         &mut self,
         shared: &mut Self::Loop,
-        input: &[u8],
+        input: &mut [u8],
         plain: &mut Vec<u8>,
         wire: &mut Vec<u8>,
         deliver: impl FnMut(Received<'_>, Option<&dyn SessionInfo>, &mut Vec<u8>) -> bool,
@@ -110,4 +121,28 @@ pub(crate) trait Transport: Sized + 'static {
 
     /// True until the handshake is done (always false for plaintext).
     fn is_handshaking(&self) -> bool;
+
+    /// While the connection holds one of the loop's handshake places: how
+    /// far its handshake has come (bytes received), for choosing which
+    /// handshake to give up when the loop is at
+    /// [`max_handshakes`](crate::Builder::max_handshakes). `None` when it
+    /// holds none: plaintext, or a handshake that is over (done or failed).
+    fn handshake_progress(&self) -> Option<u32>;
+
+    /// When this loop next looks whether its credentials were renewed (TLS:
+    /// the certificate files, on one loop of a server given PEM paths, see
+    /// [`Builder::tls_watch`](crate::Builder::tls_watch)); `None`: never.
+    #[inline]
+    fn credentials_check_at(_shared: &Self::Loop) -> Option<Millis> {
+        None
+    }
+
+    /// Looks, if it is time: `None` when nothing changed; `Some(Ok(()))`
+    /// when renewed credentials are in force for new connections;
+    /// `Some(Err(_))` when changed ones do not load, and those in force
+    /// stay.
+    #[inline]
+    fn check_credentials(_shared: &mut Self::Loop, _now: Millis) -> Option<Result<(), Error>> {
+        None
+    }
 }

@@ -21,7 +21,7 @@ impl Transport for Plain {
     fn receive(
         &mut self,
         _: &mut (),
-        input: &[u8],
+        input: &mut [u8],
         plain: &mut Vec<u8>,
         _wire: &mut Vec<u8>,
         mut deliver: impl FnMut(Received<'_>, Option<&dyn SessionInfo>, &mut Vec<u8>) -> bool,
@@ -49,6 +49,11 @@ impl Transport for Plain {
     fn is_handshaking(&self) -> bool {
         false
     }
+
+    #[inline]
+    fn handshake_progress(&self) -> Option<u32> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -61,14 +66,20 @@ mod tests {
         let (mut plain, mut wire) = (Vec::new(), Vec::new());
         let mut seen = Vec::new();
         Plain
-            .receive(&mut (), b"abc", &mut plain, &mut wire, |r, info, out| {
-                assert!(info.is_none());
-                if let Received::Plaintext(p) = r {
-                    seen.extend_from_slice(p);
-                    out.extend_from_slice(b"reply");
-                }
-                true
-            })
+            .receive(
+                &mut (),
+                &mut b"abc".to_vec(),
+                &mut plain,
+                &mut wire,
+                |r, info, out| {
+                    assert!(info.is_none());
+                    if let Received::Plaintext(p) = r {
+                        seen.extend_from_slice(p);
+                        out.extend_from_slice(b"reply");
+                    }
+                    true
+                },
+            )
             .unwrap();
         assert_eq!(seen, b"abc");
         assert_eq!(Plain.seal(&mut plain, &mut wire).as_slice(), b"reply");

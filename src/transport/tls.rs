@@ -3,47 +3,62 @@
 //! # How a session is driven
 //!
 //! The driver reads the socket into the loop's shared read buffer, as for
-//! plaintext, and hands the bytes here. Per chunk rustls takes
-//! (`read_tls`, at most a few KiB at a time), the session decrypts
-//! (`process_new_packets`), and every decrypted byte is handed up at once
-//! (through the loop's one scratch buffer, [`TlsLoop`]), so rustls's 16 KiB
-//! received-plaintext limit is never reached. What rustls wants to send
-//! (handshake flights, alerts) and the sealed replies go to the driver's
-//! wire buffer, in order; the driver writes it like plaintext output, and
-//! what the socket does not take waits in the connection's output queue.
+//! plaintext, and hands the bytes here. The session ([`TlsSession`], on
+//! rustls's unbuffered API) decrypts them in place, record by record, and
+//! each record's plaintext is gathered in the loop's one scratch buffer
+//! ([`TlsLoop`]); once the session has taken every complete record of the
+//! read, the framing and the handler run over the scratch buffer, with the
+//! session at hand for [`Conn`](crate::Conn)'s questions (ALPN, SNI, client
+//! certificates), which the session cannot answer while it decrypts. What
+//! the session sends of its own (handshake flights, alerts) goes to the
+//! driver's wire buffer at once; the handler's replies are encrypted once
+//! per batch ([`seal`](Transport::seal)), behind it. The driver writes the
+//! wire buffer like plaintext output, and what the socket does not take
+//! waits in the connection's output queue.
 //!
 //! # Handshakes
 //!
 //! The handler meets a connection (`on_connect`) when its handshake is done
-//! ([`Received::Established`]); one whose handshake fails, times out or is
-//! cut by a stop never reaches it. Until then the session holds one of the
-//! loop's [`max_handshakes`](crate::Builder::max_handshakes) places, a
+//! ([`Received::Established`]); one whose handshake fails, times out, is
+//! given up to make room for a newer one, or is cut by a stop never reaches
+//! it. The session stops right after the record that completes the
+//! handshake, so `on_connect` comes before any line, even one that arrived
+//! in the same segment; the records after it are then taken in the same
+//! call. Until its handshake is over the session holds one of the loop's
+//! [`max_handshakes`](crate::Builder::max_handshakes) places, a
 //! [`HandshakePlace`] dropped when the handshake ends, however it ends.
 //!
 //! # Memory
 //!
-//! An idle TLS connection costs about 7.5 KiB (measured with 5,000 idle
-//! connections: RSS per connection), against about 150 bytes for plaintext:
-//! the boxed rustls session (about 1.2 KiB), its keys, and rustls's 4 KiB
-//! receive buffer, which its buffered API keeps for the session's life.
+//! An idle TLS connection keeps only rustls's session state (about 3.3 KiB
+//! for TLS 1.3: `tests/tls_memory.rs`), boxed, so eight bytes in the
+//! connection: no receive buffer, no plaintext buffer, no output queue of
+//! rustls's own. A record cut by a read is held until its end arrives,
+//! then freed. (RSS per idle connection, and after each carried a 16 KiB
+//! record: BENCHMARKS.md, "TLS idle memory".)
 //!
 //! # Backpressure
 //!
-//! rustls buffers nothing between events: every TLS byte it produces is
-//! moved to the driver's wire buffer at once, and from there to the socket
-//! or the connection's output queue. So the queue holds exactly the TLS
-//! bytes the peer has yet to receive, record overhead included, and the
-//! water marks and [`output_limit`](crate::Builder::output_limit) count
-//! what really waits, with no estimate.
+//! The session keeps nothing between events but a partial record: every
+//! TLS byte it produces goes to the driver's wire buffer at once, and from
+//! there to the socket or the connection's output queue. So the queue holds
+//! exactly the TLS bytes the peer has yet to receive, record overhead
+//! included, and the water marks and
+//! [`output_limit`](crate::Builder::output_limit) count what really waits,
+//! with no estimate. A read is handled whole, as for plaintext, so a
+//! connection that stops reading above the high-water mark has no
+//! decrypted-but-unserved input to resume later.
 
-use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use rustls::server::ServerConnection;
-
 use super::{Received, SessionInfo, Transport, TransportError};
+use crate::base::time::Millis;
+use crate::error::Error;
 use crate::limits::{HandshakePlace, Handshakes};
 use crate::tls_config::TlsShared;
+use crate::tls_session::TlsSession;
+use crate::tls_watch::WatchedFiles;
 
 /// What one loop's TLS connections share: the config new sessions start
 /// from, the loop's handshake places, and one scratch buffer for decrypted
@@ -52,7 +67,20 @@ use crate::tls_config::TlsShared;
 pub(crate) struct TlsLoop {
     config: Arc<TlsShared>,
     handshakes: Arc<Handshakes>,
-    plaintext: Box<[u8]>,
+    /// The plaintext of one read, gathered while the session decrypts it.
+    /// Empty between calls; its capacity stays (at most the read buffer, or
+    /// the session's backlog bound: see `tls_session.rs`).
+    plaintext: Vec<u8>,
+    /// On the one loop that watches the certificate files for a renewal.
+    watch: Option<Watch>,
+}
+
+/// The certificate files one loop looks at, and when.
+#[derive(Debug)]
+struct Watch {
+    files: WatchedFiles,
+    every: Millis,
+    next: Millis,
 }
 
 impl TlsLoop {
@@ -60,9 +88,20 @@ impl TlsLoop {
         TlsLoop {
             config,
             handshakes,
-            // rustls hands out at most one record's plaintext at a time.
-            plaintext: vec![0; 16 * 1024].into_boxed_slice(),
+            plaintext: Vec::new(),
+            watch: None,
         }
+    }
+
+    /// This loop looks at `files` every `every` milliseconds of its clock
+    /// (which starts at zero), and puts a renewed pair in force.
+    pub(crate) fn watching(mut self, files: WatchedFiles, every: Millis) -> Self {
+        self.watch = Some(Watch {
+            files,
+            every,
+            next: every,
+        });
+        self
     }
 }
 
@@ -72,38 +111,10 @@ pub(crate) struct Tls(Box<Session>);
 
 #[derive(Debug)]
 struct Session {
-    tls: ServerConnection,
-    /// Held while the handshake is in progress.
+    tls: TlsSession,
+    /// Held while the handshake is in progress; dropped when it completes
+    /// or fails.
     handshake: Option<HandshakePlace>,
-    /// Our close_notify is queued: nothing may be sealed after it.
-    closed: bool,
-}
-
-impl Session {
-    /// Moves every TLS byte rustls has produced into `wire`.
-    fn drain(&mut self, wire: &mut Vec<u8>) {
-        while self.tls.wants_write() {
-            // Writing to a `Vec` cannot fail.
-            if !matches!(self.tls.write_tls(wire), Ok(n) if n > 0) {
-                break;
-            }
-        }
-    }
-
-    /// Encrypts the replies in `plain` into `wire`. Nothing is sealed
-    /// after our close_notify: the peer would ignore it.
-    fn seal(&mut self, plain: &mut Vec<u8>, wire: &mut Vec<u8>) {
-        if !plain.is_empty() && !self.closed {
-            // Without a buffer limit (see `start`) the writer takes it all;
-            // it fails only after a TLS error, which is closing the
-            // connection anyway.
-            if let Err(e) = self.tls.writer().write_all(plain) {
-                log::debug!("TLS: replies not sealed: {e}");
-            }
-        }
-        plain.clear();
-        self.drain(wire);
-    }
 }
 
 impl Transport for Tls {
@@ -111,49 +122,42 @@ impl Transport for Tls {
     const PLAINTEXT: bool = false;
 
     fn start(shared: &mut TlsLoop) -> Result<Self, String> {
-        let mut tls = ServerConnection::new(shared.config.current()).map_err(|e| e.to_string())?;
-        // Every TLS byte is moved out of rustls at once, and the connection's
-        // queue is bounded by the driver; rustls's own 64 KiB limit would
-        // only turn a large reply into a short write.
-        tls.set_buffer_limit(None);
+        let tls = TlsSession::new(shared.config.current()).map_err(|e| e.to_string())?;
         Ok(Tls(Box::new(Session {
             tls,
             handshake: Some(shared.handshakes.take()),
-            closed: false,
         })))
     }
 
     fn receive(
         &mut self,
         shared: &mut TlsLoop,
-        input: &[u8],
+        input: &mut [u8],
         plain: &mut Vec<u8>,
         wire: &mut Vec<u8>,
         mut deliver: impl FnMut(Received<'_>, Option<&dyn SessionInfo>, &mut Vec<u8>) -> bool,
     ) -> Result<(), TransportError> {
         let s = &mut *self.0;
-        let mut rest = input;
-        while !rest.is_empty() {
-            match s.tls.read_tls(&mut rest) {
-                // After the peer's close_notify rustls takes nothing more.
-                Ok(0) => break,
-                Ok(_) => {}
+        let scratch = &mut shared.plaintext;
+        let mut input = input;
+        loop {
+            let got = s.tls.receive(input, wire, |p| {
+                scratch.extend_from_slice(p);
+                ControlFlow::Continue(())
+            });
+            let got = match got {
+                Ok(got) => got,
                 Err(e) => {
-                    // rustls says InvalidData for a handshake message too
-                    // large for its buffer: a TLS error like any other.
-                    log::debug!("TLS: read_tls failed: {e}");
+                    // Not TLS, or a bad record: an alert, if rustls made one,
+                    // is in `wire`, which the driver flushes before closing.
+                    // Lines decrypted before it are dropped with the session.
+                    log::debug!("TLS error: {e}");
+                    scratch.clear();
+                    s.handshake = None;
                     return Err(TransportError::Protocol);
                 }
-            }
-            let was_handshaking = s.tls.is_handshaking();
-            if let Err(e) = s.tls.process_new_packets() {
-                // Not TLS, or a bad record: rustls has queued an alert, which
-                // the driver flushes before closing.
-                log::debug!("TLS error: {e}");
-                s.drain(wire);
-                return Err(TransportError::Protocol);
-            }
-            if was_handshaking && !s.tls.is_handshaking() {
+            };
+            if got.handshake_done {
                 s.handshake = None;
                 log::debug!(
                     "TLS established: {:?}, {:?}, ALPN {:?}",
@@ -161,58 +165,46 @@ impl Transport for Tls {
                     s.tls.negotiated_cipher_suite().map(|c| c.suite()),
                     s.tls.alpn_protocol().map(String::from_utf8_lossy),
                 );
-                // The handshake's last flight leaves before any greeting.
-                s.drain(wire);
-                let go = deliver(Received::Established, Some(&s.tls), plain);
-                s.seal(plain, wire);
+                if !deliver(Received::Established, Some(&s.tls), plain) {
+                    return Ok(());
+                }
+            }
+            if !scratch.is_empty() {
+                let go = deliver(Received::Plaintext(scratch), Some(&s.tls), plain);
+                scratch.clear();
                 if !go {
                     return Ok(());
                 }
             }
-            // Take every decrypted byte now: rustls stops reading once 16 KiB
-            // of plaintext wait.
-            loop {
-                match s.tls.reader().read(&mut shared.plaintext) {
-                    Ok(0) => {
-                        deliver(Received::Closed, Some(&s.tls), plain);
-                        s.seal(plain, wire);
-                        return Ok(());
-                    }
-                    Ok(n) => {
-                        let go = deliver(
-                            Received::Plaintext(&shared.plaintext[..n]),
-                            Some(&s.tls),
-                            plain,
-                        );
-                        s.seal(plain, wire);
-                        if !go {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        log::debug!("TLS: plaintext unreadable: {e}");
-                        return Err(TransportError::Protocol);
-                    }
-                }
+            if got.peer_closed {
+                deliver(Received::Closed, Some(&s.tls), plain);
+                return Ok(());
             }
-            s.drain(wire);
+            if !got.more {
+                return Ok(());
+            }
+            // The session stopped after the handshake with records behind
+            // it (a client's first lines in the segment of its Finished):
+            // on with them, now that the handler has met the connection.
+            input = &mut [];
         }
-        Ok(())
     }
 
     fn seal<'a>(&mut self, plain: &'a mut Vec<u8>, wire: &'a mut Vec<u8>) -> &'a mut Vec<u8> {
-        self.0.seal(plain, wire);
+        if !plain.is_empty() {
+            // Fails only once the session is over (it then refuses every
+            // call, and the next input closes the connection) or its keys
+            // are spent; either way these replies cannot go out.
+            if let Err(e) = self.0.tls.send(plain, wire) {
+                log::debug!("TLS: replies not sealed: {e}");
+            }
+            plain.clear();
+        }
         wire
     }
 
     fn close(&mut self, wire: &mut Vec<u8>) {
-        let s = &mut *self.0;
-        if !s.closed {
-            s.closed = true;
-            s.tls.send_close_notify();
-            s.drain(wire);
-        }
+        self.0.tls.close_notify(wire);
     }
 
     fn info(&self) -> Option<&dyn SessionInfo> {
@@ -222,15 +214,56 @@ impl Transport for Tls {
     fn is_handshaking(&self) -> bool {
         self.0.tls.is_handshaking()
     }
+
+    fn handshake_progress(&self) -> Option<u32> {
+        let s = &*self.0;
+        s.handshake.as_ref().map(|_| s.tls.handshake_progress())
+    }
+
+    fn credentials_check_at(shared: &TlsLoop) -> Option<Millis> {
+        shared.watch.as_ref().map(|w| w.next)
+    }
+
+    /// Two `stat` calls, on this loop's thread; the files are read and
+    /// parsed only when they changed (a few milliseconds, once per renewal).
+    fn check_credentials(shared: &mut TlsLoop, now: Millis) -> Option<Result<(), Error>> {
+        let watch = shared.watch.as_mut()?;
+        if now < watch.next {
+            return None;
+        }
+        watch.next = now + watch.every;
+        // Held while the new config goes in, so that a reload by hand
+        // (which takes the same lock) cannot be overtaken by an older pair.
+        let mut files = watch.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = files.as_mut()?;
+        match files.check()? {
+            Ok(config) => {
+                shared.config.replace(Arc::new(config));
+                log::info!(
+                    "TLS: {} and {} changed on disk: in force for new connections",
+                    files.cert_path().display(),
+                    files.key_path().display()
+                );
+                Some(Ok(()))
+            }
+            Err(e) => {
+                log::warn!(
+                    "TLS: the certificate files changed but do not load; \
+                     the pair in force stays until they change again: {e}"
+                );
+                Some(Err(e))
+            }
+        }
+    }
 }
 
-impl SessionInfo for ServerConnection {
+impl SessionInfo for TlsSession {
     fn alpn_protocol(&self) -> Option<&[u8]> {
-        rustls::CommonState::alpn_protocol(self)
+        TlsSession::alpn_protocol(self)
     }
 
     fn server_name(&self) -> Option<&str> {
-        rustls::ServerConnection::server_name(self)
+        TlsSession::server_name(self)
     }
 
     fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
@@ -238,7 +271,7 @@ impl SessionInfo for ServerConnection {
     }
 
     fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        rustls::CommonState::peer_certificates(self)
+        TlsSession::peer_certificates(self)
     }
 }
 
@@ -247,6 +280,7 @@ mod tests {
     use super::*;
     use rustls::pki_types::PrivateKeyDer;
     use rustls::ServerConfig;
+    use std::io::{Read, Write};
 
     fn config() -> (
         Arc<ServerConfig>,
@@ -296,12 +330,13 @@ mod tests {
         let mut client = client(cert);
         let (mut plain, mut wire) = (Vec::new(), Vec::new());
         let mut events = Vec::new();
+        assert_eq!(server.handshake_progress(), Some(0));
         for _ in 0..4 {
-            let input = client_bytes(&mut client);
+            let mut input = client_bytes(&mut client);
             server
                 .receive(
                     &mut shared,
-                    &input,
+                    &mut input,
                     &mut plain,
                     &mut wire,
                     |r, info, out| {
@@ -318,8 +353,16 @@ mod tests {
                     },
                 )
                 .unwrap();
-            client.read_tls(&mut wire.as_slice()).unwrap();
-            wire.clear();
+            if server.is_handshaking() {
+                assert!(
+                    server.handshake_progress() > Some(0),
+                    "the ClientHello counts"
+                );
+            }
+            // Once per batch, after the handshake's own bytes.
+            let out = server.seal(&mut plain, &mut wire);
+            client.read_tls(&mut out.as_slice()).unwrap();
+            out.clear();
             client.process_new_packets().unwrap();
             if !client.is_handshaking() && events.len() == 1 {
                 client.writer().write_all(b"hello\n").unwrap();
@@ -327,13 +370,18 @@ mod tests {
         }
         assert!(!server.is_handshaking());
         assert_eq!(handshakes.count(), 0, "the place is given back");
+        assert_eq!(
+            server.handshake_progress(),
+            None,
+            "no place, no progress to weigh"
+        );
         let mut echoed = [0; 6];
         client.reader().read_exact(&mut echoed).unwrap();
         assert_eq!(&echoed, b"hello\n");
         client.send_close_notify();
-        let input = client_bytes(&mut client);
+        let mut input = client_bytes(&mut client);
         server
-            .receive(&mut shared, &input, &mut plain, &mut wire, |r, _, _| {
+            .receive(&mut shared, &mut input, &mut plain, &mut wire, |r, _, _| {
                 if let Received::Closed = r {
                     events.push("closed".to_string());
                 }
@@ -347,6 +395,63 @@ mod tests {
         assert_eq!(sealed, 0, "nothing is sealed after close_notify");
     }
 
+    /// The loop given the watch looks when it is due, puts a renewed pair
+    /// in force, and looks no more once the watch is emptied (which is what
+    /// a reload with a config of one's own does).
+    #[test]
+    fn the_watching_loop_puts_renewed_files_in_force() {
+        use crate::tls_watch::CertWatch;
+        use std::sync::Mutex;
+        let dir = std::env::temp_dir().join(format!("netpool-tls-loop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let write_pair = || {
+            let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            // Renamed over the old files, as renewal tools do.
+            std::fs::write(dir.join("new.pem"), c.cert.pem()).unwrap();
+            std::fs::rename(dir.join("new.pem"), &cert).unwrap();
+            std::fs::write(dir.join("new.pem"), c.signing_key.serialize_pem()).unwrap();
+            std::fs::rename(dir.join("new.pem"), &key).unwrap();
+        };
+        write_pair();
+        let config = crate::tls_config_from_pem(&cert, &key).unwrap();
+        let tls = Arc::new(TlsShared::from_config(Arc::new(config)));
+        let files = Arc::new(Mutex::new(Some(CertWatch::new(&cert, &key))));
+        let mut shared =
+            TlsLoop::new(tls.clone(), Arc::new(Handshakes::new(1))).watching(files.clone(), 10);
+        assert_eq!(Tls::credentials_check_at(&shared), Some(10));
+        assert!(
+            Tls::check_credentials(&mut shared, 10).is_none(),
+            "unchanged"
+        );
+        assert_eq!(Tls::credentials_check_at(&shared), Some(20));
+
+        write_pair();
+        let before = tls.current();
+        assert!(Tls::check_credentials(&mut shared, 19).is_none(), "not due");
+        assert!(matches!(
+            Tls::check_credentials(&mut shared, 20),
+            Some(Ok(()))
+        ));
+        assert!(
+            !Arc::ptr_eq(&before, &tls.current()),
+            "the new pair is in force"
+        );
+
+        *files.lock().unwrap() = None;
+        write_pair();
+        assert!(
+            Tls::check_credentials(&mut shared, 30).is_none(),
+            "nothing watched"
+        );
+        assert_eq!(
+            Tls::credentials_check_at(&shared),
+            Some(40),
+            "still on time"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn garbage_is_a_protocol_error_with_an_alert() {
         let (config, _) = config();
@@ -358,13 +463,19 @@ mod tests {
         let mut wire = Vec::new();
         let r = server.receive(
             &mut shared,
-            b"GET / HTTP/1.1\r\n\r\n",
+            &mut b"GET / HTTP/1.1\r\n\r\n".to_vec(),
             &mut Vec::new(),
             &mut wire,
             |_, _, _| panic!("nothing to deliver"),
         );
         assert_eq!(r, Err(TransportError::Protocol));
         assert!(!wire.is_empty(), "the alert waits to be flushed");
+        assert_eq!(
+            shared.handshakes.count(),
+            0,
+            "a failed handshake holds no place"
+        );
+        assert_eq!(server.handshake_progress(), None);
         drop(server);
         assert_eq!(shared.handshakes.count(), 0);
     }
