@@ -427,6 +427,31 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
         servers: vec![NetpoolTls, TokioTls],
         tls: true,
     });
+    // TLS idle memory (issue 16): the same idle measurement through TLS 1.3
+    // sessions, and again after every connection carried a 16 KiB line each
+    // way (one full record), against tokio-rustls.
+    let tls_idle: &[usize] = if cfg.quick {
+        &[1_000]
+    } else {
+        &[1_000, 10_000]
+    };
+    for &conns in tls_idle {
+        v.push(Scenario {
+            id: if conns == 1_000 {
+                "tls-idle-1k"
+            } else {
+                "tls-idle-10k"
+            },
+            title: format!(
+                "TLS idle memory: server RSS growth per established idle TLS 1.3 connection \
+                 (one round trip), then after each carried a 16 KiB record each way; \
+                 {conns} connections"
+            ),
+            kind: Kind::Idle { conns },
+            servers: vec![NetpoolTls, TokioTls],
+            tls: true,
+        });
+    }
     if let Some(only) = &cfg.only {
         v.retain(|s| only.iter().any(|o| o == s.id));
     }
@@ -655,6 +680,11 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
             let conns = (*conns).min(hard.saturating_sub(200));
             let srv = start_server(cfg, server, Proto::Echo, conns + 100)?;
             let rss0 = procfs::rss_bytes(srv.child.pid)?;
+            let tls_ca = if sc.tls {
+                Some(cfg.certs.as_ref().ok_or_else(no_certs)?.cert.clone())
+            } else {
+                None
+            };
             let opts = LoadOpts {
                 mode: Mode::Idle,
                 target: srv.addr,
@@ -663,21 +693,29 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
                 line_len: 32,
                 duration: cfg.duration,
                 warmup: cfg.warmup,
-                tls_ca: None,
+                tls_ca,
             };
             let mut gen = Child::spawn_self("loadgen", &opts.to_args())?;
-            gen.wait_line(Duration::from_secs(120), |l| l.starts_with("ready"))?;
+            // 10,000 TLS handshakes one after the other take a while.
+            gen.wait_line(Duration::from_secs(300), |l| l.starts_with("ready"))?;
             let rss1 = procfs::rss_bytes(srv.child.pid)?;
-            gen.send_line("close")?;
-            gen.wait_line(limit, |l| l.starts_with("result"))?;
+            let per_conn = |rss: u64| (rss as f64 - rss0 as f64) / conns.max(1) as f64;
             let mut m = Metrics::new();
             m.insert("conns".into(), conns as f64);
             m.insert("rss_base_kib".into(), rss0 as f64 / 1024.0);
             m.insert("rss_after_kib".into(), rss1 as f64 / 1024.0);
-            m.insert(
-                "rss_per_conn_b".into(),
-                (rss1 as f64 - rss0 as f64) / conns.max(1) as f64,
-            );
+            m.insert("rss_per_conn_b".into(), per_conn(rss1));
+            if sc.tls {
+                // Every connection carries one 16 KiB line each way, and is
+                // idle again: what a server keeps of a large record.
+                gen.send_line("big")?;
+                gen.wait_line(Duration::from_secs(300), |l| l.starts_with("big"))?;
+                let rss2 = procfs::rss_bytes(srv.child.pid)?;
+                m.insert("rss_after_16k_kib".into(), rss2 as f64 / 1024.0);
+                m.insert("rss_per_conn_16k_b".into(), per_conn(rss2));
+            }
+            gen.send_line("close")?;
+            gen.wait_line(limit, |l| l.starts_with("result"))?;
             Ok(m)
         }
         Kind::Storm { served, storm } => {
@@ -1196,7 +1234,9 @@ const READING: &str = "## Reading the results\n\n\
   with the load generator cannot show scaling; the table is there for runs \
   on bigger machines.\n\
 - **Idle memory** is the growth of the server's resident set per established \
-  connection that has done one round trip; kernel socket buffers are not in it.\n\
+  connection that has done one round trip; kernel socket buffers are not in it. \
+  For TLS, also after every connection then carried one 16 KiB line each way \
+  (a full TLS record) and went idle again.\n\
 - **Key-value**: redis-benchmark sends SET, GET, INCR and MSET (10 keys) \
   in turn, each test the same number of requests; req/s of the mix is all \
   requests over the sum of the tests' durations, CPU per request is the \

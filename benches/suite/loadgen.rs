@@ -13,14 +13,16 @@
 //! - `accept`: C connection slots, each connecting (from a rotating 127.0.1.x
 //!   source address), sending one line, reading the reply and closing;
 //! - `idle`: C connections that each do one round trip and then stay open
-//!   until the parent, having read the server's RSS, says `close`;
+//!   until the parent, having read the server's RSS, says `close`; or says
+//!   `big` first, and each connection carries one 16 KiB line each way (one
+//!   full TLS record each way, in TLS mode) and is idle again;
 //! - `served`: C request/response connections measured alone (an `unloaded`
 //!   line), then, once the parent says `go` (it has started a storm), again;
 //! - `storm`: C clients connecting in a loop against a full budget, counting
 //!   refusals. It is a process of its own so that the served clients' latency
 //!   is not queued behind 2,000 storm sockets in the same loop.
 //!
-//! TLS (`--tls-ca PEM`): stream and accept clients speak TLS 1.3 through a
+//! TLS (`--tls-ca PEM`): stream, accept and idle clients speak TLS 1.3 through a
 //! rustls `ClientConnection` per socket (ring provider, the run's certificate
 //! as the only root, session resumption off so that every accept-mode
 //! connection is a full handshake). Plaintext goes into rustls, which the
@@ -167,9 +169,9 @@ pub fn main(args: &[String]) -> io::Result<()> {
     let opts = LoadOpts::from_args(args)?;
     procfs::raise_nofile();
     match opts.mode {
-        Mode::Idle | Mode::Served | Mode::Storm if opts.tls_ca.is_some() => Err(io::Error::new(
+        Mode::Served | Mode::Storm if opts.tls_ca.is_some() => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "TLS is for stream and accept modes only",
+            "TLS is for stream, accept and idle modes only",
         )),
         Mode::Idle => idle(&opts),
         _ => Gen::new(&opts)?.run(),
@@ -786,36 +788,93 @@ fn q(h: &Histogram<u64>, quantile: f64) -> f64 {
     h.value_at_quantile(quantile) as f64 / 1000.0
 }
 
+/// The length of the line a `big` command sends on every idle connection:
+/// 16 KiB with its newline, one full TLS record of plaintext.
+pub const BIG_LINE: usize = 16 * 1024;
+
+/// One idle connection: its socket and, in TLS mode, its session.
+struct IdleConn {
+    sock: std::net::TcpStream,
+    tls: Option<Box<ClientConnection>>,
+}
+
+impl IdleConn {
+    /// Writes `line` and reads the echo, blocking (with the socket's read
+    /// timeout); fails if the echo differs.
+    fn round_trip(&mut self, line: &[u8], reply: &mut Vec<u8>) -> io::Result<()> {
+        reply.resize(line.len(), 0);
+        match &mut self.tls {
+            Some(tls) => {
+                // One `write_all` of at most 16 KiB: one record.
+                let mut s = rustls::Stream::new(&mut **tls, &mut self.sock);
+                s.write_all(line)?;
+                s.flush()?;
+                s.read_exact(reply)?;
+            }
+            None => {
+                self.sock.write_all(line)?;
+                self.sock.read_exact(reply)?;
+            }
+        }
+        if reply != line {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad reply"));
+        }
+        Ok(())
+    }
+}
+
 /// Idle mode: C established connections, each proven served by one round trip,
-/// held open until the parent says so.
+/// held open until the parent says so (after, perhaps, a `big` round trip
+/// each).
 fn idle(o: &LoadOpts) -> io::Result<()> {
+    let config = o.tls_ca.as_deref().map(client_config).transpose()?;
+    let name = rustls::pki_types::ServerName::try_from(crate::certs::SERVER_NAME)
+        .map_err(io::Error::other)?;
     let mut src = Src::new();
     let mut line = vec![b'x'; o.line_len - 1];
     line.push(b'\n');
-    let mut socks = Vec::with_capacity(o.conns);
-    let mut reply = vec![0u8; o.line_len];
+    let mut conns = Vec::with_capacity(o.conns);
+    let mut reply = Vec::new();
     let t = Instant::now();
     for _ in 0..o.conns {
         let s = connect_from(&mut src, o.target, true)?;
         s.set_nonblocking(false)?;
         s.set_read_timeout(Some(STALL))?;
-        let mut s = s;
-        s.write_all(&line)?;
-        s.read_exact(&mut reply)?;
-        if reply != line {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad reply"));
-        }
-        socks.push(s);
+        let tls = match &config {
+            Some(config) => Some(Box::new(
+                ClientConnection::new(config.clone(), name.clone()).map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
+        let mut conn = IdleConn { sock: s, tls };
+        conn.round_trip(&line, &mut reply)?;
+        conns.push(conn);
     }
     println!(
         "ready conns={} secs={:.3}",
-        socks.len(),
+        conns.len(),
         t.elapsed().as_secs_f64()
     );
     io::stdout().flush()?;
     let mut cmd = String::new();
     io::stdin().lock().read_line(&mut cmd)?;
-    println!("result ops={} ", socks.len());
+    if cmd.trim() == "big" {
+        let mut big = vec![b'y'; BIG_LINE - 1];
+        big.push(b'\n');
+        let t = Instant::now();
+        for conn in &mut conns {
+            conn.round_trip(&big, &mut reply)?;
+        }
+        println!(
+            "big conns={} secs={:.3}",
+            conns.len(),
+            t.elapsed().as_secs_f64()
+        );
+        io::stdout().flush()?;
+        cmd.clear();
+        io::stdin().lock().read_line(&mut cmd)?;
+    }
+    println!("result ops={} ", conns.len());
     io::stdout().flush()?;
     Ok(())
 }

@@ -66,6 +66,14 @@ fn columns(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
             ("srv_user_us", "of which user"),
             ("gen_cpu_us", "loadgen CPU µs/conn"),
         ],
+        Kind::Idle { .. } if sc.tls => vec![
+            ("conns", "idle conns"),
+            ("rss_base_kib", "RSS before, KiB"),
+            ("rss_after_kib", "RSS after, KiB"),
+            ("rss_per_conn_b", "RSS B/conn"),
+            ("rss_after_16k_kib", "RSS after 16 KiB records, KiB"),
+            ("rss_per_conn_16k_b", "RSS B/conn after 16 KiB"),
+        ],
         Kind::Idle { .. } => vec![
             ("conns", "idle conns"),
             ("rss_base_kib", "RSS before, KiB"),
@@ -113,8 +121,12 @@ fn columns(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
 }
 
 /// The metrics compared as ratios: (key, label, whether lower is better).
-fn ratio_keys(kind: &Kind) -> Vec<(&'static str, &'static str)> {
-    match kind {
+fn ratio_keys(sc: &Scenario) -> Vec<(&'static str, &'static str)> {
+    match &sc.kind {
+        Kind::Idle { .. } if sc.tls => vec![
+            ("rss_per_conn_b", "RSS/conn"),
+            ("rss_per_conn_16k_b", "RSS/conn after 16 KiB"),
+        ],
         Kind::Idle { .. } => vec![("rss_per_conn_b", "RSS/conn")],
         Kind::Paced { .. } => vec![("p99_us", "p99"), ("srv_core_pct", "CPU share")],
         Kind::Storm { .. } => vec![
@@ -264,7 +276,7 @@ pub fn targets(scenarios: &[Scenario], records: &[Record]) -> Vec<Target> {
     }
     for sc in scenarios
         .iter()
-        .filter(|s| matches!(s.kind, Kind::Idle { .. }))
+        .filter(|s| matches!(s.kind, Kind::Idle { .. }) && !s.tls)
     {
         let v = med(records, sc.id, Netpool, "rss_per_conn_b");
         let f = med(records, sc.id, Floor, "rss_per_conn_b");
@@ -456,7 +468,7 @@ pub fn markdown(
             }
         }
         if !pairs.is_empty() {
-            let keys = ratio_keys(&sc.kind);
+            let keys = ratio_keys(sc);
             let _ = write!(md, "\n| ratio |");
             for (_, label) in &keys {
                 let _ = write!(md, " {label} |");
