@@ -6,7 +6,11 @@
 //! tokio-ct behind tokio-rustls, same provider (ring), same certificate, and a
 //! Redis-protocol key-value server (issue 13): `redis-benchmark -t
 //! set,get,incr,mset` against tokio-kv and redis-server (netpool-kv, the
-//! netpool side, joins once netpool's RESP framing exists).
+//! netpool side, joins once netpool's RESP framing exists), and TLS idle
+//! memory (issue 16): RSS per idle TLS connection, and after each carried a
+//! 16 KiB record, netpool-tls beside tokio-tls (about one minute of the full
+//! run). `benches/callgrind-tls.sh` counts the instructions per TLS line and
+//! per handshake of one TLS server.
 //!
 //! ```text
 //! cargo bench --bench suite                                  # full run, ~9 min

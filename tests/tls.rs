@@ -1177,6 +1177,27 @@ fn a_clients_close_notify_is_answered() {
     server.stop(DEADLINE).unwrap();
 }
 
+/// A client that updates its keys (TLS 1.3 KeyUpdate, asking for ours to
+/// be updated too) is answered under the new keys, and the close_notify
+/// that ends the connection afterwards is one it can read.
+#[test]
+fn a_key_update_then_close_notify() {
+    let cert = TestCert::new();
+    let (tx, rx) = mpsc::channel();
+    let server = start_tls_with(Server::builder(), &cert, EchoReporting(tx));
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    assert_eq!(client.exchange(b"before\n", 7), b"before\n");
+    client.tls.refresh_traffic_keys().unwrap();
+    assert_eq!(client.exchange(b"after\n", 6), b"after\n");
+    assert!(client.pump(b"quit\n", |c| c.close_notify));
+    assert_eq!(client.received, b"quit\n");
+    assert!(client.error.is_none(), "{:?}", client.error);
+    drop(client);
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok(CloseReason::Closed));
+    server.stop(DEADLINE).unwrap();
+}
+
 /// A graceful stop flushes TLS replies and close_notify before closing.
 #[test]
 fn stop_sends_close_notify() {
