@@ -96,13 +96,20 @@ fn is_prefix_of(buf: &[u8], sig: &[u8]) -> bool {
 /// `PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n`
 fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
     let window = &buf[..buf.len().min(V1_MAX)];
-    let Some(cr) = memchr::memchr(b'\r', window) else {
+    // Look for either end-of-line byte: a bare LF can never become a valid
+    // header (the spec demands CRLF and no LF inside the line), so it is
+    // rejected at once rather than left to wait for the header timeout.
+    let Some(eol) = memchr::memchr2(b'\r', b'\n', window) else {
         return if buf.len() >= V1_MAX {
             Err(ProxyError::TooLong)
         } else {
             Ok(None)
         };
     };
+    if window[eol] == b'\n' {
+        return Err(ProxyError::Malformed("v1 line not ended by CRLF"));
+    }
+    let cr = eol;
     match buf.get(cr + 1) {
         None => return Ok(None),
         Some(b'\n') => {}
@@ -317,6 +324,18 @@ mod tests {
                 bad(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX"),
                 ProxyError::Malformed("v1 line not ended by CRLF")
             );
+        }
+
+        /// A line ended by LF alone is rejected as soon as the LF arrives,
+        /// wherever it is, not when the header timeout fires.
+        #[test]
+        fn a_bare_lf_is_rejected_at_once() {
+            let lf = ProxyError::Malformed("v1 line not ended by CRLF");
+            assert_eq!(parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"), Err(lf));
+            assert_eq!(parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\nPING\r\n"), Err(lf));
+            assert_eq!(parse(b"PROXY UNKNOWN\n"), Err(lf));
+            assert_eq!(parse(b"PROXY \n"), Err(lf));
+            assert_eq!(parse(b"PROXY TCP4 1.2\n.3.4 5.6.7.8 1 2\r\n"), Err(lf));
         }
 
         #[test]
