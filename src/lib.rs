@@ -205,6 +205,7 @@ mod distribution;
 mod filter;
 mod framing;
 mod limits;
+mod metrics;
 mod proxy;
 mod timers;
 #[cfg(feature = "tls")]
