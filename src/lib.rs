@@ -206,6 +206,7 @@ mod filter;
 mod framing;
 mod limits;
 mod metrics;
+mod metrics_http;
 mod proxy;
 mod timers;
 #[cfg(feature = "tls")]
