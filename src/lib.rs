@@ -225,6 +225,9 @@ mod conn_handle;
 mod handler;
 mod shared;
 
+// The kernel's view of a listener: system calls, but no loop.
+mod accept_queue;
+
 // The reactor.
 mod reactor;
 
