@@ -4,7 +4,7 @@
 //! Two halves, on two sides of a thread boundary:
 //!
 //! - [`LoopTurnHistogram`] is *recorded* on a loop's own thread, once per
-//!   turn, and read by any thread. Like `Counter` in `handle.rs` it has one
+//!   turn, and read by any thread. Like `Counter` in `shared.rs` it has one
 //!   writer, so each update is a relaxed load and store, never a locked
 //!   read-modify-write: the loop pays a few plain memory operations per turn.
 //! - [`MetricsSnapshot`] is plain data, filled from the counters when someone
@@ -28,7 +28,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::handler::CloseReason;
+use crate::base::close::CloseReason;
 
 /// The content type of [`write_prometheus`]'s output, for the HTTP response.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
