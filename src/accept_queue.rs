@@ -58,11 +58,54 @@ pub(crate) struct ListenQueue {
 /// The system calls' errors, e.g. if netlink sockets are not allowed here;
 /// `InvalidData` if the kernel's reply cannot be read.
 pub(crate) fn listen_queue(listener: &impl AsFd) -> io::Result<Option<ListenQueue>> {
-    #[cfg(target_os = "linux")]
-    return linux::listen_queue(listener.as_fd());
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = listener;
+    match ListenerId::of(listener)? {
+        Some(id) => id.queue(),
+        None => Ok(None),
+    }
+}
+
+/// A listening socket as `sock_diag` knows it: local address and inode.
+///
+/// Taken once at bind, it lets any thread read the queue later without
+/// holding a descriptor. That matters: a duplicated descriptor would keep
+/// the socket listening after the server closed its listener at stop, and
+/// the kernel would go on completing handshakes that nobody accepts. Once
+/// the listener is closed, [`queue`](ListenerId::queue) says `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenerId {
+    local: std::net::SocketAddr,
+    /// Socket inodes are 32-bit numbers (`get_next_ino`), which is also the
+    /// width of `idiag_inode`.
+    inode: u32,
+}
+
+impl ListenerId {
+    /// Identifies `listener`. `Ok(None)` if it is not an IP socket, or the
+    /// platform does not tell.
+    ///
+    /// # Errors
+    ///
+    /// `getsockname` or `fstat` failed.
+    pub(crate) fn of(listener: &impl AsFd) -> io::Result<Option<ListenerId>> {
+        #[cfg(target_os = "linux")]
+        return linux::listener_id(listener.as_fd());
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = listener;
+            Ok(None)
+        }
+    }
+
+    /// Reads the queue of this listener; `Ok(None)` if it is no longer
+    /// listening (closed, or never was).
+    ///
+    /// # Errors
+    ///
+    /// As [`listen_queue`].
+    pub(crate) fn queue(&self) -> io::Result<Option<ListenQueue>> {
+        #[cfg(target_os = "linux")]
+        return linux::query(self);
+        #[cfg(not(target_os = "linux"))]
         Ok(None)
     }
 }
@@ -192,20 +235,21 @@ mod linux {
     use rustix::net::{self, netlink, AddressFamily, RecvFlags, SendFlags, SocketType};
 
     use super::wire::{self, Batch};
-    use super::ListenQueue;
+    use super::{ListenQueue, ListenerId};
 
     /// Bound on the batches of one dump: there are at most a few listeners
     /// on one port, and each batch holds dozens.
     const MAX_BATCHES: usize = 64;
 
-    pub(super) fn listen_queue(listener: BorrowedFd<'_>) -> io::Result<Option<ListenQueue>> {
+    pub(super) fn listener_id(listener: BorrowedFd<'_>) -> io::Result<Option<ListenerId>> {
         let Ok(local) = SocketAddr::try_from(net::getsockname(listener)?) else {
             return Ok(None); // not an IP socket
         };
-        // Socket inodes are 32-bit numbers (`get_next_ino`), which is also
-        // the width of `idiag_inode`.
         let inode = rustix::fs::fstat(listener)?.st_ino as u32;
+        Ok(Some(ListenerId { local, inode }))
+    }
 
+    pub(super) fn query(id: &ListenerId) -> io::Result<Option<ListenQueue>> {
         let nl = net::socket_with(
             AddressFamily::NETLINK,
             SocketType::DGRAM,
@@ -222,7 +266,7 @@ mod linux {
         let seq = 1;
         net::sendto(
             &nl,
-            &wire::request(local, seq),
+            &wire::request(id.local, seq),
             SendFlags::empty(),
             &netlink::SocketAddrNetlink::new(0, 0),
         )?;
@@ -233,7 +277,7 @@ mod linux {
         let mut found = None;
         for _ in 0..MAX_BATCHES {
             let (_, n) = net::recv(&nl, &mut buf[..], RecvFlags::empty())?;
-            if wire::read_batch(&buf[..n], seq, inode, &mut found)? == Batch::Done {
+            if wire::read_batch(&buf[..n], seq, id.inode, &mut found)? == Batch::Done {
                 return Ok(found);
             }
         }
@@ -441,6 +485,24 @@ mod tests {
                 assert_eq!((qa.backlog, qb.backlog), (50, 60));
                 qa.depth + qb.depth
             });
+        }
+
+        /// An id taken at bind reads the same queue without a descriptor,
+        /// and `None` once the listener is closed.
+        #[test]
+        fn an_id_outlives_its_listener_without_keeping_it() {
+            let l = listener("127.0.0.1:0", 9, false);
+            let id = ListenerId::of(&l).unwrap().unwrap();
+            let _c = TcpStream::connect(local(&l)).unwrap();
+            settles_at(
+                Some(ListenQueue {
+                    depth: 1,
+                    backlog: 9,
+                }),
+                || id.queue().unwrap(),
+            );
+            drop(l);
+            assert_eq!(id.queue().unwrap(), None);
         }
 
         /// A socket that is not listening has no accept queue.
