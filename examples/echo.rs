@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- [--addr 127.0.0.1:7000] [--acceptors 1024]
-//!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//!     [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
+//!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--grow-cooldown SECS]
+//!     [--refuse-message TEXT] [--max-line 65536] [--frame-timeout SECS] [--idle-timeout SECS]
+//!     [--max-per-ip N] [--accept-rate N]
 //!     [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
 //!     [--tls-cert FILE --tls-key FILE [--tls-watch SECS]]
 //!     [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //!     [--busy-poll MICROS]
+//!     [--metrics ADDR]
 //! ```
 //!
 //! Poke it with `nc 127.0.0.1 7000` and type lines. Try `--acceptors 1
@@ -21,6 +23,19 @@
 //! the loop polling for 20 µs after each busy turn before it sleeps: lower
 //! latency for more CPU (see `Builder::busy_poll`). Ctrl-C (or SIGTERM)
 //! stops it gracefully and prints the final stats, per loop too.
+//!
+//! `--metrics 127.0.0.1:9100` serves Prometheus metrics at
+//! `http://127.0.0.1:9100/metrics` (`curl` it, or point a scraper at it),
+//! from a second small netpool server on its own thread, stopped with the
+//! first. `--overflow grow:2:20 --grow-cooldown 10` with a burst of `nc`
+//! sessions shows `netpool_budget_slots` grow, then shrink back two at a
+//! time once the burst is over. A client that starts a line and never ends
+//! it is closed after `--frame-timeout` (30 s by default); one that sends
+//! nothing keeps its connection.
+//!
+//! A bad value or combination (`--acceptors 0`, `--workers 0`,
+//! `--overflow grow:0`) exits with status 2 and the usage; an address
+//! already in use exits with status 1 and says which.
 //!
 //! With `--tls-cert cert.pem --tls-key key.pem` it serves the same lines over
 //! TLS; poke it with `openssl s_client -quiet -connect 127.0.0.1:7000`. A

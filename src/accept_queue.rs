@@ -29,10 +29,7 @@
 //! about 30 µs (release build, this shared 2-core machine under load), so
 //! it belongs on a scrape, not on every loop turn.
 //!
-//! On systems other than Linux, [`listen_queue`] says `None`.
-
-// Plain building blocks, wired into the metrics by a later change (issue 17).
-#![allow(dead_code)]
+//! On systems other than Linux, [`ListenerId::queue`] says `None`.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -57,6 +54,7 @@ pub(crate) struct ListenQueue {
 ///
 /// The system calls' errors, e.g. if netlink sockets are not allowed here;
 /// `InvalidData` if the kernel's reply cannot be read.
+#[cfg(test)]
 pub(crate) fn listen_queue(listener: &impl AsFd) -> io::Result<Option<ListenQueue>> {
     match ListenerId::of(listener)? {
         Some(id) => id.queue(),

@@ -12,13 +12,30 @@
 //!
 //! After `accept` ([`Gate::decide`]), in this order, first "no" wins:
 //!
-//! 1. the address filter ([`Builder::allow`](crate::Builder::allow) /
-//!    [`deny`](crate::Builder::deny)), unless a PROXY header will name the
-//!    client (then it is asked when the header is in);
-//! 2. the per-address cap ([`Builder::max_per_ip`](crate::Builder::max_per_ip));
-//! 3. the accept rate ([`Builder::accept_rate`](crate::Builder::accept_rate));
-//! 4. the budget: the slot reserved before `accept`, or, when there was
+//! 1. the policies keyed by the client's address, unless a PROXY header
+//!    will name the client (then they wait for it: see below):
+//!    1. the address filter ([`Builder::allow`](crate::Builder::allow) /
+//!       [`deny`](crate::Builder::deny));
+//!    2. the per-address cap ([`Builder::max_per_ip`](crate::Builder::max_per_ip));
+//! 2. the accept rate ([`Builder::accept_rate`](crate::Builder::accept_rate));
+//! 3. the budget: the slot reserved before `accept`, or, when there was
 //!    none, the overflow strategy (grow, or refuse).
+//!
+//! After the PROXY header ([`Gate::after_header`]), with the PROXY protocol
+//! on: the policies keyed by address (1.1, then 1.2), asked of the client
+//! the header names. At accept the socket's peer is the load balancer, so
+//! asking them there would count the balancer, and every client behind it
+//! would share one address's place. Any new policy keyed by address belongs
+//! in this step too. A `LOCAL` or `UNKNOWN` header (a health check) names
+//! nobody: the connection keeps the balancer's address, and is counted
+//! under it.
+//!
+//! The price of waiting: the slot (and the rate's token) were taken at
+//! accept, for a connection that this step may still refuse. It gives its
+//! slot back as it closes (at once, or once the refusal message is out),
+//! so it keeps nobody out for longer than its header takes; but under
+//! [`Overflow::Grow`](crate::Overflow::Grow) its arrival may have grown the
+//! budget, as any client's whose header is still on its way.
 //!
 //! The TLS handshake cap ([`Builder::max_handshakes`](crate::Builder::max_handshakes))
 //! is not among them: a newcomer is never refused for it. Refusing the
@@ -26,7 +43,8 @@
 //! them silent lock every other client out; instead the loop that serves the
 //! connection makes room, by closing a handshake of the address holding the
 //! most, the one that has made the least progress for the longest
-//! (`limits.rs`, `handshake_to_give_up`).
+//! (`limits.rs`, `handshake_to_give_up`). That address is the connection's
+//! own, which is the client's once a PROXY header has named it.
 //!
 //! # Decide, then act
 //!
@@ -99,7 +117,8 @@ pub(crate) struct Gate {
     per_ip: Option<Arc<PerIpCap>>,
     rate: Option<AcceptRate>,
     filter: AddressFilter,
-    /// A PROXY header will name each client: the filter waits for it.
+    /// A PROXY header will name each client: the policies keyed by address
+    /// wait for it.
     proxied: bool,
 }
 
@@ -151,12 +170,12 @@ impl Gate {
         reserved: Option<Slot>,
         now: Instant,
     ) -> Result<Ticket, Refusal> {
-        if !self.proxied && !self.filter.permits(ip) {
-            return Err(Refusal::Denied);
-        }
-        let place = match &self.per_ip {
-            Some(cap) => Some(cap.try_take(ip).ok_or(Refusal::PerIp)?),
-            None => None,
+        // Behind a proxy, `ip` is the proxy's: the client is known only
+        // once its header is in (`after_header`).
+        let place = if self.proxied {
+            None
+        } else {
+            self.by_address(ip)?
         };
         if let Some(rate) = &self.rate {
             rate.peek(now).map_err(|_| Refusal::Rate)?;
@@ -174,9 +193,24 @@ impl Gate {
         Ok(Ticket { slot, place })
     }
 
-    /// The address filter, for a client named by a PROXY header.
-    pub(crate) fn permits(&self, ip: IpAddr) -> bool {
-        self.filter.permits(ip)
+    /// After the PROXY header: the decision on the client it names, from
+    /// `ip` (see `# The order`). Its place under the per-address cap, if the
+    /// cap is on, is what the connection then holds beside its slot.
+    pub(crate) fn after_header(&self, ip: IpAddr) -> Result<Option<IpPlace>, Refusal> {
+        debug_assert!(self.proxied, "only a PROXY header names a client later");
+        self.by_address(ip)
+    }
+
+    /// The policies keyed by the client's address, in order: the filter,
+    /// then the per-address cap.
+    fn by_address(&self, ip: IpAddr) -> Result<Option<IpPlace>, Refusal> {
+        if !self.filter.permits(ip) {
+            return Err(Refusal::Denied);
+        }
+        match &self.per_ip {
+            Some(cap) => cap.try_take(ip).map(Some).ok_or(Refusal::PerIp),
+            None => Ok(None),
+        }
     }
 }
 
@@ -256,6 +290,42 @@ mod tests {
         }
         drop(_held);
         admit(&g, "127.0.0.1").expect("a token was left: refusals spent none");
+    }
+
+    /// With the PROXY protocol on, admission at accept ignores the address
+    /// (the balancer's); the step after the header applies the filter and
+    /// the cap to the client the header names.
+    #[test]
+    fn behind_a_proxy_the_address_policies_wait_for_the_header() {
+        let budget = Arc::new(Budget::new(4, Overflow::Refuse, 1));
+        let deny = AddressFilter {
+            allow: vec![],
+            deny: vec!["192.0.2.9/32".parse().unwrap()],
+        };
+        let g = Gate::new(budget, 1, 0, deny, true);
+        // Three connections from the one balancer are all admitted...
+        let tickets: Vec<Ticket> = (0..3).map(|_| admit(&g, "10.0.0.1").unwrap()).collect();
+        assert!(
+            tickets.iter().all(|t| t.place.is_none()),
+            "no place taken yet"
+        );
+        // ...and their headers name the clients.
+        let a = g.after_header("192.0.2.5".parse().unwrap()).unwrap();
+        assert!(a.is_some(), "the client's place under the cap");
+        assert_eq!(
+            g.after_header("192.0.2.5".parse().unwrap()).unwrap_err(),
+            Refusal::PerIp
+        );
+        g.after_header("192.0.2.6".parse().unwrap())
+            .expect("another client, through the same balancer, is served");
+        assert_eq!(
+            g.after_header("192.0.2.9".parse().unwrap()).unwrap_err(),
+            Refusal::Denied,
+            "the filter comes first"
+        );
+        drop(a);
+        g.after_header("192.0.2.5".parse().unwrap())
+            .expect("the place came back");
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!
 //! - [`Overflow::Refuse`]: accept, write the refusal message, close.
 //! - [`Overflow::Grow`]: add `step` slots (never beyond `max`), then serve;
-//!   at `max`, refuse.
+//!   at `max`, refuse. Grown slots are given back, `step` at a time, once
+//!   they have gone unused for a cooldown (see `# Grown slots retire`).
 //! - [`Overflow::Pause`]: stop accepting; new connections wait in the
 //!   kernel's backlog and are accepted, in order, when a slot frees.
 //!
@@ -34,6 +35,20 @@
 //! parked loop. No loop can stay paused while a slot is free (see
 //! [`Budget::park`] for the race this closes).
 //!
+//! # Grown slots retire
+//!
+//! After a burst, the budget would otherwise stay grown for good. So the
+//! budget remembers the most slots taken at once (`peak`, raised by the
+//! reservation itself: one plain load per accepted connection, a locked
+//! instruction only when a new peak is reached), and a loop timer calls
+//! [`Budget::retire_grown`] every so often: if, for a whole
+//! [`Builder::grow_cooldown`](crate::Builder::grow_cooldown), the peak left
+//! at least `step` slots unused, `step` slots are given back (fewer if that
+//! would go below the configured budget), and the next step waits a
+//! cooldown of its own. Giving slots back only lowers the limit: a served
+//! connection keeps its slot, and if the limit is reached again, the budget
+//! grows again.
+//!
 //! # Slots are values
 //!
 //! A reserved slot is a [`Slot`]: a move-only token that only this module
@@ -46,6 +61,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// What to do with a new connection when every acceptor slot is busy.
 ///
@@ -58,9 +74,11 @@ pub enum Overflow {
     /// refused client costs one `accept`, one `write` and one `close`.
     Refuse,
     /// Add `step` slots and serve the connection, up to `max` slots in all;
-    /// past `max`, behave as [`Overflow::Refuse`]. Grown slots are kept (the
-    /// budget does not shrink back by itself); lower it with
-    /// [`ServerHandle::set_acceptors`](crate::ServerHandle::set_acceptors).
+    /// past `max`, behave as [`Overflow::Refuse`]. Grown slots are given
+    /// back, `step` at a time, once they have gone unused for
+    /// [`Builder::grow_cooldown`](crate::Builder::grow_cooldown) (default
+    /// 60 s), never below the configured [`acceptors`](crate::Builder::acceptors)
+    /// and never by closing a served connection.
     Grow {
         /// Slots added each time the budget is exhausted (the seed used 50).
         step: usize,
@@ -135,12 +153,22 @@ pub(crate) type WakeLoop = Box<dyn Fn(usize) -> bool + Send + Sync>;
 pub(crate) struct Budget {
     /// Slots in service. Grows under [`Overflow::Grow`].
     limit: AtomicUsize,
+    /// The configured budget (`acceptors`, or the last `set_acceptors`):
+    /// slots above it are grown ones, and retiring stops at it.
+    base: AtomicUsize,
     /// Slots taken: connections being served (plus reservations in flight).
     active: AtomicUsize,
+    /// The most slots taken at once since the last retire tick.
+    peak: AtomicUsize,
     /// Read only when the budget is full, so the lock is off the fast path.
     overflow: Mutex<Overflow>,
     /// How many times `Grow` added slots.
     grown: AtomicU64,
+    /// How many times grown slots were given back.
+    retired: AtomicU64,
+    /// Since when the grown slots have gone unused, for the cooldown; only
+    /// the retire ticks take this lock.
+    quiet_since: Mutex<Option<Instant>>,
     /// Loops paused for want of a slot, one bit per loop index (see
     /// `# Paused loops`).
     parked: Box<[AtomicU64]>,
@@ -162,9 +190,13 @@ impl Budget {
     pub(crate) fn new(limit: usize, overflow: Overflow, loops: usize) -> Self {
         Budget {
             limit: AtomicUsize::new(limit),
+            base: AtomicUsize::new(limit),
             active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             overflow: Mutex::new(overflow),
             grown: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
+            quiet_since: Mutex::new(None),
             parked: (0..loops.div_ceil(64).max(1))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -254,7 +286,13 @@ impl Budget {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    // A plain load, and a locked write only at a new peak.
+                    if active + 1 > self.peak.load(Ordering::Relaxed) {
+                        self.peak.fetch_max(active + 1, Ordering::Relaxed);
+                    }
+                    return true;
+                }
                 Err(now) => active = now,
             }
         }
@@ -327,11 +365,69 @@ impl Budget {
         }
     }
 
-    /// Sets the number of slots. Lowering it never touches served
+    /// Sets the number of slots, which becomes the configured budget (grown
+    /// slots, if any, are forgotten). Lowering it never touches served
     /// connections: they keep their slots until they close, and new ones are
     /// admitted only once `active` is below the new limit.
     pub(crate) fn set_limit(&self, limit: usize) {
+        self.base.store(limit, Ordering::Release);
         self.limit.store(limit, Ordering::Release);
+    }
+
+    /// True while the budget is above its configured size.
+    pub(crate) fn is_grown(&self) -> bool {
+        self.limit() > self.base.load(Ordering::Relaxed)
+    }
+
+    /// One tick of the retiring of grown slots, at `now` (see `# Grown slots
+    /// retire`): if the slots taken since the last tick always left a step's
+    /// worth unused, and have for `cooldown`, that many are given back.
+    /// Returns true while grown slots remain (tick again), false once the
+    /// budget is back to its configured size.
+    ///
+    /// The step is `Grow`'s; if the strategy has changed since the budget
+    /// grew, every grown slot goes in one step.
+    pub(crate) fn retire_grown(&self, now: Instant, cooldown: Duration) -> bool {
+        let mut quiet_since = self.quiet_since.lock().unwrap_or_else(|e| e.into_inner());
+        // The most taken at any moment since the last tick; the next window
+        // starts from what is taken now.
+        let taken = self.active.load(Ordering::SeqCst);
+        let peak = self.peak.swap(taken, Ordering::Relaxed).max(taken);
+        let (limit, base) = (self.limit(), self.base.load(Ordering::Acquire));
+        if limit <= base {
+            *quiet_since = None;
+            return false;
+        }
+        let step = match self.overflow() {
+            Overflow::Grow { step, .. } => step.max(1),
+            _ => limit - base,
+        };
+        let give = step.min(limit - base);
+        if limit.saturating_sub(peak) < give {
+            // Those slots were needed in this window: the cooldown restarts.
+            *quiet_since = None;
+            return true;
+        }
+        let since = *quiet_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < cooldown {
+            return true;
+        }
+        // Unless the limit moved meanwhile (grown again, or set by hand):
+        // then the next tick looks again.
+        if self
+            .limit
+            .compare_exchange(limit, limit - give, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.retired.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                "accept budget: {give} grown slots unused for {cooldown:?}, given back ({limit} to {})",
+                limit - give
+            );
+            // The next step needs a cooldown of its own.
+            *quiet_since = Some(now);
+        }
+        self.is_grown()
     }
 
     pub(crate) fn set_overflow(&self, overflow: Overflow) {
@@ -352,6 +448,10 @@ impl Budget {
 
     pub(crate) fn grown(&self) -> u64 {
         self.grown.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn retired(&self) -> u64 {
+        self.retired.load(Ordering::Relaxed)
     }
 }
 
@@ -442,6 +542,118 @@ mod tests {
         assert_eq!(b.limit(), 6, "the last step is cut at max");
         assert!(admit(&b).is_none());
         assert_eq!(b.grown(), 2);
+    }
+
+    mod retiring {
+        use super::*;
+
+        const COOL: Duration = Duration::from_secs(60);
+
+        /// Grows a budget of 2 (step 3, max 8) to 8 with 8 connections.
+        fn grown_to_8() -> (Arc<Budget>, Vec<Slot>) {
+            let (b, _) = budget(2, Overflow::Grow { step: 3, max: 8 }, 1);
+            let held: Vec<Slot> = (0..8).map(|_| admit(&b).unwrap()).collect();
+            assert_eq!(b.limit(), 8);
+            (b, held)
+        }
+
+        #[test]
+        fn grown_slots_go_back_a_step_per_cooldown_down_to_the_base() {
+            let (b, mut held) = grown_to_8();
+            let t0 = Instant::now();
+            let at = |s: u64| t0 + Duration::from_secs(s);
+            held.truncate(1);
+            assert!(b.retire_grown(at(0), COOL), "the window with 8 taken");
+            assert!(b.retire_grown(at(1), COOL), "quiet from now on");
+            assert!(b.retire_grown(at(60), COOL));
+            assert_eq!(b.limit(), 8, "not before a whole cooldown");
+            assert!(b.retire_grown(at(61), COOL));
+            assert_eq!(b.limit(), 5, "one step");
+            assert!(b.retire_grown(at(100), COOL));
+            assert_eq!(b.limit(), 5, "the next step waits a cooldown of its own");
+            assert!(!b.retire_grown(at(121), COOL), "back to the base");
+            assert_eq!(b.limit(), 2, "the last step is cut at the base");
+            assert!(!b.retire_grown(at(1000), COOL));
+            assert_eq!(b.limit(), 2, "never below the base");
+            assert_eq!(b.retired(), 2);
+            assert_eq!(b.active(), 1, "the served connection kept its slot");
+        }
+
+        #[test]
+        fn slots_in_use_are_never_given_back() {
+            let (b, mut held) = grown_to_8();
+            let t0 = Instant::now();
+            let at = |s: u64| t0 + Duration::from_secs(s);
+            // Six in use: only two unused, less than a step.
+            held.truncate(6);
+            for s in (0..600).step_by(30) {
+                assert!(b.retire_grown(at(s), COOL));
+            }
+            assert_eq!(b.limit(), 8);
+            assert_eq!(b.retired(), 0);
+        }
+
+        #[test]
+        fn a_burst_between_ticks_restarts_the_cooldown() {
+            let (b, mut held) = grown_to_8();
+            let t0 = Instant::now();
+            let at = |s: u64| t0 + Duration::from_secs(s);
+            held.truncate(1);
+            b.retire_grown(at(0), COOL);
+            b.retire_grown(at(1), COOL);
+            // A burst comes and goes between two ticks: the peak saw it.
+            let burst: Vec<Slot> = (0..6).map(|_| admit(&b).unwrap()).collect();
+            drop(burst);
+            assert!(b.retire_grown(at(59), COOL));
+            assert!(b.retire_grown(at(61), COOL));
+            assert_eq!(b.limit(), 8, "the burst needed those slots");
+            assert!(b.retire_grown(at(120), COOL));
+            assert_eq!(b.limit(), 8);
+            assert!(b.retire_grown(at(121), COOL));
+            assert_eq!(b.limit(), 5, "a cooldown after the burst");
+        }
+
+        #[test]
+        fn set_acceptors_makes_a_new_base() {
+            let (b, held) = grown_to_8();
+            drop(held);
+            b.set_limit(4);
+            assert!(!b.is_grown());
+            assert!(!b.retire_grown(Instant::now(), COOL));
+            assert_eq!(b.limit(), 4);
+        }
+
+        #[test]
+        fn without_grow_every_grown_slot_goes_at_once() {
+            let (b, held) = grown_to_8();
+            drop(held);
+            b.set_overflow(Overflow::Refuse);
+            let t0 = Instant::now();
+            b.retire_grown(t0, COOL); // the window in which 8 were taken
+            b.retire_grown(t0, COOL); // quiet from now on
+            assert!(!b.retire_grown(t0 + COOL, COOL));
+            assert_eq!(b.limit(), 2);
+        }
+
+        #[test]
+        fn a_regrown_budget_retires_again() {
+            let (b, mut held) = grown_to_8();
+            let t0 = Instant::now();
+            held.clear();
+            b.retire_grown(t0, COOL);
+            b.retire_grown(t0, COOL);
+            b.retire_grown(t0 + COOL, COOL);
+            assert_eq!(b.limit(), 5);
+            // Six come: the budget grows back, capped at max.
+            let again: Vec<Slot> = (0..6).map(|_| admit(&b).unwrap()).collect();
+            assert_eq!(b.limit(), 8);
+            drop(again);
+            let later = t0 + 3 * COOL;
+            b.retire_grown(later, COOL);
+            b.retire_grown(later, COOL);
+            b.retire_grown(later + COOL, COOL);
+            assert_eq!(b.limit(), 5);
+        }
     }
 
     #[test]

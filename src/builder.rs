@@ -21,6 +21,12 @@ use crate::tls_config::TlsSource;
 
 /// Configures and binds a [`Server`](crate::Server).
 ///
+/// Setters never fail; [`bind`](Builder::bind) checks every setting, alone
+/// and against the others, before anything is bound, and a bad one is an
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig) whose
+/// [`ConfigError::setting`](crate::ConfigError::setting) names the method
+/// at fault.
+///
 /// ```
 /// use netpool::{Overflow, Server};
 ///
@@ -65,12 +71,19 @@ impl Builder<Lines> {
     }
 
     /// The longest line accepted, in bytes, counted without its `\n` and
-    /// without a trailing `\r`. Default 64 KiB (Redis's inline limit). A
-    /// longer line closes the connection with
-    /// [`CloseReason::LineTooLong`](crate::CloseReason::LineTooLong). It also
-    /// bounds the per-connection buffer of an incomplete line: at most
-    /// `acceptors × max_line_len` bytes in all. (Other framings carry their
-    /// own bound: see [`framing`](Builder::framing).)
+    /// without a trailing `\r`. Default 64 KiB (Redis's inline limit); at
+    /// least 1. A longer line closes the connection with
+    /// [`CloseReason::LineTooLong`](crate::CloseReason::LineTooLong).
+    ///
+    /// It also bounds the per-connection buffer of an incomplete line, which
+    /// is the only input a connection holds: at most `acceptors ×
+    /// max_line_len` in partial lines for the whole server (64 MiB with the
+    /// defaults, if every client stops mid-line at once). Size the two
+    /// together: to the longest line your protocol needs, and to the memory
+    /// you can give to clients that hold half a line each. How long they may
+    /// hold it is [`frame_timeout`](Builder::frame_timeout). (Other framings
+    /// carry their own bound, which plays the same part: see
+    /// [`framing`](Builder::framing).)
     pub fn max_line_len(mut self, bytes: usize) -> Self {
         self.config.max_line_len = bytes;
         self.framing = Lines::new(bytes);
@@ -105,17 +118,36 @@ impl<F: Framing> Builder<F> {
     }
 
     /// The number of acceptor slots: the most connections served at once.
-    /// Default 1024. Each idle connection costs a few hundred bytes of user
-    /// memory plus the kernel's socket buffers; size it to the descriptors
-    /// you can spare (`ulimit -n`) and to what your handler can serve.
+    /// Default 1024; at least 1. Each idle connection costs a few hundred
+    /// bytes of user memory plus the kernel's socket buffers; size it to the
+    /// descriptors you can spare (`ulimit -n`) and to what your handler can
+    /// serve. Each connection may also hold one incomplete line, up to
+    /// [`max_line_len`](Builder::max_line_len): see there for the memory
+    /// bound.
     pub fn acceptors(mut self, slots: usize) -> Self {
         self.config.acceptors = slots;
         self
     }
 
     /// What to do when every slot is busy. Default [`Overflow::Refuse`].
+    /// [`Overflow::Grow`] needs a `step` of at least 1 and a `max` of at
+    /// least [`acceptors`](Builder::acceptors).
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.config.overflow = overflow;
+        self
+    }
+
+    /// How long slots added by [`Overflow::Grow`] must go unused before they
+    /// are given back. Default 60 s. Once the budget has had `step` unused
+    /// slots for this long (at every moment: a burst in between starts the
+    /// wait again), `step` slots go back, then the next `step` after another
+    /// cooldown, never below [`acceptors`](Builder::acceptors), and never by
+    /// closing a served connection: lowering the budget only makes new
+    /// connections wait for it, or grow it again. `Duration::ZERO` keeps
+    /// grown slots for good. Size it above the gap between the bursts you
+    /// expect, so that the budget does not shrink and grow with every one.
+    pub fn grow_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.grow_cooldown = cooldown;
         self
     }
 
@@ -193,9 +225,31 @@ impl<F: Framing> Builder<F> {
     /// made progress for this long ([`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout)).
     /// Bytes without a newline do not count as activity, so a client that
     /// trickles a line byte by byte (slowloris) is closed too. Default:
-    /// `Duration::ZERO`, off.
+    /// `Duration::ZERO`, off: a client that keeps a connection open and
+    /// silent (a subscriber, a pooled connection) is legitimate, and
+    /// [`frame_timeout`](Builder::frame_timeout) already bounds a line that
+    /// has started.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a line may take to arrive, from its first byte to its `\n`.
+    /// Default 30 s; `Duration::ZERO` turns it off. A client that trickles a
+    /// line without ever ending it (slowloris: with no bound, 1,024 of them
+    /// hold 64 MiB at no cost to themselves) is closed gracefully with
+    /// [`CloseReason::FrameTimeout`](crate::CloseReason::FrameTimeout); one
+    /// that sends nothing has no line under way and keeps its connection
+    /// (bound that with [`idle_timeout`](Builder::idle_timeout)). While the
+    /// server is not reading a connection (backpressure), its clock stops,
+    /// and starts again when reading resumes.
+    ///
+    /// Size it well above the time a legitimate line takes over the slowest
+    /// link you serve (a 64 KiB line at 20 kbit/s takes 26 s). On a TLS
+    /// connection it bounds the line, not a TLS record held incomplete by
+    /// rustls (at most one record, about 18 KiB).
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.config.frame_timeout = timeout;
         self
     }
 
@@ -232,8 +286,11 @@ impl<F: Framing> Builder<F> {
     /// At most this many connections at once from one IP address, so one
     /// address cannot take the whole budget; the excess is refused (with the
     /// refusal message) and counted in [`Stats::refused_per_ip`](crate::Stats::refused_per_ip).
-    /// Default 0: no cap. Behind a proxy every client has the proxy's
-    /// address: leave it off there.
+    /// Default 0: no cap. With [`proxy_protocol`](Builder::proxy_protocol)
+    /// on, the address is the client's that the header names, never the
+    /// balancer's: the cap is applied once the header is in, and a refused
+    /// client gets the refusal message then
+    /// ([`CloseReason::TooManyFromAddress`](crate::CloseReason::TooManyFromAddress)).
     pub fn max_per_ip(mut self, connections: u32) -> Self {
         self.config.max_per_ip = connections;
         self
@@ -255,9 +312,11 @@ impl<F: Framing> Builder<F> {
     /// server. The header is read before anything reaches the handler; the
     /// connection's [`peer_addr`](crate::Conn::peer_addr) becomes the client
     /// address it carries, and [`proxy_addr`](crate::Conn::proxy_addr) keeps
-    /// the balancer's. A missing, malformed or over-long header, or one not
-    /// complete within [`proxy_header_timeout`](Builder::proxy_header_timeout),
-    /// closes the connection (counted in [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers)).
+    /// the balancer's, and every policy keyed by address (the filters, the
+    /// per-address cap) applies to that client. A missing, malformed or
+    /// over-long header, or one not complete within
+    /// [`proxy_header_timeout`](Builder::proxy_header_timeout), closes the
+    /// connection (counted in [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers)).
     /// Default off. Turn it on only behind a proxy that always sends it:
     /// anyone who can connect directly could claim any address. With TLS,
     /// the header comes first, in the clear, and the handshake follows it
@@ -268,7 +327,7 @@ impl<F: Framing> Builder<F> {
     }
 
     /// How long a connection may take to send its PROXY protocol header.
-    /// Default 5 s (Ranch's handshake timeout).
+    /// Default 5 s (Ranch's handshake timeout); at least 1 ms.
     pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
         self.config.proxy_header_timeout = timeout;
         self

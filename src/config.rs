@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use crate::alarm::AlarmConfig;
+use crate::base::time::millis;
 use crate::budget::Overflow;
 use crate::distribution::Distribution;
-use crate::error::Error;
+use crate::error::ConfigError;
 use crate::filter::AddressFilter;
 #[cfg(feature = "tls")]
 use crate::tls_config::TlsSource;
@@ -17,6 +18,9 @@ use crate::tls_config::TlsSource;
 pub(crate) struct Config {
     pub(crate) acceptors: usize,
     pub(crate) overflow: Overflow,
+    /// How long grown slots must stay unused before they are given back;
+    /// zero: kept.
+    pub(crate) grow_cooldown: Duration,
     pub(crate) refuse_message: Vec<u8>,
     pub(crate) backlog: i32,
     pub(crate) nodelay: bool,
@@ -27,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) output_limit: usize,
     pub(crate) linger: Duration,
     pub(crate) idle_timeout: Duration,
+    /// How long a started frame may take to complete; zero: no bound.
+    pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
     pub(crate) accept_backoff: Duration,
     pub(crate) spare_descriptor: bool,
@@ -58,6 +64,7 @@ impl Default for Config {
         Config {
             acceptors: 1024,
             overflow: Overflow::Refuse,
+            grow_cooldown: Duration::from_secs(60),
             refuse_message: Vec::new(),
             backlog: 1024,
             nodelay: true,
@@ -68,6 +75,7 @@ impl Default for Config {
             output_limit: 1024 * 1024,
             linger: Duration::from_secs(2),
             idle_timeout: Duration::ZERO,
+            frame_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(30),
             accept_backoff: Duration::from_millis(100),
             spare_descriptor: true,
@@ -95,47 +103,56 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Checks the settings against each other, before anything is bound.
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        let bad = |why: &str| Err(Error::InvalidConfig(why.to_string()));
-        if self.max_line_len == 0 {
-            return bad("max_line_len must be at least 1");
+    /// Checks every setting, alone and against the others, before anything
+    /// is bound: a bad value is a usage error that names the setting (the
+    /// [`Builder`](crate::Builder) method), never a server that starts and
+    /// then misbehaves (`acceptors(0)` would refuse everyone).
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one =
+            |setting: &'static str, value: usize| check(value >= 1, setting, "must be at least 1");
+        at_least_one("acceptors", self.acceptors)?;
+        if let Overflow::Grow { step, max } = self.overflow {
+            check(step >= 1, "overflow", "Grow's step must be at least 1")?;
+            check(
+                max >= self.acceptors,
+                "overflow",
+                "Grow's max must be at least the number of acceptors",
+            )?;
         }
-        if self.read_buffer < 512 {
-            return bad("read_buffer must be at least 512 bytes");
-        }
-        if self.low_water > self.high_water {
-            return bad("the low-water mark must not exceed the high-water mark");
-        }
-        if self.high_water > self.output_limit {
-            return bad("the high-water mark must not exceed output_limit");
-        }
-        if let Overflow::Grow { max, .. } = self.overflow {
-            if max < self.acceptors {
-                return bad("Overflow::Grow's max must be at least the number of acceptors");
-            }
-        }
-        if self.linger.is_zero() {
-            return bad("linger must be positive");
-        }
-        if self.events_capacity == 0 {
-            return bad("events_capacity must be at least 1");
-        }
-        if self.busy_poll > MAX_BUSY_POLL {
-            return bad("busy_poll must be at most 1 second");
-        }
-        if self.max_handshakes == 0 {
-            return bad("max_handshakes must be at least 1");
-        }
-        if self.handshake_timeout.is_zero() {
-            return bad("tls_handshake_timeout must be longer than zero");
-        }
-        if self.workers == 0 {
-            return bad("workers must be at least 1");
-        }
-        if self.workers > MAX_WORKERS {
-            return bad("workers must be at most 1024");
-        }
+        check(self.backlog >= 1, "backlog", "must be at least 1")?;
+        at_least_one("max_line_len", self.max_line_len)?;
+        check(
+            self.read_buffer >= 512,
+            "read_buffer",
+            "must be at least 512 bytes",
+        )?;
+        check(
+            self.low_water <= self.high_water,
+            "output_water_marks",
+            "the low-water mark must not exceed the high-water mark",
+        )?;
+        check(
+            self.high_water <= self.output_limit,
+            "output_limit",
+            "must be at least the high-water mark",
+        )?;
+        positive("linger", self.linger)?;
+        positive("accept_backoff", self.accept_backoff)?;
+        positive("proxy_header_timeout", self.proxy_header_timeout)?;
+        positive("tls_handshake_timeout", self.handshake_timeout)?;
+        at_least_one("events_capacity", self.events_capacity)?;
+        check(
+            self.busy_poll <= MAX_BUSY_POLL,
+            "busy_poll",
+            "must be at most 1 second",
+        )?;
+        at_least_one("max_handshakes", self.max_handshakes)?;
+        at_least_one("workers", self.workers)?;
+        check(
+            self.workers <= MAX_WORKERS,
+            "workers",
+            "must be at most 1024",
+        )?;
         Ok(())
     }
 }
@@ -143,6 +160,24 @@ impl Config {
 /// The longest busy-poll: past this, spinning is not a latency trade but a
 /// busy loop.
 const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
+
+/// `Err` naming `setting` unless `ok`.
+fn check(ok: bool, setting: &'static str, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(setting, reason))
+    }
+}
+
+/// A duration that must not be zero (zero does not mean "off" for it).
+fn positive(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
+    check(
+        millis(d).is_some(),
+        setting,
+        "must be at least one millisecond",
+    )
+}
 
 /// The most event loops one server runs: far beyond any core count a loop per
 /// core would need, low enough that a typo cannot spawn a million threads.

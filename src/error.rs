@@ -16,8 +16,10 @@ pub enum Error {
     /// A system call failed: binding, listening, creating the poll, or the
     /// poll itself.
     Io(io::Error),
-    /// A configuration value is out of range; the text says which and why.
-    InvalidConfig(String),
+    /// A setting is out of range, or at odds with another: a usage error,
+    /// reported before anything is bound. [`ConfigError::setting`] names the
+    /// [`Builder`](crate::Builder) method at fault.
+    InvalidConfig(ConfigError),
     /// The server's loop has exited, so the handle cannot reach it.
     Stopped,
     /// [`ServerHandle::stop`](crate::ServerHandle::stop) was called on the
@@ -88,7 +90,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(e) => write!(f, "I/O error: {e}"),
-            Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            Error::InvalidConfig(e) => write!(f, "invalid configuration: {e}"),
             Error::Stopped => f.write_str("the server has stopped"),
             Error::StopFromLoop => f.write_str(
                 "stop() called on the server's own loop thread; use request_stop() there",
@@ -145,6 +147,59 @@ impl std::error::Error for Error {
             Error::TlsKeyRejected { source, .. } | Error::Tls(source) => Some(source),
             _ => None,
         }
+    }
+}
+
+/// What is wrong with a server's configuration: which setting, and why.
+///
+/// ```
+/// let err = netpool::Server::builder()
+///     .acceptors(0)
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .unwrap_err();
+/// let netpool::Error::InvalidConfig(e) = err else { panic!("{err}") };
+/// assert_eq!(e.setting(), "acceptors");
+/// assert_eq!(e.to_string(), "acceptors: must be at least 1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    /// `setting` (a [`Builder`](crate::Builder) method's name) is wrong
+    /// because of `reason`.
+    pub(crate) fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            reason: reason.into(),
+        }
+    }
+
+    /// The setting at fault, spelled as the [`Builder`](crate::Builder)
+    /// method that sets it: `"acceptors"`, `"overflow"`, `"workers"`, ...
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+
+    /// What is wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::InvalidConfig(e)
     }
 }
 

@@ -216,6 +216,9 @@ mod tls_session;
 #[cfg(feature = "tls")]
 mod tls_watch;
 
+// The kernel's view of a listener: system calls, but no loop.
+mod accept_queue;
+
 // The connection core, and the transports under it.
 mod core;
 mod transport;
@@ -225,15 +228,13 @@ mod conn_handle;
 mod handler;
 mod shared;
 
-// The kernel's view of a listener: system calls, but no loop.
-mod accept_queue;
-
 // The reactor.
 mod reactor;
 
 // The public API.
 mod builder;
 mod handles;
+mod metrics_endpoint;
 mod server;
 
 /// One connection driven with no socket, for the `connection` fuzz target.
@@ -251,7 +252,7 @@ pub use budget::Overflow;
 pub use builder::Builder;
 pub use conn_handle::ConnHandle;
 pub use distribution::Distribution;
-pub use error::Error;
+pub use error::{ConfigError, Error};
 pub use framing::resp_reply as resp;
 pub use framing::{
     Args, Command, Flow, FrameError, Framing, LengthPrefixed, Lines, Raw, Remainder, Resp,
@@ -261,6 +262,8 @@ pub use handles::{LoopStats, ServerHandle, Stats};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
 /// `ipnet` crate.
 pub use ipnet::IpNet;
+pub use metrics::Metrics;
+pub use metrics_endpoint::{MetricsEndpoint, ScrapeState};
 /// The rustls this crate is built with, for building a
 /// [`ServerConfig`](rustls::ServerConfig) of your own (feature `tls`).
 #[cfg(feature = "tls")]

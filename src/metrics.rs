@@ -8,9 +8,23 @@
 //!   writer, so each update is a relaxed load and store, never a locked
 //!   read-modify-write: the loop pays a few plain memory operations per turn.
 //! - [`MetricsSnapshot`] is plain data, filled from the counters when someone
-//!   asks (a scrape, every 15 s or so), and [`write_prometheus`] turns it
-//!   into text. Nothing here runs on the hot path, so the writer favours
-//!   clarity over saving an allocation.
+//!   asks (a scrape, every 15 s or so:
+//!   [`ServerHandle::metrics`](crate::ServerHandle::metrics) gives it as
+//!   [`Metrics`]), and [`write_prometheus`] turns it into text. Nothing here
+//!   runs on the hot path, so the writer favours clarity over saving an
+//!   allocation.
+//!
+//! # What counts where
+//!
+//! Every connection that is accepted and registered counts once in
+//! `netpool_connections_accepted_total` and, when it is gone, once in
+//! `netpool_connections_closed_total{reason}`; the difference is what is
+//! open. A connection turned away counts once in
+//! `netpool_connections_refused_total{reason}`: at accept (never registered,
+//! so in no other series), or, with the PROXY protocol on, once its header
+//! is in (`proxy`: a bad header; `denied`, `per_ip`: the client the header
+//! names). Those were registered first, so they also count as accepted and,
+//! under the same reason, as closed.
 //!
 //! # Names
 //!
@@ -19,9 +33,6 @@
 //! `sum()` over a family never counts a connection twice. The turn histogram
 //! is per loop only: a blocked loop is a fact about one loop, and
 //! `sum without (loop)` gives the server's view.
-
-// Plain building blocks, wired into the loop by a later change (issue 17).
-#![allow(dead_code)]
 
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -124,14 +135,6 @@ impl TurnHistogram {
     pub(crate) fn count(&self) -> u64 {
         self.counts.iter().fold(0, |a, &c| a.wrapping_add(c))
     }
-
-    /// Adds `other` into `self`: the histogram of both loops together.
-    pub(crate) fn merge(&mut self, other: &TurnHistogram) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts) {
-            *a = a.wrapping_add(b);
-        }
-        self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -152,21 +155,18 @@ pub(crate) enum RefuseReason {
     Denied,
     /// The PROXY protocol header was missing, malformed, too long or late.
     Proxy,
-    /// `Builder::max_handshakes` TLS handshakes were already in progress.
-    TlsHandshakes,
     /// The process was out of descriptors; the spare descriptor answered.
     Emfile,
 }
 
 impl RefuseReason {
     /// Every reason, in the order of the snapshot's array and the output.
-    pub(crate) const ALL: [RefuseReason; 7] = [
+    pub(crate) const ALL: [RefuseReason; 6] = [
         RefuseReason::Budget,
         RefuseReason::PerIp,
         RefuseReason::Rate,
         RefuseReason::Denied,
         RefuseReason::Proxy,
-        RefuseReason::TlsHandshakes,
         RefuseReason::Emfile,
     ];
 
@@ -178,7 +178,6 @@ impl RefuseReason {
             RefuseReason::Rate => "rate",
             RefuseReason::Denied => "denied",
             RefuseReason::Proxy => "proxy",
-            RefuseReason::TlsHandshakes => "tls_handshakes",
             RefuseReason::Emfile => "emfile",
         }
     }
@@ -197,6 +196,8 @@ impl RefuseReason {
 pub(crate) enum CloseLabel {
     /// [`CloseReason::PeerClosed`].
     PeerClosed,
+    /// [`CloseReason::BadFrame`].
+    BadFrame,
     /// [`CloseReason::Reset`].
     Reset,
     /// [`CloseReason::LineTooLong`].
@@ -209,12 +210,16 @@ pub(crate) enum CloseLabel {
     Stopped,
     /// [`CloseReason::IdleTimeout`].
     IdleTimeout,
+    /// [`CloseReason::FrameTimeout`].
+    FrameTimeout,
     /// [`CloseReason::WriteStalled`].
     WriteStalled,
     /// [`CloseReason::BadProxyHeader`].
     BadProxyHeader,
     /// [`CloseReason::Denied`].
     Denied,
+    /// [`CloseReason::TooManyFromAddress`].
+    PerIp,
     /// [`CloseReason::HandlerPanicked`].
     HandlerPanicked,
     /// [`CloseReason::Io`], whatever the kind.
@@ -223,44 +228,54 @@ pub(crate) enum CloseLabel {
     Tls,
     /// [`CloseReason::HandshakeTimeout`].
     HandshakeTimeout,
+    /// [`CloseReason::HandshakeEvicted`].
+    HandshakeEvicted,
 }
 
 impl CloseLabel {
     /// Every label, in the order of the snapshot's array and the output.
-    pub(crate) const ALL: [CloseLabel; 14] = [
+    pub(crate) const ALL: [CloseLabel; 18] = [
         CloseLabel::PeerClosed,
+        CloseLabel::BadFrame,
         CloseLabel::Reset,
         CloseLabel::LineTooLong,
         CloseLabel::OutputOverflow,
         CloseLabel::ClosedByApp,
         CloseLabel::Stopped,
         CloseLabel::IdleTimeout,
+        CloseLabel::FrameTimeout,
         CloseLabel::WriteStalled,
         CloseLabel::BadProxyHeader,
         CloseLabel::Denied,
+        CloseLabel::PerIp,
         CloseLabel::HandlerPanicked,
         CloseLabel::Io,
         CloseLabel::Tls,
         CloseLabel::HandshakeTimeout,
+        CloseLabel::HandshakeEvicted,
     ];
 
     /// The label value.
     pub(crate) fn label(self) -> &'static str {
         match self {
             CloseLabel::PeerClosed => "peer_closed",
+            CloseLabel::BadFrame => "bad_frame",
             CloseLabel::Reset => "reset",
             CloseLabel::LineTooLong => "line_too_long",
             CloseLabel::OutputOverflow => "output_overflow",
             CloseLabel::ClosedByApp => "closed_by_app",
             CloseLabel::Stopped => "stopped",
             CloseLabel::IdleTimeout => "idle_timeout",
+            CloseLabel::FrameTimeout => "frame_timeout",
             CloseLabel::WriteStalled => "write_stalled",
             CloseLabel::BadProxyHeader => "bad_proxy_header",
             CloseLabel::Denied => "denied",
+            CloseLabel::PerIp => "per_ip",
             CloseLabel::HandlerPanicked => "handler_panicked",
             CloseLabel::Io => "io",
             CloseLabel::Tls => "tls",
             CloseLabel::HandshakeTimeout => "handshake_timeout",
+            CloseLabel::HandshakeEvicted => "handshake_evicted",
         }
     }
 
@@ -276,19 +291,23 @@ impl From<CloseReason> for CloseLabel {
     fn from(reason: CloseReason) -> CloseLabel {
         match reason {
             CloseReason::PeerClosed => CloseLabel::PeerClosed,
+            CloseReason::BadFrame => CloseLabel::BadFrame,
             CloseReason::Reset => CloseLabel::Reset,
             CloseReason::LineTooLong => CloseLabel::LineTooLong,
             CloseReason::OutputOverflow => CloseLabel::OutputOverflow,
             CloseReason::Closed => CloseLabel::ClosedByApp,
             CloseReason::Stopped => CloseLabel::Stopped,
             CloseReason::IdleTimeout => CloseLabel::IdleTimeout,
+            CloseReason::FrameTimeout => CloseLabel::FrameTimeout,
             CloseReason::WriteStalled => CloseLabel::WriteStalled,
             CloseReason::BadProxyHeader => CloseLabel::BadProxyHeader,
             CloseReason::Denied => CloseLabel::Denied,
+            CloseReason::TooManyFromAddress => CloseLabel::PerIp,
             CloseReason::HandlerPanicked => CloseLabel::HandlerPanicked,
             CloseReason::Io(_) => CloseLabel::Io,
             CloseReason::Tls => CloseLabel::Tls,
             CloseReason::HandshakeTimeout => CloseLabel::HandshakeTimeout,
+            CloseReason::HandshakeEvicted => CloseLabel::HandshakeEvicted,
         }
     }
 }
@@ -297,7 +316,7 @@ impl From<CloseReason> for CloseLabel {
 // The snapshot
 // ---------------------------------------------------------------------------
 
-/// TLS handshake outcomes, for a server with TLS.
+/// TLS handshake outcomes and certificate reloads, for a server with TLS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TlsHandshakes {
     /// Handshakes completed (the connection reached the handler).
@@ -306,6 +325,12 @@ pub(crate) struct TlsHandshakes {
     pub(crate) failed: u64,
     /// Handshakes closed by the handshake timeout.
     pub(crate) timed_out: u64,
+    /// Handshakes given up to make room at `Builder::max_handshakes`.
+    pub(crate) evicted: u64,
+    /// Certificates reloaded from the files watched on disk.
+    pub(crate) cert_reloads: u64,
+    /// Reloads that failed (the certificate in force was kept).
+    pub(crate) cert_reload_failures: u64,
 }
 
 /// One loop's share of the figures, for the `loop="i"` series.
@@ -341,7 +366,7 @@ pub(crate) struct MetricsSnapshot {
     /// The budget now: slots in service, grown ones included.
     pub(crate) budget_slots: u64,
     /// Connections waiting in the kernel's accept queue, if the platform
-    /// tells (see `sockinfo.rs`); the series is left out otherwise.
+    /// tells (see `accept_queue.rs`); the series is left out otherwise.
     pub(crate) listen_queue_depth: Option<u64>,
     /// The accept queue's limit (the effective backlog), if known.
     pub(crate) listen_backlog: Option<u64>,
@@ -367,6 +392,99 @@ impl MetricsSnapshot {
     /// Adds `n` closes for `label`.
     pub(crate) fn add_closed(&mut self, label: CloseLabel, n: u64) {
         self.closed[label.index()] += n;
+    }
+}
+
+/// A snapshot of a server's metrics, from
+/// [`ServerHandle::metrics`](crate::ServerHandle::metrics): its counters,
+/// the budget, the kernel's accept queue, each loop's figures and turn
+/// histogram, ready to be written in the Prometheus text format.
+///
+/// ```
+/// use netpool::{Metrics, Server};
+///
+/// let server = Server::bind("127.0.0.1:0".parse().unwrap())?;
+/// let metrics = server.handle().metrics();
+/// let mut text = Vec::new();
+/// metrics.write_prometheus(&mut text)?;
+/// let text = String::from_utf8(text).unwrap();
+/// assert!(text.contains("\nnetpool_connections_active 0\n"));
+/// assert!(text.contains("netpool_loop_turn_seconds_bucket{loop=\"0\",le=\"+Inf\"} 0"));
+/// // Serve it over HTTP with this content type (see `MetricsEndpoint`).
+/// assert_eq!(Metrics::CONTENT_TYPE, "text/plain; version=0.0.4");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    pub(crate) snapshot: MetricsSnapshot,
+}
+
+impl Metrics {
+    /// The content type of [`write_prometheus`](Metrics::write_prometheus)'s
+    /// output, for an HTTP response: the text exposition format 0.0.4, which
+    /// every Prometheus-compatible scraper reads.
+    pub const CONTENT_TYPE: &'static str = CONTENT_TYPE;
+
+    /// Writes every series in the Prometheus text exposition format
+    /// (0.0.4). Server-wide:
+    ///
+    /// - `netpool_connections_active` (gauge: budget slots taken),
+    ///   `netpool_connections_accepted_total`,
+    ///   `netpool_connections_refused_total{reason}` (`budget`, `per_ip`,
+    ///   `rate`, `denied`, `proxy`, `emfile`),
+    ///   `netpool_connections_closed_total{reason}` (one per
+    ///   [`CloseReason`], all I/O errors under `io`);
+    /// - `netpool_budget_slots` (gauge: the budget, grown slots included);
+    /// - `netpool_listen_queue_depth` and `netpool_listen_queue_backlog`
+    ///   (gauges: connections waiting in the kernel's accept queue, and how
+    ///   many may; left out where the platform does not tell, and once the
+    ///   server has stopped listening);
+    /// - `netpool_bytes_received_total`, `netpool_bytes_sent_total`,
+    ///   `netpool_frames_total` (lines handed to the handler);
+    /// - `netpool_tls_handshakes_total{result}` (`completed`, `failed`,
+    ///   `timed_out`, `evicted`) and `netpool_tls_cert_reloads_total{result}`
+    ///   (`loaded`, `failed`), on a TLS server only.
+    ///
+    /// Per loop, with a `loop` label: `netpool_loop_connections_active`,
+    /// `netpool_loop_connections_accepted_total`,
+    /// `netpool_loop_bytes_received_total`, `netpool_loop_bytes_sent_total`,
+    /// and the histogram `netpool_loop_turn_seconds` (how long the loop was
+    /// busy between two polls; buckets from 1 µs to about 1 s: a handler
+    /// that blocks its loop shows in the upper buckets).
+    ///
+    /// A connection turned away after its PROXY header counts as accepted,
+    /// refused and closed; see the module `metrics.rs` for what counts where.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `out` returns. The output is many small writes: give it a
+    /// `Vec<u8>` or a `BufWriter`.
+    pub fn write_prometheus<W: Write>(&self, out: &mut W) -> io::Result<()> {
+        write_prometheus(out, &self.snapshot)
+    }
+
+    /// Connections closed for `reason` since the server started (every
+    /// [`CloseReason::Io`] kind counts under any of them).
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.snapshot.closed[CloseLabel::from(reason).index()]
+    }
+
+    /// Connections waiting in the kernel's accept queue of the server's
+    /// listener (summed over its listeners with
+    /// [`Distribution::ReusePort`](crate::Distribution::ReusePort)): under
+    /// [`Overflow::Pause`](crate::Overflow::Pause), the clients waiting for
+    /// a slot. `None` where the platform does not tell (Linux does, through
+    /// its socket diagnostics), or once the listener is closed.
+    pub fn listen_queue_depth(&self) -> Option<u64> {
+        self.snapshot.listen_queue_depth
+    }
+
+    /// How many connections the kernel's accept queue may hold: the
+    /// [`Builder::backlog`](crate::Builder::backlog), capped by
+    /// `net.core.somaxconn`. `None` as for
+    /// [`listen_queue_depth`](Metrics::listen_queue_depth).
+    pub fn listen_backlog(&self) -> Option<u64> {
+        self.snapshot.listen_backlog
     }
 }
 
@@ -565,6 +683,16 @@ pub(crate) fn write_prometheus(out: &mut impl Write, s: &MetricsSnapshot) -> io:
         sample(out, name, &[("result", "completed")], tls.completed)?;
         sample(out, name, &[("result", "failed")], tls.failed)?;
         sample(out, name, &[("result", "timed_out")], tls.timed_out)?;
+        sample(out, name, &[("result", "evicted")], tls.evicted)?;
+        let name = "netpool_tls_cert_reloads_total";
+        family(
+            out,
+            name,
+            Kind::Counter,
+            "Certificate reloads from the files watched on disk, by result.",
+        )?;
+        sample(out, name, &[("result", "loaded")], tls.cert_reloads)?;
+        sample(out, name, &[("result", "failed")], tls.cert_reload_failures)?;
     }
 
     write_loops(out, &s.loops)
@@ -670,6 +798,9 @@ mod tests {
                 completed: 7,
                 failed: 2,
                 timed_out: 1,
+                evicted: 3,
+                cert_reloads: 4,
+                cert_reload_failures: 5,
             }),
             ..MetricsSnapshot::default()
         };
@@ -959,21 +1090,6 @@ mod tests {
             assert_eq!(h.snapshot().counts[TURN_BUCKETS], 2);
         }
 
-        /// Merging two loops' histograms adds them bucket by bucket.
-        #[test]
-        fn merge_adds_bucketwise() {
-            let (a, b) = (LoopTurnHistogram::default(), LoopTurnHistogram::default());
-            a.record(Duration::from_micros(1));
-            b.record(Duration::from_micros(1));
-            b.record(Duration::from_millis(1));
-            let mut m = a.snapshot();
-            m.merge(&b.snapshot());
-            assert_eq!(m.count(), 3);
-            assert_eq!(m.counts[0], 2);
-            assert_eq!(m.counts[bucket_index(1_000_000)], 1);
-            assert_eq!(m.sum_ns, 2_000 + 1_000_000);
-        }
-
         /// A reader on another thread sees every turn once the writer is
         /// done (one writer, relaxed load + store, no lost update).
         #[test]
@@ -1024,17 +1140,9 @@ mod tests {
                 40.0
             );
             let refused = "netpool_connections_refused_total";
-            for (n, reason) in [
-                "budget",
-                "per_ip",
-                "rate",
-                "denied",
-                "proxy",
-                "tls_handshakes",
-                "emfile",
-            ]
-            .into_iter()
-            .enumerate()
+            for (n, reason) in ["budget", "per_ip", "rate", "denied", "proxy", "emfile"]
+                .into_iter()
+                .enumerate()
             {
                 assert_eq!(
                     value(&samples, refused, &[("reason", reason)]),
@@ -1058,6 +1166,10 @@ mod tests {
             assert_eq!(value(&samples, tls, &[("result", "completed")]), 7.0);
             assert_eq!(value(&samples, tls, &[("result", "failed")]), 2.0);
             assert_eq!(value(&samples, tls, &[("result", "timed_out")]), 1.0);
+            assert_eq!(value(&samples, tls, &[("result", "evicted")]), 3.0);
+            let reloads = "netpool_tls_cert_reloads_total";
+            assert_eq!(value(&samples, reloads, &[("result", "loaded")]), 4.0);
+            assert_eq!(value(&samples, reloads, &[("result", "failed")]), 5.0);
             for (i, l) in ["0", "1"].into_iter().enumerate() {
                 let i = i as f64;
                 let lp = [("loop", l)];

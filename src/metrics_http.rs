@@ -5,8 +5,9 @@
 //! every few seconds, so the server side can be a netpool line handler: the
 //! head arrives as lines (the framing strips `\n` and one `\r`), which
 //! [`RequestHead::line`] takes one at a time, keeping a few integers of
-//! state per connection. [`parse_metrics_request`] does the same over a
-//! buffer, for a caller that holds the bytes itself.
+//! state per connection (`MetricsEndpoint` is that handler). The tests also
+//! read whole buffers with the same rules (`parse_metrics_request`), and
+//! check that both readings agree.
 //!
 //! Hand-written rather than taken from an HTTP crate: the whole job is one
 //! request line and a bounded run of headers, answered once, and an HTTP
@@ -21,9 +22,6 @@
 //! method, 505 for another HTTP version, 400 for what is not HTTP, 431 past
 //! [`MAX_HEAD_BYTES`] or [`MAX_HEAD_LINES`]. The request body, if any, is
 //! never read: the answer closes the connection.
-
-// Plain building blocks, wired into the examples by a later change (issue 17).
-#![allow(dead_code)]
 
 use std::fmt;
 use std::io::{self, Write};
@@ -265,6 +263,7 @@ fn header_name(line: &[u8]) -> Option<&[u8]> {
 /// # Errors
 ///
 /// The [`Status`] to answer with, as soon as it is known.
+#[cfg(test)]
 pub(crate) fn parse_metrics_request(buf: &[u8]) -> Result<Option<usize>, Status> {
     let mut head = RequestHead::default();
     let mut start = 0;

@@ -10,13 +10,14 @@ use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::accept_queue::ListenerId;
 use crate::admission::Gate;
 use crate::alarm::AlarmState;
 use crate::budget::Budget;
 use crate::builder::Builder;
 use crate::config::Config;
 use crate::distribution::Distribution;
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::framing::{Framing, Lines};
 use crate::handler::Handler;
 use crate::handles::ServerHandle;
@@ -99,6 +100,16 @@ impl<F: Framing> Server<F> {
             (tls, cert_watch)
         };
         let local_addr = listeners[0].local_addr()?;
+        // Each distinct socket, for reading its accept queue on a scrape
+        // (the `dup`s made below for `Shared` are the same socket).
+        let ids = listeners.iter().filter_map(|l| match ListenerId::of(l) {
+            Ok(id) => id,
+            Err(e) => {
+                log::debug!("the accept queue of {local_addr} will not be shown: {e}");
+                None
+            }
+        });
+        let listener_ids: Vec<ListenerId> = ids.collect();
         let n = config.workers;
         let mut listeners: Vec<Option<StdListener>> = listeners.into_iter().map(Some).collect();
         for _ in listeners.len()..n {
@@ -144,6 +155,7 @@ impl<F: Framing> Server<F> {
             gate,
             alarm: config.alarm.clone().map(AlarmState::new),
             local_addr,
+            listeners: listener_ids,
             loops: shared_loops,
             #[cfg(feature = "tls")]
             tls,
@@ -207,9 +219,11 @@ impl<F: Framing> Server<F> {
     fn one_loop(&self) -> Result<(), Error> {
         match self.loops.len() {
             1 => Ok(()),
-            n => Err(Error::InvalidConfig(format!(
-                "{n} workers need a handler each: use run_workers or spawn_workers"
-            ))),
+            n => Err(ConfigError::new(
+                "workers",
+                format!("{n} workers need a handler each: use run_workers or spawn_workers"),
+            )
+            .into()),
         }
     }
 
@@ -564,8 +578,10 @@ impl<F: Framing> Builder<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for inconsistent settings; [`Error::Io`] if
-    /// the socket cannot be created, bound or put to listen; with
+    /// [`Error::InvalidConfig`] for a setting out of range or at odds with
+    /// another, naming it (checked before anything is bound); [`Error::Io`]
+    /// if the socket cannot be created, bound (`AddrInUse`: another process
+    /// listens there) or put to listen; with
     /// [`tls_pem`](Builder::tls_pem), the `Error::Tls*` variants, each naming
     /// the file at fault.
     pub fn bind(self, addr: SocketAddr) -> Result<Server<F>, Error> {
@@ -598,11 +614,12 @@ impl<F: Framing> Builder<F> {
     pub fn listener(self, listener: StdListener) -> Result<Server<F>, Error> {
         self.config.validate()?;
         if self.config.distribution == Distribution::ReusePort && self.config.workers > 1 {
-            return Err(Error::InvalidConfig(
+            return Err(ConfigError::new(
+                "distribution",
                 "Distribution::ReusePort needs a socket per loop: bind() them, or use \
-                 Handoff or Shared with an adopted listener"
-                    .to_string(),
-            ));
+                 Handoff or Shared with an adopted listener",
+            )
+            .into());
         }
         // mio's `from_std` does not do this, and a blocking listener would
         // stall the whole loop in `accept`.

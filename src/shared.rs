@@ -21,12 +21,14 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Waker;
 
-use crate::admission::{Gate, Ticket};
+use crate::accept_queue::ListenerId;
+use crate::admission::{Gate, Refusal, Ticket};
 use crate::alarm::AlarmState;
 use crate::base::id::ConnId;
 use crate::budget::Budget;
 use crate::error::Error;
 use crate::limits::Handshakes;
+use crate::metrics::{CloseLabel, LoopTurnHistogram};
 #[cfg(feature = "tls")]
 use crate::tls_config::TlsShared;
 #[cfg(feature = "tls")]
@@ -82,7 +84,10 @@ impl Counter {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) accepted: Counter,
+    /// Refused for want of a slot (the budget).
     pub(crate) refused: Counter,
+    /// Refused through the spare descriptor: the process was out of them.
+    pub(crate) refused_emfile: Counter,
     pub(crate) refused_per_ip: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) denied: Counter,
@@ -103,6 +108,22 @@ pub(crate) struct Counters {
     pub(crate) busy_poll_micros: Counter,
     pub(crate) busy_polls_found: Counter,
     pub(crate) busy_polls_empty: Counter,
+    /// Connections removed from this loop, by [`CloseLabel::index`]: every
+    /// accepted connection ends up in exactly one.
+    pub(crate) closed: [Counter; CloseLabel::ALL.len()],
+}
+
+impl Counters {
+    /// Counts a connection turned away, under its reason.
+    pub(crate) fn count_refusal(&self, why: Refusal) {
+        match why {
+            Refusal::Budget => self.refused.add(1),
+            Refusal::NoDescriptors => self.refused_emfile.add(1),
+            Refusal::PerIp => self.refused_per_ip.add(1),
+            Refusal::Rate => self.rate_limited.add(1),
+            Refusal::Denied => self.denied.add(1),
+        }
+    }
 }
 
 /// A connection accepted and admitted by one loop, on its way to the loop
@@ -150,6 +171,8 @@ pub(crate) struct LoopShared {
     waker: Waker,
     queue: Mutex<Queue>,
     pub(crate) counters: Counters,
+    /// How long each turn of this loop took (see `metrics.rs`).
+    pub(crate) turns: LoopTurnHistogram,
     /// Connections open on this loop, plus those handed to it and not yet
     /// adopted: the load that least-connections balances. Written by the
     /// accepting loop (+1, see `Distributor::pick`) and by this loop (-1,
@@ -182,6 +205,7 @@ impl LoopShared {
             waker,
             queue: Mutex::new(Queue::default()),
             counters: Counters::default(),
+            turns: LoopTurnHistogram::default(),
             open: AtomicUsize::new(0),
             handshakes: Arc::new(Handshakes::new(max_handshakes)),
             thread: OnceLock::new(),
@@ -248,6 +272,11 @@ pub(crate) struct ServerShared {
     pub(crate) gate: Gate,
     pub(crate) alarm: Option<AlarmState>,
     pub(crate) local_addr: SocketAddr,
+    /// The listening sockets, as the kernel's socket diagnostics know them
+    /// (one per loop with `ReusePort`, else one): to read their accept
+    /// queues on a scrape without holding a descriptor (see
+    /// `accept_queue.rs`). Empty where the platform does not tell.
+    pub(crate) listeners: Vec<ListenerId>,
     /// One per event loop; a loop's index here is its index everywhere
     /// (thread name, connection ids, the budget's parked set).
     pub(crate) loops: Vec<Arc<LoopShared>>,

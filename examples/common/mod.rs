@@ -3,22 +3,31 @@
 //!
 //! ```text
 //! [--addr 127.0.0.1:7000] [--acceptors 1024]
-//! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--refuse-message TEXT] [--max-line 65536]
-//! [--idle-timeout SECS] [--max-per-ip N] [--accept-rate N]
+//! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--grow-cooldown SECS]
+//! [--refuse-message TEXT] [--max-line 65536] [--frame-timeout SECS] [--idle-timeout SECS]
+//! [--max-per-ip N] [--accept-rate N]
 //! [--proxy-protocol] [--allow CIDR]... [--deny CIDR]... [--tls-cert FILE --tls-key FILE]
 //! [--tls-watch SECS] [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
 //! [--busy-poll MICROS]
+//! [--metrics ADDR]
 //! ```
 //!
 //! `--workers` needs a handler per loop: examples that serve through
 //! [`serve_workers_until_signal`] take it; the others refuse more than one.
+//!
+//! Exit status: 0 after a stop by signal; 2 for a usage error, a bad value
+//! or a bad combination of them (the message names the setting, then the
+//! usage); 1 when the server cannot run (the address is in use, a
+//! certificate cannot be read, ...), with a message that names what failed.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
-use netpool::{Builder, Distribution, Error, Handler, Overflow, Server, ServerThread};
+use netpool::{
+    Builder, Distribution, Error, Handler, MetricsEndpoint, Overflow, Server, ServerThread,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
@@ -30,22 +39,30 @@ const GRACE: Duration = Duration::from_secs(5);
 pub struct Options {
     pub addr: SocketAddr,
     pub builder: Builder,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 const USAGE: &str = "\
 usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
-       [--refuse-message TEXT] [--max-line BYTES] [--idle-timeout SECS]
+       [--grow-cooldown SECS] [--refuse-message TEXT] [--max-line BYTES]
+       [--frame-timeout SECS] [--idle-timeout SECS]
        [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
        [--tls-cert FILE --tls-key FILE] [--tls-watch SECS]
        [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
        [--busy-poll MICROS]
+       [--metrics ADDR]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
-  --acceptors N          connections served at once (default 1024)
+  --acceptors N          connections served at once (default 1024; at least 1)
   --overflow STRATEGY    when all acceptors are busy: refuse (default), grow[:STEP[:MAX]]
                          (STEP default 50, MAX default 10 x acceptors), or pause
+  --grow-cooldown SECS   give grown slots back, STEP at a time, once unused this long
+                         (default 60; 0: keep them)
   --refuse-message TEXT  line written to refused clients (a newline is added)
   --max-line BYTES       longest line accepted (default 65536)
+  --frame-timeout SECS   close a connection whose line has started and not ended this
+                         long after its first byte (default 30; 0: off)
   --idle-timeout SECS    close connections silent this long (default 0: off)
   --max-per-ip N         connections at once from one address (default 0: no cap)
   --accept-rate N        new connections per second; the excess meets --overflow
@@ -66,7 +83,10 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
   --busy-poll MICROS     after a busy turn, poll without sleeping this long before
                          blocking: lower latency for more CPU; pays only with a spare
                          core (default 0: off; 10-50 is the useful range)
+  --metrics ADDR         serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)
 
+Exit status: 0 when stopped by SIGINT or SIGTERM, 2 for a usage error (this text),
+1 when the server cannot run (address in use, unreadable certificate, ...).
 Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
 
 impl Options {
@@ -93,6 +113,9 @@ impl Options {
         let mut tls_key = None::<std::path::PathBuf>;
         let mut tls_watch = None::<f64>;
         let mut idle_secs = 0f64;
+        let mut frame_secs = 30f64;
+        let mut grow_cooldown_secs = 60f64;
+        let mut metrics = None::<SocketAddr>;
         let mut max_per_ip = 0u32;
         let mut accept_rate = 0u32;
         let mut proxy_protocol = false;
@@ -115,6 +138,9 @@ impl Options {
                 Long("tls-key") => tls_key = Some(parser.value()?.into()),
                 Long("tls-watch") => tls_watch = Some(parser.value()?.parse()?),
                 Long("idle-timeout") => idle_secs = parser.value()?.parse()?,
+                Long("frame-timeout") => frame_secs = parser.value()?.parse()?,
+                Long("grow-cooldown") => grow_cooldown_secs = parser.value()?.parse()?,
+                Long("metrics") => metrics = Some(parser.value()?.parse()?),
                 Long("max-per-ip") => max_per_ip = parser.value()?.parse()?,
                 Long("accept-rate") => accept_rate = parser.value()?.parse()?,
                 Long("proxy-protocol") => proxy_protocol = true,
@@ -168,12 +194,10 @@ impl Options {
                 };
                 let step = number(50)?;
                 let max = number(acceptors.saturating_mul(10))?;
-                if step == 0 || max < acceptors || parts.next().is_some() {
-                    return Err(format!(
-                        "--overflow {grow}: STEP must be at least 1 and MAX at least --acceptors"
-                    )
-                    .into());
+                if parts.next().is_some() {
+                    return Err(format!("--overflow {grow}: expected grow[:STEP[:MAX]]").into());
                 }
+                // Their ranges are the builder's to check (`bind`).
                 Overflow::Grow { step, max }
             }
             Some(other) => {
@@ -190,10 +214,9 @@ impl Options {
             .max_per_ip(max_per_ip)
             .accept_rate(accept_rate)
             .proxy_protocol(proxy_protocol)
-            .idle_timeout(
-                Duration::try_from_secs_f64(idle_secs)
-                    .map_err(|_| format!("--idle-timeout {idle_secs}: not a duration"))?,
-            )
+            .idle_timeout(seconds("--idle-timeout", idle_secs)?)
+            .frame_timeout(seconds("--frame-timeout", frame_secs)?)
+            .grow_cooldown(seconds("--grow-cooldown", grow_cooldown_secs)?)
             .distribution(distribution)
             .busy_poll(Duration::from_micros(busy_poll_micros));
         for range in allow {
@@ -237,8 +260,34 @@ impl Options {
             message.push('\n');
             builder = builder.refuse_message(message);
         }
-        Ok(Options { addr, builder })
+        Ok(Options {
+            addr,
+            builder,
+            metrics,
+        })
     }
+}
+
+/// `secs` as a duration, or a usage error naming `flag`.
+fn seconds(flag: &str, secs: f64) -> Result<Duration, lexopt::Error> {
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{flag} {secs}: not a duration").into())
+}
+
+/// Exits for a server that cannot be bound on `addr`: status 2 with the
+/// usage for a configuration error (a usage error like any other), else
+/// status 1 with a message that names the address.
+fn bind_failed(addr: SocketAddr, e: Error) -> ! {
+    match e {
+        Error::InvalidConfig(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+        Error::Io(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("error: cannot listen on {addr}: the address is already in use");
+        }
+        e => eprintln!("error: cannot serve on {addr}: {e}"),
+    }
+    std::process::exit(1);
 }
 
 /// Sets up logging: warnings by default, `RUST_LOG` for more.
@@ -268,11 +317,22 @@ where
 fn serve(options: Options, start: impl FnOnce(Server) -> Result<ServerThread, Error>) {
     let server = match options.builder.bind(options.addr) {
         Ok(server) => server,
-        Err(e) => {
-            eprintln!("error: cannot serve on {}: {e}", options.addr);
-            std::process::exit(1);
-        }
+        Err(e) => bind_failed(options.addr, e),
     };
+    // The metrics endpoint: a second, small netpool server on its own
+    // thread, answering `GET /metrics` with the first one's metrics.
+    let metrics = options.metrics.map(|addr| {
+        let endpoint = Server::builder()
+            .acceptors(16)
+            .idle_timeout(Duration::from_secs(10))
+            .bind(addr)
+            .unwrap_or_else(|e| bind_failed(addr, e));
+        let local = endpoint.local_addr();
+        let running = endpoint
+            .spawn(MetricsEndpoint::new(server.handle()))
+            .expect("start the metrics endpoint");
+        (running, local)
+    });
     // Register for signals before announcing the address, so that a script
     // that starts us, waits for the line and sends SIGTERM is never early.
     let mut signals = Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
@@ -290,6 +350,9 @@ fn serve(options: Options, start: impl FnOnce(Server) -> Result<ServerThread, Er
         Err(e) => panic!("start the server: {e}"),
     };
     println!("listening on {}", running.local_addr());
+    if let Some((_, addr)) = &metrics {
+        println!("metrics on http://{addr}/metrics");
+    }
     std::io::stdout().flush().expect("stdout");
 
     // This thread has nothing else to do: it waits in its own poll for a
@@ -307,6 +370,12 @@ fn serve(options: Options, start: impl FnOnce(Server) -> Result<ServerThread, Er
         }
     }
     let handle = running.handle().clone();
+    if let Some((endpoint, _)) = metrics {
+        // Scrapes are short: they get a short grace.
+        if let Err(e) = endpoint.stop(Duration::from_secs(1)) {
+            eprintln!("error: metrics endpoint: {e}");
+        }
+    }
     match running.stop(GRACE) {
         Ok(report) => {
             eprintln!("stopped: {report:?}");

@@ -35,6 +35,11 @@ pub enum CloseReason {
     /// [`Builder::idle_timeout`](crate::Builder::idle_timeout). Closed
     /// gracefully.
     IdleTimeout,
+    /// A frame (a line) was started but not completed within
+    /// [`Builder::frame_timeout`](crate::Builder::frame_timeout): a client
+    /// trickling bytes without ever ending its line (slowloris). Replies to
+    /// earlier lines were flushed first.
+    FrameTimeout,
     /// Output waited longer than
     /// [`Builder::write_stall_timeout`](crate::Builder::write_stall_timeout)
     /// without any of it being written: the peer stopped reading. The output
@@ -48,6 +53,12 @@ pub enum CloseReason {
     /// address filter. The handler never hears of such a connection; see
     /// [`Stats::denied`](crate::Stats::denied).
     Denied,
+    /// With the PROXY protocol, the client the header names already had
+    /// [`Builder::max_per_ip`](crate::Builder::max_per_ip) connections: the
+    /// refusal message was sent (plaintext) and the connection closed. The
+    /// handler never hears of such a connection; see
+    /// [`Stats::refused_per_ip`](crate::Stats::refused_per_ip).
+    TooManyFromAddress,
     /// The handler panicked while serving this connection. The panic was
     /// caught and logged; only this connection was closed.
     HandlerPanicked,
@@ -83,6 +94,8 @@ impl CloseReason {
                 | CloseReason::Stopped
                 | CloseReason::Tls
                 | CloseReason::IdleTimeout
+                | CloseReason::FrameTimeout
+                | CloseReason::TooManyFromAddress
         )
     }
 
@@ -114,10 +127,14 @@ impl fmt::Display for CloseReason {
             CloseReason::Closed => f.write_str("closed"),
             CloseReason::Stopped => f.write_str("server stopped"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::FrameTimeout => f.write_str("frame not completed in time"),
             CloseReason::WriteStalled => f.write_str("write stalled: peer not reading"),
             CloseReason::HandlerPanicked => f.write_str("handler panicked"),
             CloseReason::BadProxyHeader => f.write_str("bad PROXY protocol header"),
             CloseReason::Denied => f.write_str("denied by the address filter"),
+            CloseReason::TooManyFromAddress => {
+                f.write_str("refused: too many connections from this address")
+            }
             CloseReason::Io(kind) => write!(f, "I/O error: {kind}"),
             CloseReason::Tls => f.write_str("TLS error"),
             CloseReason::HandshakeTimeout => f.write_str("TLS handshake timed out"),

@@ -1,7 +1,7 @@
 //! The loop's clock: milliseconds since the loop started, read once per turn.
 //!
 //! Time is kept as [`Millis`]: eight bytes per timestamp, read once per loop
-//! turn ([`Clock::tick`]), not once per event.
+//! turn ([`Clock::tick_at`]), not once per event.
 
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,10 @@ impl Clock {
         }
     }
 
-    /// Reads the system clock; called once per loop turn.
-    pub(crate) fn tick(&mut self) -> Millis {
-        self.now = self.start.elapsed().as_millis() as Millis;
+    /// Sets "now" from `now`, the reading of the system clock taken once
+    /// per loop turn (the loop also times the turn from it).
+    pub(crate) fn tick_at(&mut self, now: Instant) -> Millis {
+        self.now = now.saturating_duration_since(self.start).as_millis() as Millis;
         self.now
     }
 

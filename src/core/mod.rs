@@ -9,6 +9,7 @@
 //! | bytes the socket took, and those it did not ([`Core::handle_sent`]) | bytes to write ([`Core::poll_transmit`]) |
 //! | end of stream, a socket error ([`Core::handle_eof`], [`Core::handle_io_error`]) | the readiness to ask for ([`Core::poll_interest`]) |
 //! | a close request ([`Core::handle_close`]) | the next deadline ([`Core::poll_deadline`]) |
+//! | frames handed to the handler ([`Core::handle_framed`]) | |
 //! | a deadline reached ([`Core::handle_timeout`]) | what to do next: shut down writing, or remove ([`Core::poll_action`]) |
 //! | our FIN is sent ([`Core::handle_write_shut`]) | |
 //!
@@ -32,7 +33,7 @@
 //!            output > high water              output <= low water
 //!   Open ───────────────────────────▶ Throttled ─────────────────▶ Open
 //!    │  close(), line too long, stop,                 │
-//!    │  peer EOF, idle timeout                        │ (same)
+//!    │  peer EOF, idle or frame timeout               │ (same)
 //!    ▼                                                ▼
 //!   Closing ── output flushed ──▶ shutdown(Write) ──▶ Lingering ── peer EOF
 //!    │    (peer already closed: skip lingering)   │        or linger timeout
@@ -71,6 +72,8 @@ pub(crate) use phase::Phase;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Timeouts {
     pub(crate) idle: Option<Millis>,
+    /// How long a frame may take from its first byte to its end.
+    pub(crate) frame: Option<Millis>,
     pub(crate) write_stall: Option<Millis>,
     pub(crate) linger: Millis,
     pub(crate) proxy_header: Millis,
@@ -81,6 +84,7 @@ pub(crate) struct Timeouts {
 pub(crate) enum Timeout {
     ProxyHeader,
     Idle,
+    Frame,
     WriteStall,
     Linger,
 }
@@ -122,8 +126,9 @@ pub(crate) struct Core<S> {
     /// it fits in the core's padding: eight bytes less per connection than
     /// beside the socket.
     pub(crate) registered: Interest,
-    /// The incomplete last frame, or the PROXY header gathered so far; see
-    /// `framing/`. Eight bytes, no allocation while empty.
+    /// The incomplete last frame and when it started, or the PROXY header
+    /// gathered so far; see `framing/`. Eight bytes, no allocation while
+    /// empty.
     pub(crate) partial: Remainder,
     /// Wire bytes the socket has not taken yet.
     pub(crate) out: Outbox,
@@ -162,6 +167,12 @@ impl Held {
     #[inline]
     pub(crate) fn holds_slot(&self) -> bool {
         self.slot.is_some()
+    }
+
+    /// Takes `place` under the per-address cap: the client's, once a PROXY
+    /// header has named it (until then the connection holds none).
+    pub(crate) fn hold_place(&mut self, place: Option<IpPlace>) {
+        self.place = place.map(Box::new);
     }
 
     /// Gives the slot and the address place back, once: the connection no
@@ -324,8 +335,12 @@ impl<S> Core<S> {
     /// Applies the backpressure marks after the output changed. Returns true
     /// when reading resumes, so the driver reads what waited in the kernel
     /// (no new edge will announce it).
+    ///
+    /// While throttled, the server chose not to read: the incomplete frame,
+    /// if any, could not complete, so its clock starts again when reading
+    /// resumes, at `now`.
     #[inline]
-    pub(crate) fn handle_output_level(&mut self, low: usize, high: usize) -> bool {
+    pub(crate) fn handle_output_level(&mut self, low: usize, high: usize, now: Millis) -> bool {
         match self.phase {
             Phase::Open if self.out.len() > high => {
                 self.set_phase(Phase::Throttled);
@@ -333,10 +348,25 @@ impl<S> Core<S> {
             }
             Phase::Throttled if self.out.len() <= low => {
                 self.set_phase(Phase::Open);
+                self.partial.note_start(now, true);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The framing handed `frames` complete frames to the handler at `now`,
+    /// and left the rest in [`partial`](Core::partial). A complete frame is
+    /// activity (the idle clock), and whatever tail is left started in this
+    /// read (the frame clock), as does a tail that is new; a tail with no
+    /// frame completed keeps its start, so that a trickle of bytes that
+    /// never ends its frame is neither activity nor progress.
+    #[inline]
+    pub(crate) fn handle_framed(&mut self, frames: u64, now: Millis) {
+        if frames > 0 {
+            self.last_active = now;
+        }
+        self.partial.note_start(now, frames > 0);
     }
 
     /// The shutdown the core asked for ([`Action::ShutWrite`]) is done: our
@@ -364,6 +394,7 @@ impl<S> Core<S> {
         log::debug!("{} {}: {timeout:?} timeout", self.id, self.peer);
         match (timeout, self.phase) {
             (Timeout::Idle, _) => self.handle_close(CloseReason::IdleTimeout, false),
+            (Timeout::Frame, _) => self.handle_close(CloseReason::FrameTimeout, false),
             (Timeout::WriteStall, _) => self.handle_close(CloseReason::WriteStalled, true),
             (Timeout::Linger, Phase::Lingering { reason }) => {
                 self.set_phase(Phase::Closed { reason })
@@ -437,9 +468,19 @@ impl<S> Core<S> {
         match self.phase {
             // `last_active` is the accept time until the header is in.
             Phase::ProxyHeader => Some((self.last_active + t.proxy_header, Timeout::ProxyHeader)),
+            // A frame that has started must end in time (slowloris); a
+            // connection that sends nothing has no frame and no deadline. No
+            // frame clock while throttled: the server is not reading.
             Phase::Open | Phase::Throttled => {
                 let idle = t.idle.map(|idle| (self.last_active + idle, Timeout::Idle));
-                [idle, stall].into_iter().flatten().min()
+                let frame = match (t.frame, self.phase) {
+                    (Some(frame), Phase::Open) => self
+                        .partial
+                        .started_at()
+                        .map(|since| (since + frame, Timeout::Frame)),
+                    _ => None,
+                };
+                [idle, stall, frame].into_iter().flatten().min()
             }
             // A handshake's own deadline is kept by the loop (a FIFO: every
             // handshake has the same timeout and it never moves).
@@ -591,7 +632,7 @@ mod tests {
         fn backpressure_does_not_apply_to_a_handshake() {
             let mut c = tls_core();
             c.handle_sent(&[0; 10], 0, 0);
-            assert!(!c.handle_output_level(2, 8));
+            assert!(!c.handle_output_level(2, 8, 0));
             assert_eq!(c.phase(), Phase::Handshaking);
         }
 
@@ -659,16 +700,16 @@ mod tests {
         fn high_water_throttles_and_low_water_resumes() {
             let mut c = core();
             c.handle_sent(&[0; 10], 0, 0);
-            assert!(!c.handle_output_level(2, 8));
+            assert!(!c.handle_output_level(2, 8, 0));
             assert_eq!(c.phase(), Phase::Throttled);
             assert_eq!(c.poll_interest(), Some(Interest::WRITABLE));
             c.handle_flushed(7, 1);
             assert!(
-                !c.handle_output_level(2, 8),
+                !c.handle_output_level(2, 8, 1),
                 "3 bytes is still above low water"
             );
             c.handle_flushed(1, 2);
-            assert!(c.handle_output_level(2, 8), "resuming asks for a read");
+            assert!(c.handle_output_level(2, 8, 2), "resuming asks for a read");
             assert_eq!(c.phase(), Phase::Open);
         }
 
@@ -749,6 +790,7 @@ mod tests {
 
         const T: Timeouts = Timeouts {
             idle: Some(100),
+            frame: None,
             write_stall: Some(30),
             linger: 20,
             proxy_header: 50,
@@ -806,6 +848,86 @@ mod tests {
             );
             assert_eq!(c.handle_timeout(40, &T), Some(Timeout::WriteStall));
             assert_eq!(c.poll_action(), Action::Remove, "the output is dropped");
+        }
+
+        /// The defaults' shape: no idle timeout, a frame bound.
+        const FRAME: Timeouts = Timeouts {
+            idle: None,
+            frame: Some(100),
+            ..T
+        };
+
+        /// Bytes of a frame arrive at `now` and no frame ends, as the
+        /// framing leaves them.
+        fn trickle(c: &mut Core<()>, bytes: &[u8], now: Millis) {
+            c.partial.extend(bytes, 1024);
+            c.handle_framed(0, now);
+        }
+
+        #[test]
+        fn a_silent_connection_has_no_deadline() {
+            let c = core();
+            assert_eq!(c.poll_deadline(&FRAME), None, "it keeps its place");
+        }
+
+        #[test]
+        fn a_started_frame_must_end_in_time_however_it_trickles() {
+            let mut c = core();
+            trickle(&mut c, b"GET", 10);
+            assert_eq!(c.poll_deadline(&FRAME), Some((110, Timeout::Frame)));
+            trickle(&mut c, b" /", 60);
+            trickle(&mut c, b"x", 109);
+            assert_eq!(
+                c.poll_deadline(&FRAME),
+                Some((110, Timeout::Frame)),
+                "bytes without the frame's end move nothing"
+            );
+            assert_eq!(c.handle_timeout(109, &FRAME), None);
+            assert_eq!(c.handle_timeout(110, &FRAME), Some(Timeout::Frame));
+            assert_eq!(
+                c.phase(),
+                Phase::Closing {
+                    reason: CloseReason::FrameTimeout,
+                    linger: true
+                },
+                "graceful: replies to earlier frames go first"
+            );
+        }
+
+        #[test]
+        fn a_frame_that_ends_stops_the_clock_and_the_next_starts_its_own() {
+            let mut c = core();
+            trickle(&mut c, b"one", 10);
+            // The frame ends at 50 and the next one starts in the same read.
+            c.partial.clear();
+            c.partial.extend(b"tw", 1024);
+            c.handle_framed(1, 50);
+            assert_eq!(c.poll_deadline(&FRAME), Some((150, Timeout::Frame)));
+            // It ends too, and nothing follows: no deadline.
+            c.partial.clear();
+            c.handle_framed(1, 70);
+            assert_eq!(c.poll_deadline(&FRAME), None);
+        }
+
+        #[test]
+        fn no_frame_clock_while_the_server_is_not_reading() {
+            let mut c = core();
+            trickle(&mut c, b"half", 10);
+            c.handle_sent(&[0; 10], 0, 20);
+            assert!(!c.handle_output_level(2, 8, 20));
+            assert_eq!(c.phase(), Phase::Throttled);
+            let no_stall = Timeouts {
+                write_stall: None,
+                ..FRAME
+            };
+            assert_eq!(c.poll_deadline(&no_stall), None, "throttled");
+            c.handle_flushed(10, 500);
+            assert!(c.handle_output_level(2, 8, 500));
+            assert_eq!(
+                c.poll_deadline(&no_stall),
+                Some((600, Timeout::Frame)),
+                "the frame's clock starts again when reading resumes"
+            );
         }
 
         #[test]

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::base::time::Millis;
+
 /// The bytes of a connection's unfinished frame, kept between reads.
 ///
 /// Eight bytes in the connection (one pointer, null while empty): an idle
@@ -29,7 +31,16 @@ struct Tail {
     /// Never empty: an empty tail is `None`.
     bytes: Vec<u8>,
     mark: u64,
+    /// When the frame in flight started (the loop's clock, for
+    /// [`Builder::frame_timeout`](crate::Builder::frame_timeout)), or
+    /// [`UNSTAMPED`] until the loop has looked at a new tail. Kept here, not
+    /// in the connection, so that a connection with no frame in flight pays
+    /// nothing for it.
+    since: Millis,
 }
+
+/// `Tail::since` of a tail the loop has not stamped yet.
+const UNSTAMPED: Millis = Millis::MAX;
 
 impl Remainder {
     /// An empty remainder; allocates nothing.
@@ -71,6 +82,7 @@ impl Remainder {
             Box::new(Tail {
                 bytes: Vec::new(),
                 mark: 0,
+                since: UNSTAMPED,
             })
         });
         let needed = tail.bytes.len() + bytes.len();
@@ -134,7 +146,35 @@ impl Remainder {
             return Remainder::new();
         }
         Remainder {
-            tail: Some(Box::new(Tail { bytes, mark: 0 })),
+            tail: Some(Box::new(Tail {
+                bytes,
+                mark: 0,
+                since: UNSTAMPED,
+            })),
+        }
+    }
+
+    /// When the frame in flight started, as last recorded by
+    /// [`note_start`](Self::note_start); `None` with no frame in flight.
+    #[inline]
+    pub(crate) fn started_at(&self) -> Option<Millis> {
+        self.tail
+            .as_ref()
+            .map(|t| t.since)
+            .filter(|&since| since != UNSTAMPED)
+    }
+
+    /// Records when the frame in flight started, after a read at `now`: the
+    /// tail started now if it is new since the last call, or if `restarted`
+    /// (a frame ended in this read, so whatever is left began in it, or the
+    /// loop resumes reading after a pause); otherwise it keeps its start, so
+    /// that bytes trickled into an unfinished frame move nothing.
+    #[inline]
+    pub(crate) fn note_start(&mut self, now: Millis, restarted: bool) {
+        if let Some(t) = self.tail.as_mut() {
+            if restarted || t.since == UNSTAMPED {
+                t.since = now;
+            }
         }
     }
 }
@@ -203,6 +243,28 @@ mod tests {
             assert!(r.is_empty());
             assert_eq!(r.capacity(), 0);
             r.consume(1);
+        }
+
+        /// The frame's start is recorded once, then kept while bytes are
+        /// added, until a frame ends (`restarted`); it goes with the bytes.
+        #[test]
+        fn remembers_when_its_frame_started() {
+            let mut r = Remainder::new();
+            r.note_start(1, true);
+            assert_eq!(r.started_at(), None, "no frame in flight");
+            r.extend(b"GE", 100);
+            assert_eq!(r.started_at(), None, "not stamped yet");
+            r.note_start(5, false);
+            assert_eq!(r.started_at(), Some(5));
+            r.extend(b"T /", 100);
+            r.note_start(9, false);
+            assert_eq!(r.started_at(), Some(5), "a trickle moves nothing");
+            r.note_start(12, true);
+            assert_eq!(r.started_at(), Some(12), "a new frame");
+            r.clear();
+            r.extend(b"x", 100);
+            r.note_start(20, false);
+            assert_eq!(r.started_at(), Some(20), "a new tail, a new start");
         }
 
         /// Growth never takes more than the limit the framing gives.

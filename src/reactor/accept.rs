@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -69,6 +69,11 @@ pub(super) struct AcceptState {
     /// A warning was logged for handshakes closed to make room, since a
     /// TLS connection last found a free handshake place.
     warned_tls: bool,
+    /// When to look at the grown slots again (see `budget.rs`, `# Grown
+    /// slots retire`): set when this loop admits a connection past a full
+    /// budget, which is when the budget may grow; `None` once it is back to
+    /// its configured size, so a loop with nothing grown has no such timer.
+    pub(super) retire_at: Option<Millis>,
 }
 
 impl AcceptState {
@@ -179,10 +184,43 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     ) {
         let server = &self.pipe.server;
         let target = self.distributor.choose(server);
+        let overflowed = reserved.is_none();
         match server.gate.decide(peer.ip(), reserved, Instant::now()) {
-            Ok(ticket) => self.dispatch(stream, peer, ticket, target),
+            Ok(ticket) => {
+                if overflowed {
+                    self.watch_grown_slots();
+                }
+                self.dispatch(stream, peer, ticket, target)
+            }
             Err(why) => self.refuse(stream, peer, why),
         }
+    }
+
+    /// The budget may have grown: look at it on a timer until its grown
+    /// slots have all gone back (`retire_grown_slots`).
+    fn watch_grown_slots(&mut self) {
+        if self.accept.retire_at.is_none() && !self.pipe.config.grow_cooldown.is_zero() {
+            self.accept.retire_at = Some(self.clock.now() + self.retire_tick());
+        }
+    }
+
+    /// How often grown slots are looked at: an eighth of the cooldown,
+    /// between 1 ms and 1 s. The budget's peak covers the time between two
+    /// looks, so this sets only how close to the cooldown a step goes back.
+    fn retire_tick(&self) -> Millis {
+        let tick = (self.pipe.config.grow_cooldown / 8)
+            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+        tick.as_millis() as Millis
+    }
+
+    /// The retire timer came due: give grown slots back if they have been
+    /// unused for the cooldown, and look again later while any are left.
+    pub(super) fn retire_grown_slots(&mut self) {
+        let budget = self.pipe.server.budget();
+        let cooldown = self.pipe.config.grow_cooldown;
+        self.accept.retire_at = budget
+            .retire_grown(Instant::now(), cooldown)
+            .then(|| self.clock.now() + self.retire_tick());
     }
 
     /// Serves an admitted connection here, or hands it to `target` with
@@ -301,13 +339,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     /// `read`, `write`, `close`, and no `epoll_ctl`, slab entry or
     /// allocation.
     fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, why: Refusal) {
-        let counters = &self.pipe.shared.counters;
-        match why {
-            Refusal::Budget | Refusal::NoDescriptors => counters.refused.add(1),
-            Refusal::PerIp => counters.refused_per_ip.add(1),
-            Refusal::Rate => counters.rate_limited.add(1),
-            Refusal::Denied => counters.denied.add(1),
-        }
+        self.pipe.shared.counters.count_refusal(why);
         if why == Refusal::Budget && !self.accept.warned_budget {
             self.accept.warned_budget = true;
             log::warn!(

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::core::{Action, Core, Phase, Timeouts};
 use crate::framing::Framing;
 use crate::handler::{Disconnect, Handler};
+use crate::metrics::CloseLabel;
 use crate::shared::{LoopShared, ServerShared};
 use crate::transport::{Received, Transport, TransportError};
 
@@ -243,6 +244,16 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
     fn take_header(&mut self, conn: &mut Connection<H::State, T>, key: usize, input: &[u8]) {
         match serve::proxy_header(&mut conn.core, input, &self.server.gate, &self.shared) {
             HeaderStep::Incomplete | HeaderStep::Rejected => {}
+            HeaderStep::Refused(why) => {
+                // As a refusal at accept: the message to a plaintext client
+                // that is owed one (see `accept.rs`). The connection is
+                // closing gracefully, so it goes out before our FIN.
+                let message = &self.config.refuse_message;
+                if T::PLAINTEXT && why.tells_client() && !message.is_empty() {
+                    self.write_buf.extend_from_slice(message);
+                    self.flush(conn, key);
+                }
+            }
             HeaderStep::Done(mut rest) => {
                 let handshaking = conn.transport.is_handshaking();
                 serve::after_header(&mut conn.core, handshaking);
@@ -349,7 +360,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
     /// announce what waited in the kernel).
     fn output_level(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
         let (low, high) = (self.config.low_water, self.config.high_water);
-        if conn.core.handle_output_level(low, high) {
+        if conn.core.handle_output_level(low, high, self.now) {
             self.read_again.push((key, conn.core.id));
         }
     }
@@ -457,6 +468,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         let core = conn.core;
         let reason = core.close_reason();
         log::debug!("{} {}: closed: {}", core.id, core.peer, reason);
+        pipe.shared.counters.closed[CloseLabel::from(reason).index()].add(1);
         if conn.transport.is_handshaking() {
             let counters = &pipe.shared.counters;
             match reason {

@@ -8,7 +8,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::admission::Gate;
+use crate::admission::{Gate, Refusal};
 use crate::base::close::CloseReason;
 use crate::base::time::Millis;
 use crate::config::Config;
@@ -133,9 +133,7 @@ pub(super) fn handle_frames<F: Framing, H: Handler<F>>(
     });
     if let Some((framed, frames)) = framed {
         cx.shared.counters.lines.add(frames);
-        if frames > 0 {
-            core.last_active = cx.now;
-        }
+        core.handle_framed(frames, cx.now);
         if let Err(e) = framed {
             log::debug!("{} {}: {e}, closing", core.id, core.peer);
             let reason = match e {
@@ -152,17 +150,21 @@ pub(super) fn handle_frames<F: Framing, H: Handler<F>>(
 pub(super) enum HeaderStep {
     /// Not complete yet: wait for more.
     Incomplete,
-    /// Rejected (malformed, or the client it names is denied); the
-    /// connection is closing.
+    /// Malformed; the connection is closing.
     Rejected,
+    /// Complete, but admission refused the client it names (see
+    /// [`Gate::after_header`]); the connection is closing, and is owed the
+    /// refusal message if [`Refusal::tells_client`] says so.
+    Refused(Refusal),
     /// Complete: the peer is the client it names; these bytes followed it
     /// and belong to the connection's stream.
     Done(Vec<u8>),
 }
 
 /// Gathers the PROXY protocol header from the first bytes of a connection.
-/// Once it is complete, the peer address becomes the client's and the
-/// address filter decides.
+/// Once it is complete, the peer address becomes the client's
+/// and admission's step after the header decides on that client: the
+/// policies keyed by address ([`Gate::after_header`]).
 pub(super) fn proxy_header<S>(
     core: &mut Core<S>,
     input: &[u8],
@@ -192,11 +194,20 @@ pub(super) fn proxy_header<S>(
             core.proxy.as_deref().unwrap()
         );
     }
-    if !gate.permits(core.peer.ip()) {
-        log::debug!("{} {}: denied by the address filter", core.id, core.peer);
-        shared.counters.denied.add(1);
-        core.handle_close(CloseReason::Denied, true);
-        return HeaderStep::Rejected;
+    match gate.after_header(core.peer.ip()) {
+        Ok(place) => core.held.hold_place(place),
+        Err(why) => {
+            log::debug!("{} {}: refused ({why:?})", core.id, core.peer);
+            shared.counters.count_refusal(why);
+            match why {
+                // Closed without a word, as at accept.
+                Refusal::Denied => core.handle_close(CloseReason::Denied, true),
+                // The per-address cap, the other policy keyed by address:
+                // closed gracefully, so that the refusal message arrives.
+                _ => core.handle_close(CloseReason::TooManyFromAddress, false),
+            }
+            return HeaderStep::Refused(why);
+        }
     }
     gathered.drain(..used);
     HeaderStep::Done(gathered)
@@ -331,7 +342,7 @@ mod tests {
         let header = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n";
         assert_eq!(
             proxy_header(&mut c, header, &gate, &shared),
-            HeaderStep::Rejected
+            HeaderStep::Refused(Refusal::Denied)
         );
         assert_eq!(c.close_reason(), CloseReason::Denied);
         assert_eq!(shared.counters.denied.get(), 1);
@@ -354,6 +365,50 @@ mod tests {
             b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
         );
         assert_eq!(c.close_reason(), CloseReason::BadFrame);
+    }
+
+    /// The per-address cap counts the client a PROXY header names, and a
+    /// refused one closes gracefully (its refusal message is to be sent).
+    #[test]
+    fn the_per_address_cap_counts_the_client_the_header_names() {
+        let shared = shared();
+        let budget = Arc::new(Budget::new(1, Overflow::Refuse, 1));
+        let gate = Gate::new(budget, 1, 0, AddressFilter::default(), true);
+        let (mut first, _b1) = core(Start::ProxyHeader);
+        let (mut second, _b2) = core(Start::ProxyHeader);
+        let (mut other, _b3) = core(Start::ProxyHeader);
+        let from = |client: &str| format!("PROXY TCP4 {client} 192.0.2.2 5000 80\r\n");
+        let header = from("192.0.2.1");
+        assert_eq!(
+            proxy_header(&mut first, header.as_bytes(), &gate, &shared),
+            HeaderStep::Done(Vec::new())
+        );
+        assert_eq!(
+            proxy_header(&mut second, header.as_bytes(), &gate, &shared),
+            HeaderStep::Refused(Refusal::PerIp)
+        );
+        assert_eq!(
+            second.phase(),
+            Phase::Closing {
+                reason: CloseReason::TooManyFromAddress,
+                linger: true
+            }
+        );
+        assert_eq!(shared.counters.refused_per_ip.get(), 1);
+        let header = from("192.0.2.7");
+        assert_eq!(
+            proxy_header(&mut other, header.as_bytes(), &gate, &shared),
+            HeaderStep::Done(Vec::new()),
+            "another client behind the same proxy (10.0.0.1) is served"
+        );
+        drop(first);
+        let (mut again, _b4) = core(Start::ProxyHeader);
+        let header = from("192.0.2.1");
+        assert_eq!(
+            proxy_header(&mut again, header.as_bytes(), &gate, &shared),
+            HeaderStep::Done(Vec::new()),
+            "the first client's place came back with its connection"
+        );
     }
 
     #[test]

@@ -54,6 +54,7 @@ const HIGH: usize = 64;
 const OUTPUT_LIMIT: usize = 256;
 const TIMEOUTS: Timeouts = Timeouts {
     idle: Some(500),
+    frame: Some(200),
     write_stall: Some(300),
     linger: 100,
     proxy_header: 100,
@@ -141,7 +142,8 @@ impl Report {
                 CloseReason::PeerClosed
                 | CloseReason::LineTooLong
                 | CloseReason::Closed
-                | CloseReason::IdleTimeout,
+                | CloseReason::IdleTimeout
+                | CloseReason::FrameTimeout,
             ) => assert_eq!(self.delivered, want),
             _ => assert!(want.starts_with(&self.delivered)),
         }
@@ -245,7 +247,7 @@ impl Sim {
             let wire = std::mem::take(&mut self.write_buf);
             self.delivered.extend_from_slice(&wire[..n]);
             self.core.handle_sent(&wire, n, self.now);
-            self.core.handle_output_level(LOW, HIGH);
+            self.core.handle_output_level(LOW, HIGH, self.now);
         }
     }
 
@@ -257,7 +259,7 @@ impl Sim {
         self.delivered
             .extend_from_slice(&self.core.poll_transmit()[..n]);
         self.core.handle_flushed(n, self.now);
-        self.core.handle_output_level(LOW, HIGH);
+        self.core.handle_output_level(LOW, HIGH, self.now);
     }
 
     /// The socket takes up to its room.
@@ -347,6 +349,20 @@ mod tests {
         let report = run(&ops);
         assert_eq!(report.reason, Some(CloseReason::WriteStalled));
         assert!(report.delivered.is_empty(), "the peer never read");
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_cut_after_the_frame_timeout() {
+        // Complete lines keep coming, but the last one never ends: its
+        // clock starts with its first byte, and bytes alone do not move it.
+        let mut ops = vec![Op::Read(1000), Op::Send(b"ok\npart".to_vec())];
+        for _ in 0..4 {
+            ops.push(Op::Wait(60));
+            ops.push(Op::Send(b"x".to_vec()));
+        }
+        let report = run(&ops);
+        assert_eq!(report.reason, Some(CloseReason::FrameTimeout));
+        assert_eq!(report.delivered, b"ok\n", "earlier replies were flushed");
     }
 
     #[test]
