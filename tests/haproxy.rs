@@ -257,11 +257,8 @@ fn clients_behind_haproxy_reach_the_handler_with_their_own_address() {
 
 /// With `max_per_ip(1)` behind HAProxy, a second client from 127.0.0.5 is
 /// refused while a client from 127.0.0.6 is served: the cap counts the
-/// client the PROXY header names, not HAProxy's own address.
-///
-/// Expected to fail until the per-address cap is applied after the PROXY
-/// header (issue 17): today the cap counts HAProxy's address, so the client
-/// from 127.0.0.6 is refused.
+/// client the PROXY header names, not HAProxy's own address (admission's
+/// step after the PROXY header, `Gate::after_header`).
 #[test]
 fn per_address_cap_counts_the_client_behind_haproxy() {
     if !haproxy_installed() {

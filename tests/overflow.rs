@@ -2,7 +2,7 @@
 
 mod util;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netpool::{Overflow, Server};
 use util::{echo, start, wait_until, Client};
@@ -39,10 +39,13 @@ fn refuse_sends_the_message_closes_and_frees_slots_serve_again() {
 fn refuse_message_survives_early_client_data() {
     let server = start(
         Server::builder()
-            .acceptors(0)
+            .acceptors(1)
             .refuse_message(b"busy\n".to_vec()),
         echo,
     );
+    // The one slot is taken (a budget of zero is a configuration error).
+    let mut holder = Client::connect(server.local_addr());
+    assert_eq!(holder.roundtrip(b"mine\n"), b"mine\n");
     for _ in 0..20 {
         let mut c = Client::connect(server.local_addr());
         c.send(b"hello\n");
@@ -210,4 +213,63 @@ fn refused_clients_never_grow_the_budget() {
     assert_eq!(welcome.roundtrip(b"hi\n"), b"hi\n");
     let stats = server.handle().stats();
     assert_eq!((stats.budget, stats.grown), (2, 1));
+}
+
+/// Slots added by Grow go back, a step at a time, once unused for the
+/// cooldown: never while the connections served need them, never below
+/// the configured budget, and never by closing a connection.
+#[test]
+fn grown_slots_retire_after_the_cooldown_and_never_below_the_base() {
+    const COOLDOWN: Duration = Duration::from_millis(200);
+    let server = start(
+        Server::builder()
+            .acceptors(2)
+            .overflow(Overflow::Grow { step: 2, max: 6 })
+            .grow_cooldown(COOLDOWN),
+        echo,
+    );
+    let (addr, handle) = (server.local_addr(), server.handle().clone());
+    let mut clients: Vec<Client> = (0..6)
+        .map(|i| {
+            let mut c = Client::connect(addr);
+            assert_eq!(c.roundtrip(b"x\n"), b"x\n", "client {i} served");
+            c
+        })
+        .collect();
+    assert_eq!(handle.stats().budget, 6);
+
+    // Three leave: three of six slots are unused, more than a step.
+    clients.truncate(3);
+    let quiet = Instant::now();
+    wait_until("three are gone", || handle.stats().active == 3);
+    wait_until("a step goes back", || handle.stats().budget < 6);
+    assert!(quiet.elapsed() >= COOLDOWN, "not before the cooldown");
+    assert_eq!(handle.stats().budget, 4, "one step");
+    // Three are served, one slot is unused: less than a step, so it stays.
+    // (A bounded look: several cooldowns.)
+    let look = Instant::now();
+    while look.elapsed() < 4 * COOLDOWN {
+        assert_eq!(handle.stats().budget, 4, "a slot in use went back");
+        std::thread::sleep(COOLDOWN / 4);
+    }
+    for c in &mut clients {
+        assert_eq!(c.roundtrip(b"still\n"), b"still\n", "nobody was closed");
+    }
+
+    // All leave: back to the base, and no further.
+    clients.clear();
+    wait_until("back to the base", || handle.stats().budget == 2);
+    let stats = handle.stats();
+    assert_eq!((stats.grown, stats.retired), (2, 2));
+    let look = Instant::now();
+    while look.elapsed() < 3 * COOLDOWN {
+        assert_eq!(handle.stats().budget, 2, "below the base");
+        std::thread::sleep(COOLDOWN / 4);
+    }
+    // The budget grows again when needed.
+    let again: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    for mut c in again {
+        assert_eq!(c.roundtrip(b"y\n"), b"y\n");
+    }
+    assert_eq!(handle.stats().budget, 4);
 }

@@ -3,7 +3,8 @@
 mod util;
 
 use std::io::Write;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use netpool::{CloseReason, Conn, Disconnect, Handler, Server};
@@ -96,6 +97,57 @@ fn a_trickle_without_newline_is_not_activity() {
     );
     let mut bystander = Client::connect(server.local_addr());
     assert_eq!(bystander.roundtrip(b"ok\n"), b"ok\n");
+}
+
+/// With no idle timeout (the default), the frame bound closes a client
+/// that trickles a line without ever ending it, gracefully, and leaves
+/// alone one that sends nothing at all.
+#[test]
+fn the_frame_bound_cuts_a_trickle_but_keeps_a_silent_client() {
+    const BOUND: Duration = Duration::from_millis(300);
+    let (server, closed) = reporting(Server::builder().frame_timeout(BOUND));
+    let addr = server.local_addr();
+    let mut silent = Client::connect(addr);
+    let mut slow = Client::connect(addr);
+    assert_eq!(slow.roundtrip(b"ok\n"), b"ok\n", "served like anyone");
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    // One byte every 50 ms, never a newline, until told to stop (or the
+    // server has gone).
+    let trickle = {
+        let (mut w, stop) = (slow.stream().try_clone().unwrap(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < DEADLINE {
+                if w.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    assert_eq!(slow.read_to_end(), b"", "a clean end of stream");
+    let cut_after = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    trickle.join().unwrap();
+    assert!(
+        cut_after >= BOUND,
+        "cut after {cut_after:?}, before the bound"
+    );
+    drop(slow);
+    assert_eq!(closed.recv_timeout(DEADLINE), Ok(CloseReason::FrameTimeout));
+    // Silent for longer than the bound, and still served.
+    assert_eq!(silent.roundtrip(b"still here\n"), b"still here\n");
+    let metrics = server.handle().metrics();
+    assert_eq!(metrics.closed(CloseReason::FrameTimeout), 1);
+    drop(silent);
+}
+
+/// The frame bound is on by default, at 30 s, and the idle timeout off.
+#[test]
+fn the_defaults_bound_a_frame_and_not_a_silence() {
+    let debug = format!("{:?}", Server::builder());
+    assert!(debug.contains("frame_timeout: 30s"), "{debug}");
+    assert!(debug.contains("idle_timeout: 0ns"), "{debug}");
 }
 
 /// Output that makes no progress (the peer stopped reading) is dropped and

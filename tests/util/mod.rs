@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod prometheus;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -196,4 +198,44 @@ pub fn limit_with_one_free() -> u64 {
     (1..)
         .find(|limit| limit - open.iter().filter(|fd| *fd < limit).count() as u64 == 1)
         .unwrap()
+}
+
+/// The binary of example `name`, built if stale. Cargo gives tests no
+/// `CARGO_BIN_EXE_*` for examples, and `cargo test --test X` does not build
+/// them, so we ask cargo: it builds the example and names the binary in its
+/// JSON messages, wherever the target directory is.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "--example", name, "--message-format=json"])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .stderr(std::process::Stdio::inherit());
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let out = build.output().expect("run cargo");
+    assert!(out.status.success(), "cargo build --example {name} failed");
+    let (kind, named) = (r#""kind":["example"]"#, format!(r#""name":"{name}""#));
+    String::from_utf8(out.stdout)
+        .expect("cargo's messages are UTF-8")
+        .lines()
+        .filter(|m| m.contains(kind) && m.contains(&named))
+        .find_map(|m| {
+            // The `"executable"` path, unescaped.
+            let key = r#""executable":""#;
+            let start = m.find(key)? + key.len();
+            let mut path = String::new();
+            let mut chars = m[start..].chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Some(path.into()),
+                    '\\' => path.push(chars.next()?),
+                    c => path.push(c),
+                }
+            }
+            None
+        })
+        .unwrap_or_else(|| panic!("cargo named no executable for the {name} example"))
 }
