@@ -46,7 +46,8 @@
 //!
 //! - **The public API**: `server.rs` ([`Server`], binding), `builder.rs`
 //!   ([`Builder`]: every setting and its default), `handles.rs`
-//!   ([`ServerHandle`], [`Stats`]).
+//!   ([`ServerHandle`], [`Stats`], [`Metrics`]), `metrics_endpoint.rs`
+//!   ([`MetricsEndpoint`]: `GET /metrics` served by netpool).
 //! - **The reactor**, `reactor/`: the poll loop (`mod.rs`, start reading
 //!   here), accepting (`accept.rs`), driving one connection's socket
 //!   (`drive.rs`), framing and the handler with no I/O (`serve.rs`), several
@@ -65,7 +66,10 @@
 //!   `proxy.rs`, `timers.rs`, `config.rs`, `distribution.rs`
 //!   ([`Distribution`]), `tls_config.rs` (PEM files, provider, reload),
 //!   `tls_session.rs` (one TLS session on rustls's unbuffered API, no I/O),
-//!   `tls_watch.rs` (certificate files renewed on disk).
+//!   `tls_watch.rs` (certificate files renewed on disk), `metrics.rs` (the
+//!   turn histogram, the Prometheus text format), `metrics_http.rs` (just
+//!   enough HTTP for a scrape). Beside them, `accept_queue.rs`: the kernel's
+//!   accept queue of a listener (system calls, no loop).
 //! - **Shared types**: `base/` ([`ConnId`], [`CloseReason`], the loop's
 //!   clock), `error.rs` ([`Error`]).
 //!
@@ -81,7 +85,9 @@
 //!              ... a connection closes, its slot frees ─▶ accept resumes, in order
 //! ```
 //!
-//! The budget and strategy can be changed while running
+//! Grown slots are given back, `step` at a time, once unused for
+//! [`Builder::grow_cooldown`] (60 s), never below `acceptors`. The budget
+//! and strategy can be changed while running
 //! ([`ServerHandle::set_acceptors`], [`ServerHandle::set_overflow`]);
 //! lowering the budget never closes a served connection.
 //!
@@ -169,14 +175,27 @@
 //!
 //! # Limits at the edge
 //!
-//! Idle, write-stall and linger timeouts ([`Builder::idle_timeout`],
+//! A line that has started must end within [`Builder::frame_timeout`] (30 s
+//! by default: a slowloris trickle is cut, a silent client is not); idle,
+//! write-stall and linger timeouts ([`Builder::idle_timeout`],
 //! [`Builder::write_stall_timeout`], [`Builder::linger`]), a per-address cap
 //! and an accept rate ([`Builder::max_per_ip`], [`Builder::accept_rate`]), a
 //! spare descriptor for `EMFILE` ([`Builder::spare_descriptor`]), the PROXY
 //! protocol ([`Builder::proxy_protocol`]), CIDR filters ([`Builder::allow`],
 //! [`Builder::deny`]), budget alarms ([`Builder::alarm`]) and slots given
 //! back by long-lived connections ([`Conn::release_slot`]). The README has a
-//! table of every limit, what it defends against and its default.
+//! table of every limit, what it defends against and its default. Every
+//! setting is checked by [`Builder::bind`]: a bad one is an
+//! [`Error::InvalidConfig`] naming it ([`ConfigError`]).
+//!
+//! # Metrics
+//!
+//! [`ServerHandle::metrics`] reads the counters, each loop's histogram of
+//! turn durations and the kernel's accept queue, and
+//! [`Metrics::write_prometheus`] writes them in the Prometheus text format,
+//! with no dependency; [`MetricsEndpoint`] serves them at `GET /metrics`
+//! from a second netpool server. The README's "Running it in production"
+//! lists the series.
 //!
 //! # Further reading
 //!

@@ -461,6 +461,47 @@ fn a_proxy_header_precedes_the_handshake() {
     server.stop(DEADLINE).unwrap();
 }
 
+/// With TLS behind the PROXY protocol, the per-address cap counts the
+/// client the header names, before any handshake: a second connection for
+/// the same client is closed without a word (a refusal message would reach
+/// a TLS client as garbage), and counts as refused, not as a failed
+/// handshake; another client behind the same balancer is served.
+#[test]
+fn the_per_address_cap_applies_before_the_handshake_behind_a_proxy() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let cert = TestCert::new();
+    let server = start_tls(
+        Server::builder()
+            .proxy_protocol(true)
+            .max_per_ip(1)
+            .refuse_message(b"busy\n".to_vec()),
+        &cert,
+    );
+    let header = |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 4242 7000\r\n");
+    let stream = TcpStream::connect(server.local_addr()).unwrap();
+    let mut first = TlsClient::after(stream, tls13(&[&cert]), header("203.0.113.7").as_bytes());
+    assert!(first.handshake());
+    assert_eq!(first.exchange(b"one\n", 4), b"one\n");
+    let mut second = raw_client(server.local_addr());
+    second.write_all(header("203.0.113.7").as_bytes()).unwrap();
+    assert_eq!(read_to_close(&mut second), b"", "closed, no message");
+    let stream = TcpStream::connect(server.local_addr()).unwrap();
+    let mut other = TlsClient::after(stream, tls13(&[&cert]), header("203.0.113.8").as_bytes());
+    assert!(other.handshake(), "another client is served");
+    assert_eq!(other.exchange(b"two\n", 4), b"two\n");
+    drop(second);
+    assert!(wait_for(|| server.handle().loop_stats()[0].active == 2));
+    let s = stats(&server);
+    assert_eq!(
+        (s.refused_per_ip, s.tls_handshakes, s.tls_handshake_failures),
+        (1, 2, 0)
+    );
+    let m = server.handle().metrics();
+    assert_eq!(m.closed(CloseReason::TooManyFromAddress), 1);
+    drop((first, other));
+    server.stop(DEADLINE).unwrap();
+}
+
 /// Client certificates asked for by a `ServerConfig` of one's own reach the
 /// handler; a client without one fails the handshake.
 #[test]

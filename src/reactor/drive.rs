@@ -474,7 +474,11 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             match reason {
                 CloseReason::HandshakeTimeout => counters.tls_handshake_timeouts.add(1),
                 CloseReason::HandshakeEvicted => counters.tls_handshake_evictions.add(1),
-                CloseReason::Stopped | CloseReason::BadProxyHeader | CloseReason::Denied => {}
+                // Closed before the handshake began (PROXY protocol), or stopped.
+                CloseReason::Stopped
+                | CloseReason::BadProxyHeader
+                | CloseReason::Denied
+                | CloseReason::TooManyFromAddress => {}
                 _ => counters.tls_handshake_failures.add(1),
             }
         }
