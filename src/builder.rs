@@ -234,19 +234,21 @@ impl<F: Framing> Builder<F> {
         self
     }
 
-    /// How long a line may take to arrive, from its first byte to its `\n`.
-    /// Default 30 s; `Duration::ZERO` turns it off. A client that trickles a
-    /// line without ever ending it (slowloris: with no bound, 1,024 of them
-    /// hold 64 MiB at no cost to themselves) is closed gracefully with
+    /// How long a frame may take to arrive, from its first byte to its end
+    /// (a line's `\n`, with the default [`Lines`] framing; whatever ends a
+    /// frame in another [`framing`](Builder::framing)). Default 30 s;
+    /// `Duration::ZERO` turns it off. A client that trickles a frame without
+    /// ever ending it (slowloris: with no bound, 1,024 of them hold 64 MiB of
+    /// half lines at no cost to themselves) is closed gracefully with
     /// [`CloseReason::FrameTimeout`](crate::CloseReason::FrameTimeout); one
-    /// that sends nothing has no line under way and keeps its connection
+    /// that sends nothing has no frame under way and keeps its connection
     /// (bound that with [`idle_timeout`](Builder::idle_timeout)). While the
     /// server is not reading a connection (backpressure), its clock stops,
     /// and starts again when reading resumes.
     ///
-    /// Size it well above the time a legitimate line takes over the slowest
+    /// Size it well above the time a legitimate frame takes over the slowest
     /// link you serve (a 64 KiB line at 20 kbit/s takes 26 s). On a TLS
-    /// connection it bounds the line, not a TLS record held incomplete by
+    /// connection it bounds the frame, not a TLS record held incomplete by
     /// rustls (at most one record, about 18 KiB).
     pub fn frame_timeout(mut self, timeout: Duration) -> Self {
         self.config.frame_timeout = timeout;

@@ -35,10 +35,10 @@ pub enum CloseReason {
     /// [`Builder::idle_timeout`](crate::Builder::idle_timeout). Closed
     /// gracefully.
     IdleTimeout,
-    /// A frame (a line) was started but not completed within
-    /// [`Builder::frame_timeout`](crate::Builder::frame_timeout): a client
-    /// trickling bytes without ever ending its line (slowloris). Replies to
-    /// earlier lines were flushed first.
+    /// A frame (a line, with the default framing) was started but not
+    /// completed within [`Builder::frame_timeout`](crate::Builder::frame_timeout):
+    /// a client trickling bytes without ever ending its frame (slowloris).
+    /// Replies to earlier frames were flushed first.
     FrameTimeout,
     /// Output waited longer than
     /// [`Builder::write_stall_timeout`](crate::Builder::write_stall_timeout)
