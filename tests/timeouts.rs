@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use netpool::{CloseReason, Conn, Disconnect, Handler, Server};
+use netpool::{CloseReason, Conn, Disconnect, Handler, LengthPrefixed, Server};
 use util::{start, Client, DEADLINE};
 
 /// Echoes, answers `flood N` with N bytes, and reports disconnect reasons.
@@ -140,6 +140,33 @@ fn the_frame_bound_cuts_a_trickle_but_keeps_a_silent_client() {
     let metrics = server.handle().metrics();
     assert_eq!(metrics.closed(CloseReason::FrameTimeout), 1);
     drop(silent);
+}
+
+/// The bound is on frames, whatever the framing: a length-prefixed frame
+/// whose payload stops coming is cut too, after the replies to the frames
+/// before it.
+#[test]
+fn the_frame_bound_holds_for_any_framing() {
+    const BOUND: Duration = Duration::from_millis(300);
+    let server = Server::builder()
+        .framing(LengthPrefixed::new(2))
+        .frame_timeout(BOUND)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn(|frame: &[u8], conn: &mut Conn| conn.send(frame))
+        .unwrap();
+    let mut c = Client::connect(server.local_addr());
+    let start = Instant::now();
+    // One whole frame, then a frame that announces 10 bytes and sends 2.
+    c.send(&[0, 2, b'o', b'k', 0, 10, b'h', b'a']);
+    assert_eq!(c.read_to_end(), b"ok", "the reply, then the close");
+    assert!(start.elapsed() >= BOUND, "cut before the bound");
+    drop(c);
+    let handle = server.handle();
+    util::wait_until("it is counted under its reason", || {
+        handle.metrics().closed(CloseReason::FrameTimeout) == 1
+    });
+    server.stop(DEADLINE).unwrap();
 }
 
 /// The frame bound is on by default, at 30 s, and the idle timeout off.
