@@ -1226,6 +1226,7 @@ mod tests {
                 "netpool_listen_queue_depth",
                 "netpool_listen_queue_backlog",
                 "netpool_tls_handshakes_total",
+                "netpool_tls_cert_reloads_total",
                 "netpool_loop_turn_seconds",
                 "netpool_loop_connections_active",
             ] {

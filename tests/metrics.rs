@@ -73,7 +73,6 @@ fn the_text_parses_and_says_what_happened() {
         ("per_ip", 1.0),
         ("proxy", 0.0),
         ("rate", 0.0),
-        ("tls_handshakes", 0.0),
     ];
     assert_eq!(
         refused
