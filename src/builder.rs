@@ -403,6 +403,27 @@ impl<F: Framing> Builder<F> {
         self
     }
 
+    /// Calls [`Handler::on_tick`](crate::Handler::on_tick) on every loop
+    /// every `period`, for periodic work of the handler's own. Default
+    /// `Duration::ZERO`: off, and `on_tick` is never called.
+    ///
+    /// There is no timer thread and no sleep: each loop folds its next tick
+    /// into its `poll` timeout, as it does for its connections' deadlines,
+    /// and calls `on_tick` between events once the period has come round.
+    /// An idle loop therefore wakes once per period (and not at all with
+    /// ticks off). Periods are whole milliseconds (a shorter one is 1 ms);
+    /// a tick missed while the loop was busy is not made up.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = netpool::Server::builder().tick(Duration::from_millis(100));
+    /// ```
+    pub fn tick(mut self, period: Duration) -> Self {
+        self.config.tick = period;
+        self
+    }
+
     /// How many readiness events one `poll` call can return. Default 1024.
     pub fn events_capacity(mut self, events: usize) -> Self {
         self.config.events_capacity = events;

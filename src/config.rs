@@ -44,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) alarm: Option<AlarmConfig>,
     pub(crate) events_capacity: usize,
     pub(crate) busy_poll: Duration,
+    /// How often the handler's `on_tick` runs; zero: never.
+    pub(crate) tick: Duration,
     /// Serve TLS with this config (or these PEM files).
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsSource>,
@@ -87,6 +89,7 @@ impl Default for Config {
             alarm: None,
             events_capacity: 1024,
             busy_poll: Duration::ZERO,
+            tick: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]

@@ -107,6 +107,19 @@ pub trait Handler<F: Framing = Lines>: 'static {
     fn on_disconnect(&mut self, closed: Disconnect<Self::State>) {
         let _ = closed;
     }
+
+    /// Called on each loop every [`Builder::tick`](crate::Builder::tick)
+    /// period, whether or not it has connections: for the handler's own
+    /// periodic work, such as expiring entries of a cache it keeps (the
+    /// `kv` example sweeps its expired keys here). Never called unless a
+    /// period is set.
+    ///
+    /// It runs on the loop's thread between events, so it holds up every
+    /// connection of the loop while it runs: do a bounded amount of work and
+    /// come back at the next tick for the rest. A tick missed while the loop
+    /// was busy is not made up. A panic here is caught and counted, as in
+    /// the other methods, and closes nothing.
+    fn on_tick(&mut self) {}
 }
 
 /// A closure serves any framing whose frames are byte slices.

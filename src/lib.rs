@@ -63,13 +63,14 @@
 //!   place, in a documented order), `budget.rs` (the slots, [`Overflow`]),
 //!   `limits.rs`, `filter.rs`, `alarm.rs`, `framing/` ([`Framing`],
 //!   [`Lines`], [`LengthPrefixed`], [`Resp`], [`Raw`]; [`resp`] reply writers),
-//!   `proxy.rs`, `timers.rs`, `config.rs`, `distribution.rs`
-//!   ([`Distribution`]), `tls_config.rs` (PEM files, provider, reload),
-//!   `tls_session.rs` (one TLS session on rustls's unbuffered API, no I/O),
-//!   `tls_watch.rs` (certificate files renewed on disk), `metrics.rs` (the
-//!   turn histogram, the Prometheus text format), `metrics_http.rs` (just
-//!   enough HTTP for a scrape). Beside them, `accept_queue.rs`: the kernel's
-//!   accept queue of a listener (system calls, no loop).
+//!   `proxy.rs`, `timers.rs`, `ticker.rs` ([`Handler::on_tick`]'s period),
+//!   `config.rs`, `distribution.rs` ([`Distribution`]), `tls_config.rs` (PEM
+//!   files, provider, reload), `tls_session.rs` (one TLS session on rustls's
+//!   unbuffered API, no I/O), `tls_watch.rs` (certificate files renewed on
+//!   disk), `metrics.rs` (the turn histogram, the Prometheus text format),
+//!   `metrics_http.rs` (just enough HTTP for a scrape). Beside them,
+//!   `accept_queue.rs`: the kernel's accept queue of a listener (system
+//!   calls, no loop).
 //! - **Shared types**: `base/` ([`ConnId`], [`CloseReason`], the loop's
 //!   clock), `error.rs` ([`Error`]).
 //!
@@ -227,6 +228,7 @@ mod limits;
 mod metrics;
 mod metrics_http;
 mod proxy;
+mod ticker;
 mod timers;
 #[cfg(feature = "tls")]
 mod tls_config;

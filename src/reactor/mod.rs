@@ -55,6 +55,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +76,7 @@ use crate::framing::Framing;
 use crate::handler::Handler;
 use crate::limits::{handshake_to_give_up, Stalled};
 use crate::shared::{Command, ServerShared, StopReport};
+use crate::ticker::Ticker;
 use crate::timers::TimerHeap;
 use crate::transport::Transport;
 
@@ -168,6 +170,8 @@ pub(crate) struct EventLoop<F: Framing, H: Handler<F>, T: Transport> {
     spare_fd: Option<File>,
     /// How long to poll without sleeping after a busy turn.
     busy: BusyPoll,
+    /// When the handler's `on_tick` is due; `None`: ticks are off.
+    ticker: Option<Ticker>,
 }
 
 impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
@@ -201,6 +205,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             handshake_timeout: millis(config.handshake_timeout).unwrap_or(1),
             read_buf: vec![0; config.read_buffer].into_boxed_slice(),
             busy: BusyPoll::new(config.busy_poll),
+            ticker: Ticker::new(config.tick, 0),
             pipe: Pipeline::new(
                 handler, framing, transport, config, shared, server, timeouts,
             ),
@@ -334,6 +339,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             self.stopping.as_ref().map(|s| s.deadline),
             self.handshakes.front().map(|h| h.0),
             T::credentials_check_at(&self.pipe.transport),
+            self.ticker.as_ref().map(Ticker::next),
         ];
         let next = deadlines.into_iter().flatten().min()?;
         Some(self.clock.until(next))
@@ -436,6 +442,27 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 self.pipe.read(conn, key, false, &mut self.read_buf);
                 self.reconcile(key);
             }
+        }
+        self.tick();
+    }
+
+    /// Calls the handler's `on_tick` once its period has come round
+    /// (`Builder::tick`; see `ticker.rs`), catching a panic as the pipeline
+    /// does for the other handler calls.
+    fn tick(&mut self) {
+        let Some(ticker) = &mut self.ticker else {
+            return;
+        };
+        if !ticker.due(self.clock.now()) {
+            return;
+        }
+        let handler = &mut self.pipe.handler;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_tick())) {
+            self.pipe.shared.counters.handler_panics.add(1);
+            log::error!(
+                "handler panicked in on_tick: {}",
+                serve::panic_message(&*panic)
+            );
         }
     }
 
