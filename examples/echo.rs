@@ -1,9 +1,11 @@
-//! The main job: a line echo server on netpool.
+//! The main job: an echo server on netpool, in any of its framings.
 //!
-//! Every line a client sends comes back, followed by `\n`.
+//! Every frame a client sends comes back: by default a line, followed by
+//! `\n`.
 //!
 //! ```text
-//! cargo run --release --example echo -- [--addr 127.0.0.1:7000] [--acceptors 1024]
+//! cargo run --release --example echo -- [--framing lines|u16|u32|raw]
+//!     [--addr 127.0.0.1:7000] [--acceptors 1024]
 //!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--grow-cooldown SECS]
 //!     [--refuse-message TEXT] [--max-line 65536] [--frame-timeout SECS] [--idle-timeout SECS]
 //!     [--max-per-ip N] [--accept-rate N]
@@ -37,7 +39,20 @@
 //! `--overflow grow:0`) exits with status 2 and the usage; an address
 //! already in use exits with status 1 and says which.
 //!
-//! With `--tls-cert cert.pem --tls-key key.pem` it serves the same lines over
+//! `--framing` picks how the bytes become frames (`Builder::framing`):
+//!
+//! - `lines` (the default): a line, echoed with `\n`;
+//! - `u16`, `u32`: a big-endian length header of that width, then the
+//!   payload (`LengthPrefixed`); each frame is echoed with the same header.
+//!   `printf '\0\5hello' | nc -q1 127.0.0.1 7000 | xxd` with `--framing u16`;
+//! - `raw`: bytes echoed as they come, however the reads cut them.
+//!
+//! `--max-line N` bounds a frame in every framing: a line's content, a
+//! payload (a header announcing more closes that connection at once, before
+//! any of it is buffered; the other connections go on), and for `raw` the
+//! size of one read.
+//!
+//! With `--tls-cert cert.pem --tls-key key.pem` it serves the same frames over
 //! TLS; poke it with `openssl s_client -quiet -connect 127.0.0.1:7000`. A
 //! throwaway certificate for that:
 //! `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes
@@ -49,16 +64,74 @@
 
 mod common;
 
-use netpool::Conn;
+use netpool::{Conn, LengthPrefixed, Raw};
+
+const USAGE: &str = "\
+  --framing HOW          lines (default), u16 or u32 (a big-endian length header of that
+                         width, echoed with the frame), or raw (bytes as they come);
+                         --max-line bounds a frame in each (for raw, one read)";
+
+/// What `--framing` asked for.
+#[derive(Clone, Copy)]
+enum Which {
+    Lines,
+    Prefixed(usize),
+    Raw,
+}
 
 fn main() {
     common::init_logging();
-    let options = common::Options::from_args();
-    // A handler per loop; this one has no state, so each is the same closure.
-    common::serve_workers_until_signal(options, |_loop_index| {
-        |line: &[u8], conn: &mut Conn| {
-            conn.send(line);
-            conn.send(b"\n");
+    let mut which = Which::Lines;
+    let options = common::Options::from_args_with("127.0.0.1:7000", USAGE, |flag, parser| {
+        if flag != "framing" {
+            return Ok(false);
         }
+        use lexopt::ValueExt;
+        which = match parser.value()?.string()?.as_str() {
+            "lines" => Which::Lines,
+            "u16" => Which::Prefixed(2),
+            "u32" => Which::Prefixed(4),
+            "raw" => Which::Raw,
+            other => {
+                return Err(format!("--framing {other}: expected lines, u16, u32 or raw").into())
+            }
+        };
+        Ok(true)
     });
+    let max = options.max_line.unwrap_or(65536);
+    // A handler per loop; these have no state worth sharing, so each loop
+    // makes its own.
+    match which {
+        // `--max-line` is already the bound of a line (common.rs).
+        Which::Lines => common::serve_workers_until_signal(options, |_loop_index| {
+            |line: &[u8], conn: &mut Conn| {
+                conn.send(line);
+                conn.send(b"\n");
+            }
+        }),
+        Which::Prefixed(width) => {
+            let framing = LengthPrefixed::new(width).max_frame(max);
+            common::serve_workers_until_signal(options.framing(framing), move |_loop_index| {
+                // The header of each reply is written into one small
+                // buffer, reused: no allocation per frame.
+                let mut header = Vec::with_capacity(width);
+                move |payload: &[u8], conn: &mut Conn| {
+                    header.clear();
+                    framing
+                        .encode_header(payload.len(), &mut header)
+                        .expect("a payload the framing accepted fits its header");
+                    conn.send(&header);
+                    conn.send(payload);
+                }
+            })
+        }
+        Which::Raw => {
+            // A raw frame is one read: the read buffer is its bound.
+            let mut options = options.framing(Raw);
+            options.builder = options.builder.read_buffer(max);
+            common::serve_workers_until_signal(options, |_loop_index| {
+                |bytes: &[u8], conn: &mut Conn| conn.send(bytes)
+            })
+        }
+    }
 }

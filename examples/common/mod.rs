@@ -19,6 +19,10 @@
 //! or a bad combination of them (the message names the setting, then the
 //! usage); 1 when the server cannot run (the address is in use, a
 //! certificate cannot be read, ...), with a message that names what failed.
+//!
+//! An example with flags of its own, or another default address, parses
+//! through [`Options::from_args_with`]; one with another framing than lines
+//! switches with [`Options::framing`].
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -26,7 +30,8 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 use netpool::{
-    Builder, Distribution, Error, Handler, MetricsEndpoint, Overflow, Server, ServerThread,
+    Builder, Distribution, Error, Framing, Handler, Lines, MetricsEndpoint, Overflow, Server,
+    ServerThread,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -36,11 +41,14 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// The options every server example takes.
 #[derive(Debug)]
-pub struct Options {
+pub struct Options<F: Framing = Lines> {
     pub addr: SocketAddr,
-    pub builder: Builder,
+    pub builder: Builder<F>,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `--max-line`, if given: the bound of a line, and the bound an example
+    /// with another framing puts on its frames.
+    pub max_line: Option<usize>,
 }
 
 const USAGE: &str = "\
@@ -92,23 +100,43 @@ Logs go to stderr; set RUST_LOG=info (or debug, trace) for more than warnings.";
 impl Options {
     /// Parses the process's arguments; on a bad one, prints the usage and
     /// exits with status 2.
+    #[allow(dead_code)] // not every example uses both entry points
     pub fn from_args() -> Options {
-        match Self::parse(std::env::args_os().skip(1)) {
+        Self::from_args_with("127.0.0.1:7000", "", |_, _| Ok(false))
+    }
+
+    /// As [`from_args`](Options::from_args), for an example that listens on
+    /// `default_addr` by default and takes flags of its own: `extra` is
+    /// offered each long flag the shared ones do not know (its name without
+    /// `--`, and the parser for its value) and says whether it took it;
+    /// `usage` describes those flags, after the shared ones.
+    #[allow(dead_code)]
+    pub fn from_args_with(
+        default_addr: &str,
+        usage: &str,
+        extra: impl FnMut(&str, &mut lexopt::Parser) -> Result<bool, lexopt::Error>,
+    ) -> Options {
+        match Self::parse(std::env::args_os().skip(1), default_addr, usage, extra) {
             Ok(options) => options,
             Err(e) => {
-                eprintln!("error: {e}\n\n{USAGE}");
+                eprintln!("error: {e}\n\n{USAGE}\n{usage}");
                 std::process::exit(2);
             }
         }
     }
 
-    fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Options, lexopt::Error> {
+    fn parse(
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+        default_addr: &str,
+        usage: &str,
+        mut extra: impl FnMut(&str, &mut lexopt::Parser) -> Result<bool, lexopt::Error>,
+    ) -> Result<Options, lexopt::Error> {
         use lexopt::prelude::*;
-        let mut addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let mut addr: SocketAddr = default_addr.parse().expect("a default address");
         let mut acceptors = 1024usize;
         let mut overflow = None::<String>;
         let mut refuse_message = None::<String>;
-        let mut max_line = 65536usize;
+        let mut max_line = None::<usize>;
         let mut tls_cert = None::<std::path::PathBuf>;
         let mut tls_key = None::<std::path::PathBuf>;
         let mut tls_watch = None::<f64>;
@@ -133,7 +161,7 @@ impl Options {
                 Long("acceptors") => acceptors = parser.value()?.parse()?,
                 Long("overflow") => overflow = Some(parser.value()?.string()?),
                 Long("refuse-message") => refuse_message = Some(parser.value()?.string()?),
-                Long("max-line") => max_line = parser.value()?.parse()?,
+                Long("max-line") => max_line = Some(parser.value()?.parse()?),
                 Long("tls-cert") => tls_cert = Some(parser.value()?.into()),
                 Long("tls-key") => tls_key = Some(parser.value()?.into()),
                 Long("tls-watch") => tls_watch = Some(parser.value()?.parse()?),
@@ -173,8 +201,14 @@ impl Options {
                 Long("pin-cores") => pin_cores = true,
                 Long("busy-poll") => busy_poll_micros = parser.value()?.parse()?,
                 Long("help") | Short('h') => {
-                    println!("{USAGE}");
+                    println!("{USAGE}\n{usage}");
                     std::process::exit(0);
+                }
+                Long(flag) => {
+                    let flag = flag.to_owned();
+                    if !extra(&flag, &mut parser)? {
+                        return Err(lexopt::Error::UnexpectedOption(format!("--{flag}")));
+                    }
                 }
                 _ => return Err(arg.unexpected()),
             }
@@ -210,7 +244,7 @@ impl Options {
         let mut builder = Server::builder()
             .acceptors(acceptors)
             .overflow(overflow)
-            .max_line_len(max_line)
+            .max_line_len(max_line.unwrap_or(65536))
             .max_per_ip(max_per_ip)
             .accept_rate(accept_rate)
             .proxy_protocol(proxy_protocol)
@@ -264,7 +298,21 @@ impl Options {
             addr,
             builder,
             metrics,
+            max_line,
         })
+    }
+}
+
+impl<F: Framing> Options<F> {
+    /// The same options, serving `framing` instead.
+    #[allow(dead_code)]
+    pub fn framing<G: Framing>(self, framing: G) -> Options<G> {
+        Options {
+            addr: self.addr,
+            builder: self.builder.framing(framing),
+            metrics: self.metrics,
+            max_line: self.max_line,
+        }
     }
 }
 
@@ -299,22 +347,26 @@ pub fn init_logging() {
 /// gracefully and prints the final stats to stderr. One loop: with
 /// `--workers` above 1 it says so and exits with status 2.
 #[allow(dead_code)] // not every example uses both entry points
-pub fn serve_until_signal<H: Handler + Send>(options: Options, handler: H) {
+pub fn serve_until_signal<F: Framing, H: Handler<F> + Send>(options: Options<F>, handler: H) {
     serve(options, move |server| server.spawn(handler));
 }
 
 /// As [`serve_until_signal`], with `--workers` loops, each with the handler
 /// `handler_for(i)` makes.
 #[allow(dead_code)]
-pub fn serve_workers_until_signal<H, F>(options: Options, handler_for: F)
+pub fn serve_workers_until_signal<F, H, M>(options: Options<F>, handler_for: M)
 where
-    F: Fn(usize) -> H + Send + Sync + 'static,
-    H: Handler,
+    F: Framing,
+    M: Fn(usize) -> H + Send + Sync + 'static,
+    H: Handler<F>,
 {
     serve(options, move |server| server.spawn_workers(handler_for));
 }
 
-fn serve(options: Options, start: impl FnOnce(Server) -> Result<ServerThread, Error>) {
+fn serve<F: Framing>(
+    options: Options<F>,
+    start: impl FnOnce(Server<F>) -> Result<ServerThread, Error>,
+) {
     let server = match options.builder.bind(options.addr) {
         Ok(server) => server,
         Err(e) => bind_failed(options.addr, e),
