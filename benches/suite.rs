@@ -5,12 +5,11 @@
 //! redis-server with `redis-benchmark`, and TLS (issue 3): netpool-tls against
 //! tokio-ct behind tokio-rustls, same provider (ring), same certificate, and a
 //! Redis-protocol key-value server (issue 13): `redis-benchmark -t
-//! set,get,incr,mset` against tokio-kv and redis-server (netpool-kv, the
-//! netpool side, joins once netpool's RESP framing exists), and TLS idle
-//! memory (issue 16): RSS per idle TLS connection, and after each carried a
-//! 16 KiB record, netpool-tls beside tokio-tls (about one minute of the full
-//! run). `benches/callgrind-tls.sh` counts the instructions per TLS line and
-//! per handshake of one TLS server.
+//! set,get,incr,mset` against netpool-kv (`examples/kv`), tokio-kv and
+//! redis-server, and TLS idle memory (issue 16): RSS per idle TLS
+//! connection, and after each carried a 16 KiB record, netpool-tls beside
+//! tokio-tls (about one minute of the full run). `benches/callgrind-tls.sh`
+//! counts the instructions per TLS line and per handshake of one TLS server.
 //!
 //! ```text
 //! cargo bench --bench suite                                  # full run, ~9 min
@@ -26,6 +25,9 @@
 //!   the servers, each run as its own process (`--serve KIND`).
 //! - `suite/tokio_kv.rs`: the key-value server on tokio, over the engine of
 //!   `examples/kv` (`examples/kv/engine.rs`, included here as `kv_engine`).
+//!   netpool-kv is `examples/kv` itself: its handler (`examples/kv/server.rs`,
+//!   included as `kv_server`) over the same engine, served by
+//!   `suite/netpool_server.rs`.
 //! - `suite/loadgen.rs`: the load generator, its own process (`--load MODE`).
 //! - `suite/redis.rs`: redis-server and redis-benchmark, when installed.
 //! - `suite/certs.rs`: the run's TLS certificate (rcgen).
@@ -84,6 +86,8 @@ mod certs;
 mod child;
 #[path = "../examples/kv/engine.rs"]
 mod kv_engine;
+#[path = "../examples/kv/server.rs"]
+mod kv_server;
 #[path = "suite/loadgen.rs"]
 mod loadgen;
 #[path = "suite/mio_floor.rs"]
@@ -102,6 +106,10 @@ mod report;
 mod tokio_kv;
 #[path = "suite/tokio_server.rs"]
 mod tokio_server;
+
+// `examples/kv/server.rs` reaches the engine as `crate::engine`, the name it
+// has in the example.
+use kv_engine as engine;
 
 use child::Child;
 use loadgen::{LoadOpts, Mode};
@@ -125,13 +133,8 @@ pub enum ServerKind {
     NetpoolTls,
     /// tokio-ct behind tokio-rustls.
     TokioTls,
-    /// The key-value server of `examples/kv` on netpool.
-    ///
-    /// NOT YET WRITTEN: it waits for netpool's RESP framing and the new
-    /// Handler API. Until then the kv scenarios skip it with a message, and
-    /// `--serve netpool-kv` fails. To fill it in: serve `kv_engine::Store`
-    /// from a netpool handler in `serve_main`, and drop it from
-    /// `NOT_YET_WRITTEN`.
+    /// The key-value server of `examples/kv` on netpool, one loop: the
+    /// example's own handler (`examples/kv/server.rs`) and settings.
     NetpoolKv,
     /// The same key-value server on a current-thread tokio runtime
     /// (`suite/tokio_kv.rs`).
@@ -143,10 +146,7 @@ pub enum ServerKind {
 
 /// Servers listed in scenarios that cannot run yet, with the reason printed
 /// when they are skipped.
-const NOT_YET_WRITTEN: &[(ServerKind, &str)] = &[(
-    ServerKind::NetpoolKv,
-    "netpool-kv skipped: it waits for netpool's RESP framing (issue 13)",
-)];
+const NOT_YET_WRITTEN: &[(ServerKind, &str)] = &[];
 
 impl ServerKind {
     pub const ALL: [ServerKind; 12] = [
@@ -557,9 +557,7 @@ fn serve_main(args: &[String]) -> io::Result<()> {
         ServerKind::TokioTls => tokio_server::serve(&o, tokio_server::Flavor::CurrentThread),
         ServerKind::Floor => mio_floor::serve(&o),
         ServerKind::TokioKv => tokio_kv::serve(&o),
-        ServerKind::NetpoolKv => Err(bad(
-            "netpool-kv is not written yet: it waits for netpool's RESP framing".into(),
-        )),
+        ServerKind::NetpoolKv => netpool_server::serve_kv(&o),
         ServerKind::Redis => Err(bad("redis-server is not ours to serve".into())),
     }
 }

@@ -3,13 +3,15 @@
 //! `per_core` runs one event loop per core (`Builder::workers_per_core`), the
 //! counterpart of tokio's multi-thread runtime. With `--tls-cert/--tls-key`
 //! it serves TLS (`netpool-tls`) through `Builder::tls` and a config from
-//! `tls_config_from_pem` (ring), the same handler unchanged.
+//! `tls_config_from_pem` (ring), the same handler unchanged. `netpool-kv` is
+//! the handler of `examples/kv` (`examples/kv/server.rs`) as it is.
 
 use std::io;
 
 use netpool::{Conn, Overflow, Server};
 
 use crate::proto::{self, OverflowMode, Proto, ServeOpts};
+use crate::{kv_engine, kv_server};
 
 /// The handler for one loop. netpool hands it each line without its `\n` and
 /// without one trailing `\r`, so the reply needs no stripping here.
@@ -61,6 +63,31 @@ fn serve_with(opts: &ServeOpts, per_core: bool, spin: std::time::Duration) -> io
         server.run(handler(proto))
     };
     result.map(|_| ()).map_err(io::Error::other)
+}
+
+/// `netpool-kv`: the key-value server of `examples/kv`, one loop, with the
+/// example's own handler, framing and settings (request bound, tick, output
+/// limit) over a fresh store.
+pub fn serve_kv(opts: &ServeOpts) -> io::Result<()> {
+    let overflow = match opts.overflow {
+        OverflowMode::Refuse => Overflow::Refuse,
+        OverflowMode::Pause => Overflow::Pause,
+    };
+    let max_request = kv_server::MAX_REQUEST;
+    let builder = Server::builder()
+        .acceptors(opts.acceptors)
+        .overflow(overflow)
+        .refuse_message(proto::REFUSE.to_vec())
+        .framing(kv_server::framing(max_request));
+    let server = kv_server::configure(builder, max_request)
+        .bind(opts.addr)
+        .map_err(io::Error::other)?;
+    proto::announce(server.local_addr());
+    let shared = kv_server::Shared::new(kv_engine::Store::new());
+    server
+        .run(kv_server::Kv::new(shared))
+        .map(|_| ())
+        .map_err(io::Error::other)
 }
 
 #[cfg(feature = "tls")]
