@@ -7,16 +7,15 @@ mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc;
 
 use util::prometheus::parse_checked;
 use util::{wait_until, Client, DEADLINE};
 
 fn echo_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| util::example_binary("echo"))
+    util::example("echo")
 }
 
 /// Runs the echo example with `args` to its end (it must exit by itself).

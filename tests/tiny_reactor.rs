@@ -3,157 +3,24 @@
 
 mod util;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::process::Command;
 use std::time::Duration;
 
-use util::{wait_until, Client, DEADLINE};
+use util::{wait_until, Client, Example, DEADLINE};
 
 /// How long a writer must make no progress to count as stopped by the
 /// server. A server that reads on would take more within this time; a
 /// correct one never does, so a slow machine cannot make the test fail.
 const STALL: Duration = Duration::from_secs(1);
 
-/// The example's binary, built once per test process. Cargo gives tests no
-/// `CARGO_BIN_EXE_*` for examples, and `cargo test --test tiny_reactor` does
-/// not build them, so we ask cargo: it builds the example if it is stale and
-/// names the binary in its JSON messages, wherever the target directory is.
-fn binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args([
-                "build",
-                "--example",
-                "tiny_reactor",
-                "--message-format=json",
-            ])
-            .arg("--manifest-path")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .stderr(Stdio::inherit());
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let out = build.output().expect("run cargo");
-        assert!(
-            out.status.success(),
-            "cargo build --example tiny_reactor failed"
-        );
-        String::from_utf8(out.stdout)
-            .expect("cargo's messages are UTF-8")
-            .lines()
-            .filter(|m| {
-                m.contains(r#""kind":["example"]"#) && m.contains(r#""name":"tiny_reactor""#)
-            })
-            .find_map(executable)
-            .expect("cargo named no executable for the tiny_reactor example")
-    })
-}
-
-/// The `"executable"` path of one cargo JSON message, unescaped.
-fn executable(message: &str) -> Option<PathBuf> {
-    let start = message.find(r#""executable":""#)? + r#""executable":""#.len();
-    let mut path = String::new();
-    let mut chars = message[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(path.into()),
-            '\\' => path.push(chars.next()?),
-            c => path.push(c),
-        }
-    }
-    None
-}
-
-/// The example running on 127.0.0.1:0; killed on drop if a test failed.
-struct Reactor {
-    child: Child,
-    addr: SocketAddr,
-    /// Everything the reactor wrote to stderr so far.
-    stderr: Arc<Mutex<String>>,
-    /// The thread collecting stderr; it ends at the child's end of stream,
-    /// so joining it after the exit means every line is in.
-    collector: Option<std::thread::JoinHandle<()>>,
-}
+/// The example running on 127.0.0.1:0 (killed on drop if a test failed).
+struct Reactor;
 
 impl Reactor {
-    fn start() -> Reactor {
-        let mut child = Command::new(binary())
-            .args(["--addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the tiny_reactor example");
-        // Read the first line on a thread, so that a reactor that never
-        // prints it fails the test after DEADLINE instead of hanging it.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&stderr);
-        let mut from_child = BufReader::new(child.stderr.take().unwrap());
-        let collector = std::thread::spawn(move || {
-            let mut line = String::new();
-            while from_child.read_line(&mut line).is_ok_and(|n| n > 0) {
-                collected.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        let mut reactor = Reactor {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            stderr,
-            collector: Some(collector),
-        };
-        let line = rx.recv_timeout(DEADLINE).expect("no `listening on` line");
-        reactor.addr = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line {line:?}"))
-            .parse()
-            .expect("an address after `listening on`");
-        reactor
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.id() as libc::pid_t;
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    fn terminate(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        let mut status = None;
-        wait_until("the reactor exits", || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        // The exit closed the child's stderr: once the collector has read
-        // to its end, the last lines (the stop message) are in.
-        if let Some(collector) = self.collector.take() {
-            collector.join().expect("the stderr collector");
-        }
-        status.unwrap()
-    }
-}
-
-impl Drop for Reactor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start() -> Example {
+        Example::start("tiny_reactor", &["--addr", "127.0.0.1:0"])
     }
 }
 
@@ -345,7 +212,10 @@ fn exits_zero_on_sigterm_and_closes_every_connection() {
 /// A wrong argument is refused with the usage, before anything is bound.
 #[test]
 fn refuses_an_unknown_argument() {
-    let out = Command::new(binary()).arg("--port").output().unwrap();
+    let out = Command::new(util::example("tiny_reactor"))
+        .arg("--port")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: tiny_reactor [--addr IP:PORT]"));
 }

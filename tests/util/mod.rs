@@ -6,17 +6,22 @@
 
 pub mod prometheus;
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netpool::{Builder, Conn, Handler, ServerThread};
+use netpool::{Builder, Conn, Framing, Handler, ServerThread};
 
 /// How long any single wait in a test may take before it counts as a failure.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// Starts `handler` on `builder` at 127.0.0.1:0, on its own thread.
-pub fn start<H: Handler + Send>(builder: Builder, handler: H) -> ServerThread {
+/// Starts `handler` on `builder` at 127.0.0.1:0, on its own thread, with
+/// whatever framing the builder has.
+pub fn start<F: Framing, H: Handler<F> + Send>(builder: Builder<F>, handler: H) -> ServerThread {
     let _ = env_logger::builder().is_test(true).try_init();
     builder
         .bind("127.0.0.1:0".parse().unwrap())
@@ -200,42 +205,167 @@ pub fn limit_with_one_free() -> u64 {
         .unwrap()
 }
 
-/// The binary of example `name`, built if stale. Cargo gives tests no
-/// `CARGO_BIN_EXE_*` for examples, and `cargo test --test X` does not build
-/// them, so we ask cargo: it builds the example and names the binary in its
-/// JSON messages, wherever the target directory is.
-pub fn example_binary(name: &str) -> std::path::PathBuf {
+/// The binary of example `name`, built once per test process. Cargo gives
+/// tests no `CARGO_BIN_EXE_*` for examples, and `cargo test --test NAME` does
+/// not build them, so we ask cargo: it builds the example if it is stale and
+/// names the binary in its JSON messages, wherever the target directory is.
+pub fn example(name: &str) -> &'static Path {
+    static BUILT: Mutex<Option<HashMap<String, &'static Path>>> = Mutex::new(None);
+    // Held while cargo runs, so that two tests asking for the same example
+    // build it once.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(name) {
+        return path;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
+    let mut build = Command::new(cargo);
     build
         .args(["build", "--example", name, "--message-format=json"])
         .arg("--manifest-path")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .stderr(std::process::Stdio::inherit());
+        .stderr(Stdio::inherit());
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
     let out = build.output().expect("run cargo");
     assert!(out.status.success(), "cargo build --example {name} failed");
-    let (kind, named) = (r#""kind":["example"]"#, format!(r#""name":"{name}""#));
-    String::from_utf8(out.stdout)
+    let named = format!(r#""name":"{name}""#);
+    let path: PathBuf = String::from_utf8(out.stdout)
         .expect("cargo's messages are UTF-8")
         .lines()
-        .filter(|m| m.contains(kind) && m.contains(&named))
-        .find_map(|m| {
-            // The `"executable"` path, unescaped.
-            let key = r#""executable":""#;
-            let start = m.find(key)? + key.len();
-            let mut path = String::new();
-            let mut chars = m[start..].chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '"' => return Some(path.into()),
-                    '\\' => path.push(chars.next()?),
-                    c => path.push(c),
-                }
+        .filter(|m| m.contains(r#""kind":["example"]"#) && m.contains(&named))
+        .find_map(executable)
+        .unwrap_or_else(|| panic!("cargo named no executable for the {name} example"));
+    let path: &'static Path = Box::leak(path.into_boxed_path());
+    built.insert(name.to_string(), path);
+    path
+}
+
+/// The `"executable"` path of one cargo JSON message, unescaped.
+fn executable(message: &str) -> Option<PathBuf> {
+    let start = message.find(r#""executable":""#)? + r#""executable":""#.len();
+    let mut path = String::new();
+    let mut chars = message[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(path.into()),
+            '\\' => path.push(chars.next()?),
+            c => path.push(c),
+        }
+    }
+    None
+}
+
+/// An example server run as a child process on a port it picked (pass it
+/// `--addr 127.0.0.1:0`), found from its `listening on ADDR` line; killed
+/// on drop if a test failed before stopping it.
+pub struct Example {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Everything the example wrote to stderr so far.
+    stderr: Arc<Mutex<String>>,
+    /// The thread collecting stderr; it ends at the child's end of stream,
+    /// so joining it after the exit means every line is in.
+    collector: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Example {
+    /// Starts example `name` with `args` and waits for its address.
+    pub fn start(name: &str, args: &[&str]) -> Example {
+        let mut child = Command::new(example(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the {name} example: {e}"));
+        // Read the first line on a thread, so that an example that never
+        // prints it fails the test after DEADLINE instead of hanging it.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let collected = Arc::clone(&stderr);
+        let mut from_child = BufReader::new(child.stderr.take().unwrap());
+        let collector = std::thread::spawn(move || {
+            let mut line = String::new();
+            while from_child.read_line(&mut line).is_ok_and(|n| n > 0) {
+                collected.lock().unwrap().push_str(&line);
+                line.clear();
             }
-            None
-        })
-        .unwrap_or_else(|| panic!("cargo named no executable for the {name} example"))
+        });
+        let mut example = Example {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+            collector: Some(collector),
+        };
+        let line = rx.recv_timeout(DEADLINE).expect("no `listening on` line");
+        example.addr = line
+            .trim_end()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line {line:?}; stderr: {}", example.stderr()))
+            .parse()
+            .expect("an address after `listening on`");
+        example
+    }
+
+    /// What the example wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut status = None;
+        wait_until("the example exits", || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        // The exit closed the child's stderr: once the collector has read
+        // to its end, the last lines (the stop message) are in.
+        if let Some(collector) = self.collector.take() {
+            collector.join().expect("the stderr collector");
+        }
+        status.unwrap()
+    }
+
+    /// The example's resident memory (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        self.memory("VmRSS:")
+    }
+
+    /// The example's address space (`VmSize`), in bytes: unlike the
+    /// resident memory, it also counts allocations never touched.
+    pub fn virtual_size(&self) -> u64 {
+        self.memory("VmSize:")
+    }
+
+    fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the example's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
+        kib * 1024
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
