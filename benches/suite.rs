@@ -136,6 +136,9 @@ pub enum ServerKind {
     /// The key-value server of `examples/kv` on netpool, one loop: the
     /// example's own handler (`examples/kv/server.rs`) and settings.
     NetpoolKv,
+    /// The same, with one event loop per core sharing the one store
+    /// (`--workers cores`): what sharing the store between loops costs.
+    NetpoolKvMt,
     /// The same key-value server on a current-thread tokio runtime
     /// (`suite/tokio_kv.rs`).
     TokioKv,
@@ -149,7 +152,7 @@ pub enum ServerKind {
 const NOT_YET_WRITTEN: &[(ServerKind, &str)] = &[];
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 12] = [
+    pub const ALL: [ServerKind; 13] = [
         ServerKind::Netpool,
         ServerKind::NetpoolMt,
         ServerKind::TokioCt,
@@ -160,6 +163,7 @@ impl ServerKind {
         ServerKind::NetpoolTls,
         ServerKind::TokioTls,
         ServerKind::NetpoolKv,
+        ServerKind::NetpoolKvMt,
         ServerKind::TokioKv,
         ServerKind::NetpoolBusy,
     ];
@@ -176,6 +180,7 @@ impl ServerKind {
             ServerKind::NetpoolTls => "netpool-tls",
             ServerKind::TokioTls => "tokio-tls",
             ServerKind::NetpoolKv => "netpool-kv",
+            ServerKind::NetpoolKvMt => "netpool-kv-mt",
             ServerKind::TokioKv => "tokio-kv",
             ServerKind::NetpoolBusy => "netpool-busy",
         }
@@ -405,7 +410,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 pipeline: p,
                 requests: n,
             },
-            servers: vec![NetpoolKv, TokioKv, Redis],
+            servers: vec![NetpoolKv, NetpoolKvMt, TokioKv, Redis],
             tls: false,
         });
     }
@@ -557,7 +562,8 @@ fn serve_main(args: &[String]) -> io::Result<()> {
         ServerKind::TokioTls => tokio_server::serve(&o, tokio_server::Flavor::CurrentThread),
         ServerKind::Floor => mio_floor::serve(&o),
         ServerKind::TokioKv => tokio_kv::serve(&o),
-        ServerKind::NetpoolKv => netpool_server::serve_kv(&o),
+        ServerKind::NetpoolKv => netpool_server::serve_kv(&o, false),
+        ServerKind::NetpoolKvMt => netpool_server::serve_kv(&o, true),
         ServerKind::Redis => Err(bad("redis-server is not ours to serve".into())),
     }
 }
@@ -1199,9 +1205,10 @@ fn benchmarks_md(cfg: &Config, md: &str, took: Duration, load: &str) -> String {
          bare-mio floor (a minimal hand-written mio echo loop with no \
          features), for PING_INLINE redis-server, for TLS netpool-tls \
          against tokio-ct behind tokio-rustls (ring provider and the same \
-         certificate for both), and for the key-value scenarios tokio-kv (the \
-         key-value server of examples/kv on tokio, same engine) against \
-         redis-server without persistence. Each server and the load \
+         certificate for both), and for the key-value scenarios netpool-kv \
+         (examples/kv; netpool-kv-mt: one loop per core sharing its store) \
+         and tokio-kv (the same key-value server on tokio, same engine) \
+         against redis-server without persistence. Each server and the load \
          generator are separate processes on the same 2-core machine, so \
          closed-loop throughput is bounded by the client and ratios compress \
          toward 1: the server CPU time per operation is the figure that shows \

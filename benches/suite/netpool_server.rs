@@ -67,8 +67,9 @@ fn serve_with(opts: &ServeOpts, per_core: bool, spin: std::time::Duration) -> io
 
 /// `netpool-kv`: the key-value server of `examples/kv`, one loop, with the
 /// example's own handler, framing and settings (request bound, tick, output
-/// limit) over a fresh store.
-pub fn serve_kv(opts: &ServeOpts) -> io::Result<()> {
+/// limit) over a fresh store; `netpool-kv-mt` (`per_core`): one loop per
+/// core, every loop's handler over the same store, as `--workers cores`.
+pub fn serve_kv(opts: &ServeOpts, per_core: bool) -> io::Result<()> {
     let overflow = match opts.overflow {
         OverflowMode::Refuse => Overflow::Refuse,
         OverflowMode::Pause => Overflow::Pause,
@@ -79,13 +80,15 @@ pub fn serve_kv(opts: &ServeOpts) -> io::Result<()> {
         .overflow(overflow)
         .refuse_message(proto::REFUSE.to_vec())
         .framing(kv_server::framing(max_request));
-    let server = kv_server::configure(builder, max_request)
-        .bind(opts.addr)
-        .map_err(io::Error::other)?;
+    let mut builder = kv_server::configure(builder, max_request);
+    if per_core {
+        builder = builder.workers_per_core();
+    }
+    let server = builder.bind(opts.addr).map_err(io::Error::other)?;
     proto::announce(server.local_addr());
     let shared = kv_server::Shared::new(kv_engine::Store::new());
     server
-        .run(kv_server::Kv::new(shared))
+        .run_workers(move |_loop_index| kv_server::Kv::new(shared.clone()))
         .map(|_| ())
         .map_err(io::Error::other)
 }
