@@ -5,8 +5,9 @@
 //!
 //! Ticks are meant for periodic housekeeping (expiring a cache, flushing a
 //! batch), which wants "about every period", not a catch-up burst: a tick
-//! missed while the loop was busy is not made up, the next one is a whole
-//! period after the late one.
+//! taken a little late keeps the schedule, but ticks missed altogether while
+//! the loop was busy are not made up; the next one then comes a whole period
+//! after the late one.
 
 use std::time::Duration;
 
