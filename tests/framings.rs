@@ -535,10 +535,10 @@ fn the_echo_example_refuses_an_unknown_framing() {
     assert!(stderr.contains("--framing HOW"), "{stderr}");
 }
 
-/// The lines framing is the default: `Builder::default()` and
-/// `Builder::framing(Lines::new(..))` serve the same.
+/// `Lines` chosen explicitly with `Builder::framing` carries its own bound,
+/// as `max_line_len` does for the default.
 #[test]
-fn lines_is_the_default_framing() {
+fn lines_chosen_on_the_builder_keep_their_bound() {
     let server = start(Server::builder().framing(Lines::new(8)), echo);
     let mut c = Client::connect(server.local_addr());
     assert_eq!(c.roundtrip(b"12345678\n"), b"12345678\n");
