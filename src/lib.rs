@@ -225,6 +225,7 @@ mod distribution;
 mod filter;
 mod framing;
 mod limits;
+pub mod listen;
 mod metrics;
 mod metrics_http;
 mod proxy;
