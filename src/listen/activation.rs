@@ -25,6 +25,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use listenfd::ListenFd;
+use rustix::net::{AddressFamily, SocketType};
 
 use super::wire::MAX_NAME_LEN;
 use super::{Inherited, Listener, MAX_LISTENERS};
@@ -210,23 +211,43 @@ fn adopt(
         name: name.map(str::to_string),
         reason,
     };
-    // listenfd only hands a descriptor over once it has checked its
-    // address family and type, so each kind is asked for in turn; a
-    // descriptor that is neither stays where it is, not closed.
-    let fd: OwnedFd = match passed.take_tcp_listener(index) {
-        Ok(Some(tcp)) => tcp.into(),
-        Ok(None) => return Err(not_a_listener("already taken".to_string())),
-        Err(_) => match passed.take_unix_listener(index) {
-            Ok(Some(unix)) => unix.into(),
+    // listenfd hands a descriptor over only once it has checked that it is
+    // a socket of the family and type asked for, and leaves it in place
+    // otherwise. Asking for every family and type we know makes every
+    // socket ours to inspect (and so to name precisely in an error), while
+    // a descriptor that is no socket at all is never taken, never closed.
+    let mut last_refusal = None;
+    for (family, ty) in SOCKET_KINDS {
+        match passed.take_custom::<OwnedFd>(
+            index,
+            i32::from(family.as_raw()),
+            ty.as_raw() as i32,
+            "socket of a family and type netpool serves",
+        ) {
+            Ok(Some(fd)) => {
+                // A socket that fails here (datagram, not listening, not
+                // TCP) was passed to us by the protocol: dropping it, which
+                // closes it, is ours to do.
+                return Listener::from_fd(fd).map_err(|(_fd, reason)| not_a_listener(reason));
+            }
             Ok(None) => return Err(not_a_listener("already taken".to_string())),
-            Err(e) => return Err(not_a_listener(format!("neither TCP nor Unix stream ({e})"))),
-        },
-    };
-    // A socket of the right family and type that fails here (not
-    // listening, not TCP) was passed to us by the protocol: dropping it,
-    // which closes it, is ours to do.
-    Listener::from_fd(fd).map_err(|(_fd, reason)| not_a_listener(reason))
+            Err(e) => last_refusal = Some(e),
+        }
+    }
+    let reason = last_refusal.map_or_else(String::new, |e| e.to_string());
+    Err(not_a_listener(format!("{reason} (left open)")))
 }
+
+/// The (family, type) pairs asked of listenfd, most likely first. listenfd
+/// counts an IPv6 socket as `AF_INET`.
+const SOCKET_KINDS: [(AddressFamily, SocketType); 6] = [
+    (AddressFamily::INET, SocketType::STREAM),
+    (AddressFamily::UNIX, SocketType::STREAM),
+    (AddressFamily::INET, SocketType::DGRAM),
+    (AddressFamily::UNIX, SocketType::DGRAM),
+    (AddressFamily::UNIX, SocketType::SEQPACKET),
+    (AddressFamily::INET, SocketType::SEQPACKET),
+];
 
 fn read_var(var: &'static str) -> Result<Option<String>, ActivationError> {
     match env::var_os(var) {
