@@ -63,7 +63,7 @@ pub enum ActivationError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// More descriptors than [`MAX_LISTENERS`](super::MAX_LISTENERS).
+    /// More descriptors than [`MAX_LISTENERS`].
     TooMany {
         /// The value of `LISTEN_FDS`.
         count: usize,
