@@ -87,7 +87,9 @@ const CONTROL_BACKLOG: i32 = 8;
 /// `WouldBlock` (mio is edge-triggered) and never blocks.
 pub struct HandoverServer {
     /// `None` once handed over: the control path is removed and closed.
-    control: Option<(UnixListener, UnixPathGuard)>,
+    /// The guard comes first so that, dropped, it removes the file while
+    /// the socket still listens (see `UnixPathGuard`).
+    control: Option<(UnixPathGuard, UnixListener)>,
     path: PathBuf,
     /// Duplicates of the served listeners; dropped once handed over.
     offer: Vec<Inherited>,
@@ -192,7 +194,7 @@ impl HandoverServer {
         let offer_frame = wire::encode(&Message::Offer(entries))?;
         let (listener, guard) = bind_unix(ctl_path, Some(0o600), CONTROL_BACKLOG)?;
         Ok(HandoverServer {
-            control: Some((UnixListener::from_std(listener), guard)),
+            control: Some((guard, UnixListener::from_std(listener))),
             path: ctl_path.to_path_buf(),
             offer,
             offer_frame,
@@ -278,13 +280,13 @@ impl HandoverServer {
         else {
             unreachable!("complete() is called in the Offered state only");
         };
-        if let Some((mut listener, guard)) = self.control.take() {
+        if let Some((guard, mut listener)) = self.control.take() {
             // Remove the file while our socket still listens on it: no one
             // can have replaced it (see UnixPathGuard).
             if let Err(e) = guard.remove() {
                 log::warn!("hand-over: control socket file not removed: {e}");
             }
-            self.deregister(&mut listener);
+            self.unregister(&mut listener);
         }
         match send_frame(&session, &Message::Done) {
             Ok(()) => {}
@@ -292,7 +294,7 @@ impl HandoverServer {
             // not hear that we stopped, and its confirm() reports that.
             Err(e) => log::warn!("hand-over: could not tell the successor we are done: {e}"),
         }
-        self.deregister(&mut session);
+        self.unregister(&mut session);
         // Our duplicates: the loop still holds its own listeners until it
         // has stopped accepting.
         self.offer.clear();
@@ -308,7 +310,7 @@ impl HandoverServer {
             ..
         } = std::mem::replace(&mut self.state, State::Listening)
         {
-            self.deregister(&mut session);
+            self.unregister(&mut session);
             log::warn!("hand-over to {successor} aborted, serving on: {reason}");
         }
     }
@@ -316,7 +318,7 @@ impl HandoverServer {
     /// Accepts control connections until `WouldBlock`.
     fn accept_all(&mut self, now: Instant) {
         loop {
-            let Some((listener, _)) = &self.control else {
+            let Some((_, listener)) = &self.control else {
                 return;
             };
             let stream = match listener.accept() {
@@ -361,6 +363,8 @@ impl HandoverServer {
             log::warn!("hand-over: sending the listeners to {credentials}: {e}");
             return;
         }
+        // Registered after the offer went out, yet no `Ready` can be missed:
+        // epoll reports data already waiting when a socket is added.
         if let Some((registry, token)) = &self.registration {
             if let Err(e) = registry.register(&mut stream, *token, Interest::READABLE) {
                 // Without it the confirmation would go unheard.
@@ -381,7 +385,8 @@ impl HandoverServer {
         };
     }
 
-    fn deregister(&self, source: &mut impl mio::event::Source) {
+    /// Takes `source` out of the poll, if we were registered.
+    fn unregister(&self, source: &mut impl mio::event::Source) {
         if let Some((registry, _)) = &self.registration {
             // A source that was never registered (registration came later)
             // fails here harmlessly.
@@ -399,7 +404,7 @@ impl mio::event::Source for HandoverServer {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        if let Some((listener, _)) = &mut self.control {
+        if let Some((_, listener)) = &mut self.control {
             registry.register(listener, token, interests)?;
         }
         if let State::Offered { session, .. } = &mut self.state {
@@ -415,7 +420,7 @@ impl mio::event::Source for HandoverServer {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        if let Some((listener, _)) = &mut self.control {
+        if let Some((_, listener)) = &mut self.control {
             registry.reregister(listener, token, interests)?;
         }
         if let State::Offered { session, .. } = &mut self.state {
@@ -426,7 +431,7 @@ impl mio::event::Source for HandoverServer {
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        if let Some((listener, _)) = &mut self.control {
+        if let Some((_, listener)) = &mut self.control {
             registry.deregister(listener)?;
         }
         if let State::Offered { session, .. } = &mut self.state {
@@ -852,6 +857,17 @@ mod tests {
             raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
             drive_until(&mut server, |s, _| s.deadline().is_none());
             assert!(!server.is_handed_over());
+        }
+
+        /// A server dropped before any hand-over removes its control file.
+        #[test]
+        fn dropping_removes_the_control_file() {
+            let path = ctl_path("drop");
+            let (_own, offer) = tcp_offer();
+            let server = HandoverServer::bind(&path, offer, Duration::from_secs(1)).unwrap();
+            assert!(path.exists());
+            drop(server);
+            assert!(!path.exists());
         }
 
         /// Nothing to offer is refused up front.

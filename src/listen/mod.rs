@@ -276,25 +276,19 @@ mod tests {
     fn non_listeners_are_refused_with_the_reason() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let connected = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (reason_of, expect) = (
-            |fd: OwnedFd| Listener::from_fd(fd).expect_err("refused").1,
-            [
-                "not listening",
+        let cases: [(OwnedFd, &str); 5] = [
+            (connected.into(), "not listening"),
+            (
+                std::fs::File::open("/dev/null").unwrap().into(),
                 "not a socket",
-                "datagram",
-                "datagram",
-                "not listening",
-            ],
-        );
-        let got = [
-            reason_of(OwnedFd::from(connected)),
-            reason_of(OwnedFd::from(std::fs::File::open("/dev/null").unwrap())),
-            reason_of(OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap())),
-            reason_of(OwnedFd::from(UnixDatagram::unbound().unwrap())),
-            reason_of(OwnedFd::from(UnixStream::pair().unwrap().0)),
+            ),
+            (UdpSocket::bind("127.0.0.1:0").unwrap().into(), "datagram"),
+            (UnixDatagram::unbound().unwrap().into(), "datagram"),
+            (UnixStream::pair().unwrap().0.into(), "not listening"),
         ];
-        for (got, want) in got.iter().zip(expect) {
-            assert!(got.contains(want), "{got:?} should say {want:?}");
+        for (fd, want) in cases {
+            let (_fd, reason) = Listener::from_fd(fd).expect_err("refused");
+            assert!(reason.contains(want), "{reason:?} should say {want:?}");
         }
     }
 }
