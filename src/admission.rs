@@ -17,6 +17,11 @@
 //!    1. the address filter ([`Builder::allow`](crate::Builder::allow) /
 //!       [`deny`](crate::Builder::deny));
 //!    2. the per-address cap ([`Builder::max_per_ip`](crate::Builder::max_per_ip));
+//!
+//!    These for a TCP client only: a client on a Unix socket has no IP
+//!    address, so neither applies to it (unless a PROXY header names one),
+//!    and the decision is told so with `None` rather than a made-up
+//!    address.
 //! 2. the accept rate ([`Builder::accept_rate`](crate::Builder::accept_rate));
 //! 3. the budget: the slot reserved before `accept`, or, when there was
 //!    none, the overflow strategy (grow, or refuse).
@@ -162,20 +167,20 @@ impl Gate {
     }
 
     /// After `accept`: the decision on a client from `ip` (see `# The
-    /// order`). `reserved` is what [`before_accept`](Gate::before_accept)
-    /// reserved.
+    /// order`), `None` for a client on a Unix socket, which the address
+    /// filter and the per-address cap do not concern. `reserved` is what
+    /// [`before_accept`](Gate::before_accept) reserved.
     pub(crate) fn decide(
         &self,
-        ip: IpAddr,
+        ip: Option<IpAddr>,
         reserved: Option<Slot>,
         now: Instant,
     ) -> Result<Ticket, Refusal> {
         // Behind a proxy, `ip` is the proxy's: the client is known only
-        // once its header is in (`after_header`).
-        let place = if self.proxied {
-            None
-        } else {
-            self.by_address(ip)?
+        // once its header is in (`after_header`). A Unix client has none.
+        let place = match ip {
+            Some(ip) if !self.proxied => self.by_address(ip)?,
+            _ => None,
         };
         if let Some(rate) = &self.rate {
             rate.peek(now).map_err(|_| Refusal::Rate)?;
@@ -223,13 +228,15 @@ mod tests {
         Gate::new(budget, per_ip, 0, filter, false)
     }
 
-    /// One connection from `ip`, as the loop admits it.
+    /// One connection from `ip` (`"unix"`: from a Unix socket, no IP), as
+    /// the loop admits it.
     fn admit(g: &Gate, ip: &str) -> Result<Ticket, Refusal> {
         let reserved = match g.before_accept(0, Instant::now()) {
             BeforeAccept::Accept(slot) => slot,
             other => panic!("not accepting: {other:?}"),
         };
-        g.decide(ip.parse().unwrap(), reserved, Instant::now())
+        let ip = (ip != "unix").then(|| ip.parse().unwrap());
+        g.decide(ip, reserved, Instant::now())
     }
 
     const GROW: Overflow = Overflow::Grow { step: 1, max: 3 };
@@ -261,6 +268,22 @@ mod tests {
         assert_eq!(g.budget.active(), 1);
         let _other = admit(&g, "127.0.0.3").expect("another address is served");
         assert_eq!(g.budget.limit(), 2, "grown for a welcome client");
+    }
+
+    /// A Unix client has no address: an allow-list that would deny every
+    /// address, and a per-address cap of one, let any number of them in,
+    /// while the budget still counts each one.
+    #[test]
+    fn address_policies_do_not_apply_to_unix_clients() {
+        let only_elsewhere = AddressFilter {
+            allow: vec!["192.0.2.0/24".parse().unwrap()],
+            deny: vec![],
+        };
+        let g = gate(3, Overflow::Refuse, 1, only_elsewhere);
+        assert_eq!(admit(&g, "127.0.0.1").unwrap_err(), Refusal::Denied);
+        let held: Vec<_> = (0..3).map(|_| admit(&g, "unix").unwrap()).collect();
+        assert!(held.iter().all(|t| t.place.is_none()), "no address place");
+        assert_eq!(admit(&g, "unix").unwrap_err(), Refusal::Budget);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! [`Builder`]: every setting of a server, with its default and how to size
-//! it. Binding (`Builder::bind`, `Builder::listener`) is in `server.rs`,
-//! beside the [`Server`](crate::Server) it makes.
+//! it. Binding (`Builder::bind`, `Builder::unix`, `Builder::listener`,
+//! `Builder::inherit`, `Builder::take_over`...) is in `server.rs`, beside
+//! the [`Server`](crate::Server) it makes.
 
-#[cfg(feature = "tls")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::fmt;
 
 use crate::alarm::{Alarm, AlarmConfig};
 use crate::budget::Overflow;
-use crate::config::Config;
+use crate::config::{Config, HandoverConfig};
 use crate::distribution::Distribution;
 use crate::framing::{Framing, Lines};
 #[cfg(feature = "tls")]
@@ -170,7 +170,8 @@ impl<F: Framing> Builder<F> {
     }
 
     /// Sets `TCP_NODELAY` on accepted sockets, so small replies leave at once
-    /// instead of waiting for Nagle's algorithm. Default on.
+    /// instead of waiting for Nagle's algorithm. Default on. (A Unix socket
+    /// has no such delay.)
     pub fn nodelay(mut self, on: bool) -> Self {
         self.config.nodelay = on;
         self
@@ -293,6 +294,9 @@ impl<F: Framing> Builder<F> {
     /// balancer's: the cap is applied once the header is in, and a refused
     /// client gets the refusal message then
     /// ([`CloseReason::TooManyFromAddress`](crate::CloseReason::TooManyFromAddress)).
+    /// It caps TCP clients only: a client on a Unix socket has no IP
+    /// address (unless a PROXY header names one), and is counted only in
+    /// the budget.
     pub fn max_per_ip(mut self, connections: u32) -> Self {
         self.config.max_per_ip = connections;
         self
@@ -340,6 +344,9 @@ impl<F: Framing> Builder<F> {
     /// is registered, or with the PROXY protocol on, right after the header,
     /// against the client address it carries. Turned away clients are closed
     /// without the refusal message and counted in [`Stats::denied`](crate::Stats::denied).
+    /// Filters apply to TCP clients only: a client on a Unix socket has no
+    /// address (file permissions, [`unix_mode`](Builder::unix_mode), decide
+    /// who may connect there), unless a PROXY header names one.
     ///
     /// ```
     /// let builder = netpool::Server::builder()
@@ -421,6 +428,36 @@ impl<F: Framing> Builder<F> {
     /// ```
     pub fn tick(mut self, period: Duration) -> Self {
         self.config.tick = period;
+        self
+    }
+
+    /// The permissions of the Unix socket files this builder binds
+    /// ([`unix`](Builder::unix), [`bind_all`](Builder::bind_all)), for
+    /// example `0o660` to let the socket file's group connect. Set before the
+    /// socket listens, so nobody connects under the wrong mode. Default: the
+    /// process's umask applied to `0o777`.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.config.unix_mode = Some(mode);
+        self
+    }
+
+    /// Lets a successor process take the server's listening sockets over
+    /// without refusing or resetting a single connection: the server
+    /// listens on the Unix control socket `ctl_path` (mode `0600`; only our
+    /// own user, or root, may take over), and when a successor has taken the
+    /// sockets ([`take_over`](Builder::take_over)) and accepts on them, this
+    /// server stops accepting, lets its connections finish within `grace`
+    /// (as [`ServerHandle::stop`](crate::ServerHandle::stop) does), and its
+    /// loops return. Its Unix socket files stay: the successor serves them.
+    /// Default off.
+    ///
+    /// A stale control file is replaced; a live one (another server's) makes
+    /// binding fail. The file is removed when the server stops.
+    pub fn handover(mut self, ctl_path: impl Into<PathBuf>, grace: Duration) -> Self {
+        self.config.handover = Some(HandoverConfig {
+            path: ctl_path.into(),
+            grace,
+        });
         self
     }
 

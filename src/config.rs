@@ -2,6 +2,7 @@
 //! public way to set them is [`Builder`](crate::Builder); each default is
 //! documented on its setter, with how to size it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::alarm::AlarmConfig;
@@ -46,6 +47,10 @@ pub(crate) struct Config {
     pub(crate) busy_poll: Duration,
     /// How often the handler's `on_tick` runs; zero: never.
     pub(crate) tick: Duration,
+    /// The mode of Unix socket files bound; `None`: `0o777 & !umask`.
+    pub(crate) unix_mode: Option<u32>,
+    /// Hand the listeners over to a successor through this control socket.
+    pub(crate) handover: Option<HandoverConfig>,
     /// Serve TLS with this config (or these PEM files).
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsSource>,
@@ -90,6 +95,8 @@ impl Default for Config {
             events_capacity: 1024,
             busy_poll: Duration::ZERO,
             tick: Duration::ZERO,
+            unix_mode: None,
+            handover: None,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -156,6 +163,11 @@ impl Config {
             "workers",
             "must be at most 1024",
         )?;
+        check(
+            !matches!(self.unix_mode, Some(mode) if mode > 0o7777),
+            "unix_mode",
+            "must be a permission mode (at most 0o7777)",
+        )?;
         Ok(())
     }
 }
@@ -180,6 +192,14 @@ fn positive(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
         setting,
         "must be at least one millisecond",
     )
+}
+
+/// Where a server listens for a successor, and how long it drains after
+/// handing over (see [`Builder::handover`](crate::Builder::handover)).
+#[derive(Debug, Clone)]
+pub(crate) struct HandoverConfig {
+    pub(crate) path: PathBuf,
+    pub(crate) grace: Duration,
 }
 
 /// The most event loops one server runs: far beyond any core count a loop per

@@ -16,6 +16,7 @@ use crate::base::id::ConnId;
 use crate::conn_handle::ConnHandle;
 use crate::core::Held;
 use crate::framing::{Command, Framing, LengthPrefixed, Lines, Raw, Resp};
+use crate::listen::Peer;
 use crate::shared::LoopShared;
 use crate::transport::SessionInfo;
 
@@ -25,8 +26,12 @@ use crate::transport::SessionInfo;
 pub struct Disconnect<S> {
     /// The connection's id.
     pub id: ConnId,
-    /// The peer's address.
+    /// The peer's address, as [`Conn::peer_addr`] gave it (`0.0.0.0:0`
+    /// for a peer on a Unix socket).
     pub peer_addr: SocketAddr,
+    /// Who the peer was, as [`Conn::peer`] gave it: its address, or its
+    /// credentials on a Unix socket.
+    pub peer: Peer,
     /// The connection's state, handed back for the last time.
     pub state: S,
     /// Why it ended.
@@ -161,6 +166,8 @@ pub struct Conn<'a, S = ()> {
     pub(crate) id: ConnId,
     pub(crate) peer: SocketAddr,
     pub(crate) proxy: Option<SocketAddr>,
+    /// Who connected, on a Unix socket; `None` on TCP.
+    pub(crate) unix: Option<&'a Peer>,
     pub(crate) state: &'a mut S,
     /// Where `send` appends: the loop's shared write buffer when the connection
     /// has nothing pending (the common case, no per-connection allocation), or
@@ -232,9 +239,35 @@ impl<S> Conn<'_, S> {
     }
 
     /// The client's address. With the [PROXY protocol](crate::Builder::proxy_protocol)
-    /// on, it is the address the header names, not the proxy's.
+    /// on, it is the address the header names, not the proxy's. A client on
+    /// a Unix socket has no address: `0.0.0.0:0`; [`peer`](Conn::peer) has
+    /// its credentials.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Who the client is, whatever the listener it came through: for TCP
+    /// its address ([`Peer::Tcp`], as [`peer_addr`](Conn::peer_addr)); for
+    /// a Unix socket the user, group and process the kernel recorded when
+    /// it connected ([`Peer::Unix`], from `SO_PEERCRED`). With the PROXY
+    /// protocol on, a header that names a client makes it [`Peer::Tcp`]
+    /// with that address, whatever the socket.
+    ///
+    /// ```
+    /// use netpool::{Conn, Peer};
+    ///
+    /// let whoami = |_line: &[u8], conn: &mut Conn| {
+    ///     let reply = match conn.peer() {
+    ///         Peer::Unix { credentials, .. } => format!("uid {}\n", credentials.uid),
+    ///         peer => format!("{peer}\n"),
+    ///     };
+    ///     conn.send(reply);
+    /// };
+    /// # fn is_handler<H: netpool::Handler>(_: &H) {}
+    /// # is_handler(&whoami);
+    /// ```
+    pub fn peer(&self) -> Peer {
+        peer(self.peer, self.proxy.is_some(), self.unix)
     }
 
     /// With the PROXY protocol on, the proxy's own address (the socket's
@@ -327,11 +360,20 @@ impl<S> io::Write for Conn<'_, S> {
     }
 }
 
+/// Who a connection's peer is: its Unix credentials, unless a PROXY header
+/// named a client (`proxied`); else its address.
+pub(crate) fn peer(addr: SocketAddr, proxied: bool, unix: Option<&Peer>) -> Peer {
+    match unix {
+        Some(unix) if !proxied => unix.clone(),
+        _ => Peer::Tcp(addr),
+    }
+}
+
 impl<S> fmt::Debug for Conn<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
             .field("id", &self.id)
-            .field("peer", &self.peer)
+            .field("peer", &self.peer())
             .field("pending", &self.out.len())
             .field("room", &self.room)
             .field("closing", &self.verdict)

@@ -241,8 +241,10 @@ mod tls_watch;
 // The kernel's view of a listener: system calls, but no loop.
 mod accept_queue;
 
-// The connection core, and the transports under it.
+// The connection core, and the transports under it; the sockets under
+// those (TCP or Unix).
 mod core;
+mod socket;
 mod transport;
 
 // What the loops share with handles; the handler's side of a connection.
@@ -284,6 +286,7 @@ pub use handles::{LoopStats, ServerHandle, Stats};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
 /// `ipnet` crate.
 pub use ipnet::IpNet;
+pub use listen::{Credentials, Endpoint, Listener, Peer};
 pub use metrics::Metrics;
 pub use metrics_endpoint::{MetricsEndpoint, ScrapeState};
 /// The rustls this crate is built with, for building a

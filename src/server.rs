@@ -1,12 +1,16 @@
-//! [`Server`]: a bound listener with its poll, ready to run a handler.
+//! [`Server`]: bound listeners with their polls, ready to run a handler;
+//! and binding, the [`Builder`]'s last step: TCP addresses, Unix socket
+//! paths, adopted listeners, sockets passed by systemd, and sockets taken
+//! over from a running predecessor.
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -21,9 +25,20 @@ use crate::error::{ConfigError, Error};
 use crate::framing::{Framing, Lines};
 use crate::handler::Handler;
 use crate::handles::ServerHandle;
-use crate::reactor::{EventLoop, LISTENER, WAKER};
+use crate::listen::{
+    bind_unix, from_env, take_over, Confirmation, Endpoint, HandoverServer, Inherited, Listener,
+    UnixPathGuard, MAX_LISTENERS,
+};
+use crate::reactor::{listener_token, EventLoop, Handover, Listening, HANDOVER, WAKER};
 use crate::shared::{Command, LoopShared, ServerShared, StopReport};
+use crate::socket::{ListenSocket, NO_ADDR};
 use crate::transport::Plain;
+
+/// How long each step of a hand-over may take: the successor's connect and
+/// receipt of the sockets, and the predecessor's answer to its
+/// confirmation; on the old server's side, how long a successor has to
+/// confirm after it received the sockets.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bound, listening server, not yet running.
 ///
@@ -36,17 +51,59 @@ pub struct Server<F: Framing = Lines> {
     config: Config,
     /// The framing each loop gets a copy of.
     framing: F,
-    /// One poll per loop, each with the listener registered if that loop
-    /// accepts (see `distribute.rs`).
-    /// `None` once the loop has been started.
-    loops: Vec<Option<(Poll, Option<TcpListener>)>>,
+    /// Each loop's poll, with the listeners it accepts on registered (see
+    /// `distribute.rs`). `None` once the loop has been started.
+    loops: Vec<Option<LoopParts>>,
     shared: Arc<ServerShared>,
+    /// A server built by [`Builder::take_over`]: its predecessor is told to
+    /// stop accepting when this server starts.
+    succession: Option<Succession>,
+}
+
+/// One loop, before it runs.
+struct LoopParts {
+    poll: Poll,
+    listeners: Vec<Listening>,
+    /// On loop 0, with [`Builder::handover`].
+    handover: Option<Handover>,
+}
+
+/// What a server that took its sockets over still owes its predecessor.
+struct Succession {
+    confirmation: Confirmation,
+    /// With [`Builder::handover`], the sockets to offer our own successor,
+    /// once the control path is ours (the predecessor gives it up when it
+    /// confirms).
+    offer: Option<Vec<Inherited>>,
+}
+
+/// One endpoint the server listens on, as binding or adoption made it.
+pub(crate) struct Bound {
+    /// For a Unix socket file this server bound (or took over): removes
+    /// the file on a clean stop. First, so that it is dropped before the
+    /// sockets (see `UnixPathGuard`).
+    guard: Option<UnixPathGuard>,
+    /// One socket, or with [`Distribution::ReusePort`] one per loop.
+    sockets: Vec<Listener>,
+    /// The name systemd or a predecessor passed it under, passed on in a
+    /// hand-over.
+    name: Option<String>,
+}
+
+impl Bound {
+    fn one(listener: Listener, guard: Option<UnixPathGuard>, name: Option<String>) -> Bound {
+        Bound {
+            guard,
+            sockets: vec![listener],
+            name,
+        }
+    }
 }
 
 impl<F: Framing> fmt::Debug for Server<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.shared.local_addr)
+            .field("endpoints", &self.shared.endpoints)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -69,11 +126,13 @@ impl Server {
 }
 
 impl<F: Framing> Server<F> {
-    /// A server on `listeners`: one per loop (`ReusePort`), or one for all.
-    pub(crate) fn new(
+    /// A server on `bound`, with the predecessor to confirm to if it took
+    /// its sockets over.
+    fn new(
         config: Config,
         framing: F,
-        listeners: Vec<StdListener>,
+        bound: Vec<Bound>,
+        confirmation: Option<Confirmation>,
     ) -> Result<Server<F>, Error> {
         // Certificate problems are the caller's to fix: report them before
         // anything else is set up.
@@ -99,41 +158,92 @@ impl<F: Framing> Server<F> {
             };
             (tls, cert_watch)
         };
-        let local_addr = listeners[0].local_addr()?;
-        // Each distinct socket, for reading its accept queue on a scrape
-        // (the `dup`s made below for `Shared` are the same socket).
-        let ids = listeners.iter().filter_map(|l| match ListenerId::of(l) {
-            Ok(id) => id,
-            Err(e) => {
-                log::debug!("the accept queue of {local_addr} will not be shown: {e}");
-                None
-            }
-        });
-        let listener_ids: Vec<ListenerId> = ids.collect();
-        let n = config.workers;
-        let mut listeners: Vec<Option<StdListener>> = listeners.into_iter().map(Some).collect();
-        for _ in listeners.len()..n {
-            listeners.push(match config.distribution {
-                // Every loop polls its own descriptor of the one listening
-                // socket (`dup`), so that each loop can drop its own when it
-                // stops; the socket closes with the last one.
-                Distribution::Shared => Some(listeners[0].as_ref().unwrap().try_clone()?),
-                // Only loop 0 accepts. (`ReusePort` has one per loop already.)
-                Distribution::Handoff | Distribution::ReusePort => None,
-            });
+        if bound.is_empty() {
+            return Err(ConfigError::new("listeners", "no listener to serve on").into());
         }
-        let listeners = listeners.into_iter().map(|l| l.map(TcpListener::from_std));
+        if bound.len() > MAX_LISTENERS {
+            return Err(ConfigError::new(
+                "listeners",
+                format!(
+                    "{} listeners: a server accepts on at most {MAX_LISTENERS}",
+                    bound.len()
+                ),
+            )
+            .into());
+        }
+        let endpoints = bound
+            .iter()
+            .map(|b| b.sockets[0].endpoint())
+            .collect::<Result<Vec<_>, _>>()?;
+        let local_addr = endpoints.iter().find_map(Endpoint::tcp).unwrap_or(NO_ADDR);
+        // Each distinct TCP socket, for reading its accept queue on a scrape
+        // (the `dup`s made below for `Shared` are the same socket; a Unix
+        // socket has none that the kernel's socket diagnostics report here).
+        let ids = bound
+            .iter()
+            .flat_map(|b| &b.sockets)
+            .filter_map(|l| match ListenerId::of(l) {
+                Ok(id) => id,
+                Err(e) => {
+                    log::debug!("the accept queue of {l} will not be shown: {e}");
+                    None
+                }
+            });
+        let listener_ids: Vec<ListenerId> = ids.collect();
+        // Duplicates of every socket, made now: a successor may take them
+        // over while the loops own the originals.
+        let offer = match config.handover {
+            Some(_) => Some(offer(&bound)?),
+            None => None,
+        };
+        let n = config.workers;
+        let mut per_loop: Vec<Vec<Listening>> = (0..n).map(|_| Vec::new()).collect();
+        for Bound {
+            mut guard, sockets, ..
+        } in bound
+        {
+            let split = sockets.len() == n && n > 1;
+            for (i, socket) in sockets.into_iter().enumerate() {
+                if i == 0 && !split {
+                    for loop_listeners in per_loop.iter_mut().skip(1) {
+                        match config.distribution {
+                            // Only loop 0 accepts.
+                            Distribution::Handoff => {}
+                            // Every loop polls its own descriptor of the one
+                            // listening socket (`dup`), so that each loop can
+                            // drop its own when it stops; the socket closes
+                            // with the last one. (With `ReusePort`, so does a
+                            // socket that cannot be split: a Unix one.)
+                            Distribution::Shared | Distribution::ReusePort => {
+                                let dup = ListenSocket::new(socket.try_clone()?);
+                                loop_listeners.push(Listening::new(dup, None));
+                            }
+                        }
+                    }
+                }
+                // Loop 0 owns the file (see `Listening::guard`).
+                let guard = if i == 0 { guard.take() } else { None };
+                per_loop[i].push(Listening::new(ListenSocket::new(socket), guard));
+            }
+        }
         let mut loops = Vec::with_capacity(n);
         let mut shared_loops = Vec::with_capacity(n);
-        for mut listener in listeners {
+        for mut listeners in per_loop {
             let poll = Poll::new()?;
-            if let Some(listener) = &mut listener {
-                poll.registry()
-                    .register(listener, LISTENER, Interest::READABLE)?;
+            for (i, listening) in listeners.iter_mut().enumerate() {
+                poll.registry().register(
+                    &mut listening.socket,
+                    listener_token(i),
+                    Interest::READABLE,
+                )?;
             }
             let waker = Waker::new(poll.registry(), WAKER)?;
             shared_loops.push(Arc::new(LoopShared::new(waker, config.max_handshakes)));
-            loops.push(Some((poll, listener)));
+            loops.push(Some(LoopParts {
+                poll,
+                listeners,
+                handover: None,
+            }));
         }
         let budget = Arc::new(Budget::new(config.acceptors, config.overflow, n));
         // A freed slot wakes a parked loop through that loop's command
@@ -156,24 +266,91 @@ impl<F: Framing> Server<F> {
             alarm: config.alarm.clone().map(AlarmState::new),
             local_addr,
             listeners: listener_ids,
+            endpoints,
             loops: shared_loops,
             #[cfg(feature = "tls")]
             tls,
             #[cfg(feature = "tls")]
             cert_watch,
         });
-        Ok(Server {
+        let mut server = Server {
             config,
             framing,
             loops,
             shared,
-        })
+            succession: None,
+        };
+        match (confirmation, offer) {
+            // The control path is the predecessor's until it confirms.
+            (Some(confirmation), offer) => {
+                server.succession = Some(Succession {
+                    confirmation,
+                    offer,
+                })
+            }
+            (None, Some(offer)) => server.listen_for_successor(offer)?,
+            (None, None) => {}
+        }
+        Ok(server)
+    }
+
+    /// Binds the hand-over control socket and gives it to loop 0.
+    fn listen_for_successor(&mut self, offer: Vec<Inherited>) -> Result<(), Error> {
+        let Some(config) = &self.config.handover else {
+            return Ok(());
+        };
+        let mut server = HandoverServer::bind(&config.path, offer, HANDOVER_TIMEOUT)?;
+        let parts = self.loops[0].as_mut().expect("loop 0 has not started");
+        parts
+            .poll
+            .registry()
+            .register(&mut server, HANDOVER, Interest::READABLE)?;
+        log::info!(
+            "a successor may take over through {}",
+            config.path.display()
+        );
+        parts.handover = Some(Handover::new(server, config.grace));
+        Ok(())
+    }
+
+    /// On a server built by [`Builder::take_over`], as it starts: tells the
+    /// predecessor that we accept (it stops accepting and drains), then
+    /// listens for our own successor if asked. Our listeners are registered
+    /// already; what the kernel queues meanwhile waits for our loops.
+    fn succeed(&mut self) {
+        let Some(Succession {
+            confirmation,
+            offer,
+        }) = self.succession.take()
+        else {
+            return;
+        };
+        match confirmation.confirm() {
+            Ok(()) => log::info!("took over: the predecessor has stopped accepting"),
+            // Both serving the same sockets is safe: nothing is lost.
+            Err(e) => log::warn!(
+                "took over, but the predecessor did not acknowledge ({e}); serving anyway"
+            ),
+        }
+        if let Some(offer) = offer {
+            if let Err(e) = self.listen_for_successor(offer) {
+                log::warn!("no hand-over to a later successor: {e}");
+            }
+        }
     }
 
     /// The address the server listens on; with port 0, the port the kernel
-    /// picked.
+    /// picked. With several listeners, the first TCP one's; on a server with
+    /// Unix listeners only, `0.0.0.0:0` ([`endpoints`](Server::endpoints)
+    /// has them all).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// Every endpoint the server listens on (TCP addresses with the ports
+    /// the kernel picked, Unix socket paths), in the order they were given.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.shared.endpoints
     }
 
     /// A handle to stop, watch and tune the server, usable from any thread,
@@ -196,6 +373,7 @@ impl<F: Framing> Server<F> {
     /// end the loop.
     pub fn run<H: Handler<F>>(mut self, handler: H) -> Result<StopReport, Error> {
         self.one_loop()?;
+        self.succeed();
         self.run_here(move |_| handler)
     }
 
@@ -208,6 +386,7 @@ impl<F: Framing> Server<F> {
     /// if the thread cannot be spawned.
     pub fn spawn<H: Handler<F> + Send>(mut self, handler: H) -> Result<ServerThread, Error> {
         self.one_loop()?;
+        self.succeed();
         let handle = self.handle();
         let thread = self.spawn_loop(0, move |_| handler)?;
         Ok(ServerThread {
@@ -257,6 +436,7 @@ impl<F: Framing> Server<F> {
         H: Handler<F>,
     {
         let handler_for = Arc::new(handler_for);
+        self.succeed();
         let mut threads = Vec::with_capacity(self.loops.len() - 1);
         for i in 1..self.loops.len() {
             let f = handler_for.clone();
@@ -312,6 +492,7 @@ impl<F: Framing> Server<F> {
     {
         let handle = self.handle();
         let handler_for = Arc::new(handler_for);
+        self.succeed();
         let mut threads = Vec::with_capacity(self.loops.len());
         for i in 0..self.loops.len() {
             let f = handler_for.clone();
@@ -328,14 +509,13 @@ impl<F: Framing> Server<F> {
         &mut self,
         handler_for: impl FnOnce(usize) -> H,
     ) -> Result<StopReport, Error> {
-        let (poll, listener) = self.loops[0].take().expect("loop 0 runs once");
+        let parts = self.loops[0].take().expect("loop 0 runs once");
         // Even if the factory panics, the guard closes loop 0's queue and
         // asks the other loops to stop.
         let guard = LoopGuard::new(&self.shared, 0);
         let handler = handler_for(0);
         let result = run_loop(
-            poll,
-            listener,
+            parts,
             handler,
             self.framing.clone(),
             self.config.clone(),
@@ -352,7 +532,7 @@ impl<F: Framing> Server<F> {
         M: FnOnce(usize) -> H + Send + 'static,
         H: Handler<F>,
     {
-        let (poll, listener) = self.loops[i].take().expect("each loop runs once");
+        let parts = self.loops[i].take().expect("each loop runs once");
         let config = self.config.clone();
         let framing = self.framing.clone();
         let shared = self.shared.clone();
@@ -365,7 +545,7 @@ impl<F: Framing> Server<F> {
                 let guard = LoopGuard::new(&shared, i);
                 pin_current_thread(&config, i);
                 let handler = handler_for(i);
-                let result = run_loop(poll, listener, handler, framing, config, shared, i);
+                let result = run_loop(parts, handler, framing, config, shared, i);
                 guard.finish(result.is_ok());
                 result
             });
@@ -401,14 +581,18 @@ impl<F: Framing> Drop for Server<F> {
 /// Runs loop `i` with the server's transport: the plaintext loop and the
 /// TLS loop are two compilations of the same generic code.
 fn run_loop<F: Framing, H: Handler<F>>(
-    poll: Poll,
-    listener: Option<TcpListener>,
+    parts: LoopParts,
     handler: H,
     framing: F,
     config: Config,
     shared: Arc<ServerShared>,
     i: usize,
 ) -> Result<StopReport, Error> {
+    let LoopParts {
+        poll,
+        listeners,
+        handover,
+    } = parts;
     #[cfg(feature = "tls")]
     if let Some(tls) = &shared.tls {
         use crate::transport::tls::{Tls, TlsLoop};
@@ -420,11 +604,22 @@ fn run_loop<F: Framing, H: Handler<F>>(
             transport = transport.watching(files.clone(), every);
         }
         return EventLoop::<F, H, Tls>::new(
-            poll, listener, handler, framing, transport, config, shared, i,
+            poll, listeners, handover, handler, framing, transport, config, shared, i,
         )
         .run();
     }
-    EventLoop::<F, H, Plain>::new(poll, listener, handler, framing, (), config, shared, i).run()
+    EventLoop::<F, H, Plain>::new(
+        poll,
+        listeners,
+        handover,
+        handler,
+        framing,
+        (),
+        config,
+        shared,
+        i,
+    )
+    .run()
 }
 
 /// How long the other loops get to finish when one loop of a server fails:
@@ -585,25 +780,134 @@ impl<F: Framing> Builder<F> {
     /// [`tls_pem`](Builder::tls_pem), the `Error::Tls*` variants, each naming
     /// the file at fault.
     pub fn bind(self, addr: SocketAddr) -> Result<Server<F>, Error> {
-        self.config.validate()?;
-        if self.config.distribution != Distribution::ReusePort || self.config.workers == 1 {
-            let listener = listen(addr, false, self.config.backlog)?;
-            return Server::new(self.config, self.framing, vec![listener]);
-        }
-        // One socket per loop on the same address. The first one fixes the
-        // port when `addr` asks for any (port 0); the others join it.
-        let first = listen(addr, true, self.config.backlog)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..self.config.workers {
-            listeners.push(listen(addr, true, self.config.backlog)?);
-        }
-        Server::new(self.config, self.framing, listeners)
+        self.bind_all([Endpoint::Tcp(addr)])
     }
 
-    /// Adopts a listener that is already bound and listening: socket
-    /// activation, or a hand-over from a parent process. It is switched to
-    /// non-blocking mode; its backlog is left as it was.
+    /// Listens on a Unix domain socket at `path`, with everything a TCP
+    /// server has: the budget, overflow, framing, TLS, timers, handles. The
+    /// handler meets each client's credentials ([`Conn::peer`](crate::Conn::peer)).
+    ///
+    /// A stale socket file (left by a server that died) is replaced; a path
+    /// on which a server is listening is an error, never stolen; a file that
+    /// is not a socket is never touched. The file gets
+    /// [`unix_mode`](Builder::unix_mode) before anyone can connect, and is
+    /// removed when the server stops (unless it was handed over to a
+    /// successor, which then owns it).
+    ///
+    /// ```
+    /// use netpool::{Conn, Peer, Server};
+    ///
+    /// let path = std::env::temp_dir().join(format!("netpool-doc-{}.sock", std::process::id()));
+    /// let server = Server::builder().unix_mode(0o600).unix(&path)?;
+    /// let running = server.spawn(|_line: &[u8], conn: &mut Conn| {
+    ///     if let Peer::Unix { credentials, .. } = conn.peer() {
+    ///         conn.send(format!("hello, uid {}\n", credentials.uid).as_bytes());
+    ///     }
+    /// })?;
+    /// # use std::io::{BufRead, BufReader, Write};
+    /// # let mut client = std::os::unix::net::UnixStream::connect(&path)?;
+    /// # client.write_all(b"hi\n")?;
+    /// # let mut reply = String::new();
+    /// # BufReader::new(&client).read_line(&mut reply)?;
+    /// # assert!(reply.starts_with("hello, uid "));
+    /// running.stop(std::time::Duration::from_secs(1))?;
+    /// assert!(!path.exists(), "removed on a clean stop");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Builder::bind); [`Error::Io`] of kind `AddrInUse` when a
+    /// server listens on `path`, `AlreadyExists` when `path` is not a
+    /// socket.
+    pub fn unix(self, path: impl AsRef<Path>) -> Result<Server<F>, Error> {
+        self.bind_all([Endpoint::Unix(path.as_ref().to_path_buf())])
+    }
+
+    /// Listens on every endpoint at once, TCP and Unix alike, in one
+    /// server: one budget, one set of loops, one handler. Each endpoint is
+    /// bound as [`bind`](Builder::bind) or [`unix`](Builder::unix) binds
+    /// it; at most 64.
+    ///
+    /// With [`Distribution::ReusePort`] and several workers, each TCP
+    /// endpoint gets a socket per loop; a Unix socket cannot be split that
+    /// way, so every loop accepts from its one socket (as with
+    /// [`Distribution::Shared`]).
+    ///
+    /// ```
+    /// use netpool::{Endpoint, Server};
+    ///
+    /// let path = std::env::temp_dir().join(format!("netpool-doc-all-{}.sock", std::process::id()));
+    /// let server = Server::builder().bind_all([
+    ///     Endpoint::Tcp("127.0.0.1:0".parse().unwrap()),
+    ///     Endpoint::Unix(path.clone()),
+    /// ])?;
+    /// assert_eq!(server.endpoints()[1], Endpoint::Unix(path));
+    /// assert_eq!(server.endpoints()[0].tcp(), Some(server.local_addr()));
+    /// # Ok::<(), netpool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Builder::bind) and [`unix`](Builder::unix), for the
+    /// first endpoint that fails (the ones bound before it are closed, and
+    /// their files removed); [`Error::InvalidConfig`] for no endpoint or
+    /// more than 64.
+    pub fn bind_all(
+        self,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> Result<Server<F>, Error> {
+        self.config.validate()?;
+        let endpoints: Vec<Endpoint> = endpoints.into_iter().collect();
+        if endpoints.len() > MAX_LISTENERS {
+            // Before binding anything.
+            return Err(ConfigError::new(
+                "bind_all",
+                format!(
+                    "{} endpoints: a server accepts on at most {MAX_LISTENERS}",
+                    endpoints.len()
+                ),
+            )
+            .into());
+        }
+        let (backlog, workers) = (self.config.backlog, self.config.workers);
+        let split = self.config.distribution == Distribution::ReusePort && workers > 1;
+        let mut bound = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            bound.push(match endpoint {
+                Endpoint::Tcp(addr) if split => {
+                    // One socket per loop on the same address. The first one
+                    // fixes the port when `addr` asks for any (port 0); the
+                    // others join it.
+                    let first = listen(addr, true, backlog)?;
+                    let addr = first.local_addr()?;
+                    let mut sockets = vec![Listener::Tcp(first)];
+                    for _ in 1..workers {
+                        sockets.push(Listener::Tcp(listen(addr, true, backlog)?));
+                    }
+                    Bound {
+                        guard: None,
+                        sockets,
+                        name: None,
+                    }
+                }
+                Endpoint::Tcp(addr) => {
+                    Bound::one(Listener::Tcp(listen(addr, false, backlog)?), None, None)
+                }
+                Endpoint::Unix(path) => {
+                    let (listener, guard) = bind_unix(&path, self.config.unix_mode, backlog)?;
+                    Bound::one(Listener::Unix(listener), Some(guard), None)
+                }
+            });
+        }
+        Server::new(self.config, self.framing, bound, None)
+    }
+
+    /// Adopts a TCP listener that is already bound and listening: socket
+    /// activation by hand, or a hand-over from a parent process. It is
+    /// switched to non-blocking mode; its backlog is left as it was. (For a
+    /// Unix listener, [`unix_listener`](Builder::unix_listener); for
+    /// several, [`listeners`](Builder::listeners).)
     ///
     /// # Errors
     ///
@@ -612,6 +916,144 @@ impl<F: Framing> Builder<F> {
     /// cannot be split into one per loop); [`Error::Io`] if the listener
     /// cannot be made non-blocking or has no local address.
     pub fn listener(self, listener: StdListener) -> Result<Server<F>, Error> {
+        self.listeners([Listener::Tcp(listener)])
+    }
+
+    /// Adopts a Unix listener that is already bound and listening, as
+    /// [`listener`](Builder::listener) adopts a TCP one. Its socket file is
+    /// the caller's: it is not removed when the server stops.
+    ///
+    /// # Errors
+    ///
+    /// As [`listener`](Builder::listener).
+    pub fn unix_listener(self, listener: StdUnixListener) -> Result<Server<F>, Error> {
+        self.listeners([Listener::Unix(listener)])
+    }
+
+    /// Adopts several listeners at once, TCP and Unix alike, served as
+    /// [`bind_all`](Builder::bind_all) serves what it binds. Each is
+    /// switched to non-blocking mode. Their socket files are not removed
+    /// on stop.
+    ///
+    /// # Errors
+    ///
+    /// As [`listener`](Builder::listener); [`Error::InvalidConfig`] for no
+    /// listener or more than 64.
+    pub fn listeners(
+        self,
+        listeners: impl IntoIterator<Item = Listener>,
+    ) -> Result<Server<F>, Error> {
+        self.adoptable()?;
+        let mut bound = Vec::new();
+        for listener in listeners {
+            // mio's `from_std` does not do this, and a blocking listener
+            // would stall the whole loop in `accept`.
+            match &listener {
+                Listener::Tcp(l) => l.set_nonblocking(true)?,
+                Listener::Unix(l) => l.set_nonblocking(true)?,
+            }
+            bound.push(Bound::one(listener, None, None));
+        }
+        Server::new(self.config, self.framing, bound, None)
+    }
+
+    /// Serves on the listening sockets systemd passed (socket activation,
+    /// `sd_listen_fds(3)`): `LISTEN_PID` must be this process, the
+    /// descriptors from 3 on are checked to be listening TCP or Unix stream
+    /// sockets (whatever the unit says), and the variables are unset so
+    /// that child processes do not take them too. Call it early in `main`,
+    /// before other threads start: unsetting a variable races with threads
+    /// that read the environment. The socket files are systemd's: they are
+    /// not removed on stop.
+    ///
+    /// The README has a `.socket` unit, and how to try it without systemd
+    /// running the service: `systemd-socket-activate -l 127.0.0.1:7000 ...`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `NotFound` when no sockets were passed (the
+    /// process was not socket-activated: bind instead), `InvalidInput` when
+    /// the variables are inconsistent or a descriptor is not a listener (its
+    /// source is a [`listen::ActivationError`](crate::listen::ActivationError)
+    /// naming what is wrong); otherwise as [`listener`](Builder::listener).
+    pub fn inherit(self) -> Result<Server<F>, Error> {
+        self.adoptable()?;
+        let inherited = from_env().map_err(std::io::Error::from)?;
+        for i in &inherited {
+            log::info!(
+                "socket activation: serving on {}{}",
+                i.listener,
+                i.name
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+        }
+        let bound = inherited
+            .into_iter()
+            .map(|i| Bound::one(i.listener, None, i.name))
+            .collect();
+        Server::new(self.config, self.framing, bound, None)
+    }
+
+    /// Takes the listening sockets of a running server over, through its
+    /// hand-over control socket `ctl_path` (see [`handover`](Builder::handover)):
+    /// a zero-downtime restart. The new server serves the same sockets (the
+    /// same kernel accept queues, so no client waiting in them is lost);
+    /// when it starts ([`run`](Server::run), [`spawn`](Server::spawn) and the
+    /// workers' variants), it tells the old one, which stops accepting and
+    /// drains its own connections. Unix socket files are this server's from
+    /// then on: removed when it stops, kept if it hands them over in turn
+    /// (with [`handover`](Builder::handover) on this builder, it listens on
+    /// its own control socket once the old server has given it up).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use netpool::{Conn, Server};
+    ///
+    /// // The new binary: take over from the old one, and be ready to hand
+    /// // over to the next.
+    /// let server = Server::builder()
+    ///     .handover("/run/app.ctl", Duration::from_secs(30))
+    ///     .take_over("/run/app.ctl")?;
+    /// for endpoint in server.endpoints() {
+    ///     println!("listening on {endpoint}");
+    /// }
+    /// server.run(|line: &[u8], conn: &mut Conn| conn.send(line))?;
+    /// # Ok::<(), netpool::Error>(())
+    /// ```
+    ///
+    /// Dropping the server without running it leaves the old one serving,
+    /// alone, as before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]: `NotFound` if no control socket is at `ctl_path`,
+    /// `ConnectionRefused` if nobody listens on it, `PermissionDenied` if the
+    /// old server refused (another hand-over in progress, another user),
+    /// `TimedOut` if it sent nothing within 10 s, `InvalidData` if it does
+    /// not speak netpool's hand-over; otherwise as [`listener`](Builder::listener).
+    /// The old server serves on in every case.
+    pub fn take_over(self, ctl_path: impl AsRef<Path>) -> Result<Server<F>, Error> {
+        self.adoptable()?;
+        let (inherited, confirmation) = take_over(ctl_path.as_ref(), HANDOVER_TIMEOUT)?;
+        let mut bound = Vec::with_capacity(inherited.len());
+        for Inherited { name, listener } in inherited {
+            let guard = match &listener {
+                Listener::Unix(l) => match l.local_addr()?.as_pathname() {
+                    Some(path) => Some(UnixPathGuard::adopt(path)?),
+                    None => None,
+                },
+                Listener::Tcp(_) => None,
+            };
+            log::info!("taking over {listener}");
+            bound.push(Bound::one(listener, guard, name));
+        }
+        Server::new(self.config, self.framing, bound, Some(confirmation))
+    }
+
+    /// Checks the settings for a server on sockets it did not bind itself.
+    fn adoptable(&self) -> Result<(), Error> {
         self.config.validate()?;
         if self.config.distribution == Distribution::ReusePort && self.config.workers > 1 {
             return Err(ConfigError::new(
@@ -621,11 +1063,23 @@ impl<F: Framing> Builder<F> {
             )
             .into());
         }
-        // mio's `from_std` does not do this, and a blocking listener would
-        // stall the whole loop in `accept`.
-        listener.set_nonblocking(true)?;
-        Server::new(self.config, self.framing, vec![listener])
+        Ok(())
     }
+}
+
+/// Duplicates of every socket in `bound` (each loop's, with `ReusePort`),
+/// with their names: what a hand-over offers.
+fn offer(bound: &[Bound]) -> std::io::Result<Vec<Inherited>> {
+    let mut offer = Vec::new();
+    for b in bound {
+        for socket in &b.sockets {
+            offer.push(Inherited {
+                name: b.name.clone(),
+                listener: socket.try_clone()?,
+            });
+        }
+    }
+    Ok(offer)
 }
 
 /// A non-blocking listening socket on `addr`, with `SO_REUSEPORT` if asked.

@@ -18,7 +18,6 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use mio::Waker;
 
 use crate::accept_queue::ListenerId;
@@ -28,7 +27,9 @@ use crate::base::id::ConnId;
 use crate::budget::Budget;
 use crate::error::Error;
 use crate::limits::Handshakes;
+use crate::listen::Endpoint;
 use crate::metrics::{CloseLabel, LoopTurnHistogram};
+use crate::socket::Stream;
 #[cfg(feature = "tls")]
 use crate::tls_config::TlsShared;
 #[cfg(feature = "tls")]
@@ -131,7 +132,7 @@ impl Counters {
 /// and its count in the target's load.
 #[derive(Debug)]
 pub(crate) struct Handoff {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) peer: SocketAddr,
     pub(crate) ticket: Ticket,
     pub(crate) load: Load,
@@ -271,12 +272,16 @@ pub(crate) struct ServerShared {
     /// Every accept-time policy, the budget among them.
     pub(crate) gate: Gate,
     pub(crate) alarm: Option<AlarmState>,
+    /// The first TCP endpoint's address, or `0.0.0.0:0` on a server with
+    /// Unix listeners only.
     pub(crate) local_addr: SocketAddr,
     /// The listening sockets, as the kernel's socket diagnostics know them
     /// (one per loop with `ReusePort`, else one): to read their accept
     /// queues on a scrape without holding a descriptor (see
     /// `accept_queue.rs`). Empty where the platform does not tell.
     pub(crate) listeners: Vec<ListenerId>,
+    /// Every endpoint the server listens on, in the order it was given them.
+    pub(crate) endpoints: Vec<Endpoint>,
     /// One per event loop; a loop's index here is its index everywhere
     /// (thread name, connection ids, the budget's parked set).
     pub(crate) loops: Vec<Arc<LoopShared>>,

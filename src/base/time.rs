@@ -36,6 +36,14 @@ impl Clock {
         self.now
     }
 
+    /// The loop time of `instant`, rounded up to whole milliseconds: a
+    /// deadline kept as an `Instant` elsewhere is never taken as reached
+    /// early.
+    pub(crate) fn at(&self, instant: Instant) -> Millis {
+        let since = instant.saturating_duration_since(self.start);
+        since.as_millis() as Millis + Millis::from(since.subsec_nanos() % 1_000_000 != 0)
+    }
+
     /// How long from the real present until `at`, for the poll timeout.
     /// Rounded up to whole milliseconds, so the loop never wakes just early
     /// and spins until the deadline.
@@ -61,6 +69,15 @@ mod tests {
     fn zero_turns_a_timeout_off() {
         assert_eq!(millis(Duration::ZERO), None);
         assert_eq!(millis(Duration::from_secs(2)), Some(2000));
+    }
+
+    #[test]
+    fn an_instant_becomes_loop_time_rounded_up() {
+        let c = Clock::new();
+        assert_eq!(c.at(c.start), 0);
+        assert_eq!(c.at(c.start + Duration::from_millis(7)), 7);
+        assert_eq!(c.at(c.start + Duration::from_micros(7001)), 8);
+        assert_eq!(c.at(c.start - Duration::from_millis(1)), 0);
     }
 
     #[test]

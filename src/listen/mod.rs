@@ -26,9 +26,10 @@
 
 use std::fmt;
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 
 use rustix::io::FdFlags;
 use rustix::net::{ipproto, sockopt, AddressFamily, SocketType};
@@ -118,6 +119,24 @@ impl Listener {
         Ok(listener)
     }
 
+    /// Where it listens, as the kernel reports it (for a TCP listener bound
+    /// to port 0, the port picked).
+    ///
+    /// # Errors
+    ///
+    /// `getsockname` failed.
+    pub fn endpoint(&self) -> io::Result<Endpoint> {
+        Ok(match self {
+            Listener::Tcp(l) => Endpoint::Tcp(l.local_addr()?),
+            Listener::Unix(l) => Endpoint::Unix(
+                l.local_addr()?
+                    .as_pathname()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default(),
+            ),
+        })
+    }
+
     fn set_nonblocking(&self) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(true),
@@ -152,6 +171,50 @@ impl fmt::Display for Listener {
                 },
                 Err(_) => f.write_str("unix:?"),
             },
+        }
+    }
+}
+
+/// Where a server listens: a TCP address or a Unix socket path.
+///
+/// [`Builder::bind_all`](crate::Builder::bind_all) binds a list of them;
+/// [`Server::endpoints`](crate::Server::endpoints) reports those a server
+/// listens on (with the port the kernel picked for port 0).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// A TCP address, IPv4 or IPv6.
+    Tcp(SocketAddr),
+    /// A Unix socket's path. Empty for an adopted socket that has none (an
+    /// unnamed or abstract one).
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// The TCP address; `None` for a Unix socket.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Tcp(addr) => Some(*addr),
+            Endpoint::Unix(_) => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint::Tcp(addr)
+    }
+}
+
+/// As a person would type it, and as [`Listener`] shows it:
+/// `127.0.0.1:7000`, `[::1]:7000`, `unix:/run/app.sock`, or
+/// `unix:(unnamed)`.
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            Endpoint::Unix(path) if path.as_os_str().is_empty() => f.write_str("unix:(unnamed)"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
 }

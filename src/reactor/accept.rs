@@ -1,5 +1,11 @@
-//! Accepting: draining the listener, asking admission, then serving a
+//! Accepting: draining the listeners, asking admission, then serving a
 //! connection here, handing it to another loop, or refusing it.
+//!
+//! A loop may accept on several listeners (TCP and Unix, see `socket.rs`),
+//! all under the one budget. Each remembers whether an edge came that
+//! `accept` has not drained yet ([`Listening`]); the loop takes their
+//! connections in turn, so that a flood on one does not starve the other,
+//! and after a pause resumes exactly those that still hold clients.
 //!
 //! The budget is consulted *before* `accept` (see `admission.rs`): a slot is
 //! reserved first, so a connection is never registered with the poll unless
@@ -13,7 +19,6 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::drive::Connection;
@@ -24,7 +29,9 @@ use crate::base::time::Millis;
 use crate::core::{Core, Start};
 use crate::framing::Framing;
 use crate::handler::Handler;
+use crate::listen::UnixPathGuard;
 use crate::shared::{Command, Handoff, Load};
+use crate::socket::{ListenSocket, Stream};
 use crate::transport::Transport;
 
 /// Accepts per turn, for fairness: a flood of connects (say, a storm of
@@ -48,6 +55,35 @@ enum Hold {
     /// `accept` failed for lack of resources (`EMFILE` & co): retry at
     /// this time.
     BackOff(Millis),
+}
+
+/// One listening socket of a loop.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    /// The guard that removes a Unix socket file this server bound, on the
+    /// one loop that owns it (loop 0). Dropped before the socket is closed
+    /// (see `UnixPathGuard`'s `# Shutdown`); being declared first, it is
+    /// also dropped first when the whole `Listening` is.
+    pub(crate) guard: Option<UnixPathGuard>,
+    pub(crate) socket: ListenSocket,
+    /// An edge came and `accept` has not said `WouldBlock` since: clients
+    /// may be waiting. mio is edge-triggered, so this is the only record,
+    /// once accepting stopped early (a pause, the turn's share), of which
+    /// listeners still hold clients.
+    ready: bool,
+}
+
+impl Listening {
+    /// A listener to register. It starts as ready: clients may have queued
+    /// before the loop registered it (an adopted or handed-over socket),
+    /// and the first look costs one `accept` that says `WouldBlock`.
+    pub(crate) fn new(socket: ListenSocket, guard: Option<UnixPathGuard>) -> Self {
+        Listening {
+            socket,
+            ready: true,
+            guard,
+        }
+    }
 }
 
 /// The accept side's state.
@@ -74,6 +110,8 @@ pub(super) struct AcceptState {
     /// budget, which is when the budget may grow; `None` once it is back to
     /// its configured size, so a loop with nothing grown has no such timer.
     pub(super) retire_at: Option<Millis>,
+    /// The listener to look at first next time: they take turns.
+    cursor: usize,
 }
 
 impl AcceptState {
@@ -102,14 +140,23 @@ impl AcceptState {
 }
 
 impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
-    /// Accepts until the kernel's queue is empty (`WouldBlock`), admission
-    /// says wait, or this turn's share is used.
+    /// Listener `index` reported an edge: accept from it (and from any other
+    /// listener that still holds clients).
+    pub(super) fn listener_ready(&mut self, index: usize) {
+        if let Some(listening) = self.listeners.get_mut(index) {
+            listening.ready = true;
+            self.accept_connections();
+        }
+    }
+
+    /// Accepts until the kernel's queues are empty (`WouldBlock` on every
+    /// listener), admission says wait, or this turn's share is used.
     pub(super) fn accept_connections(&mut self) {
         self.accept.retry_this_turn = false;
         if matches!(self.accept.held, Hold::Rate(_) | Hold::BackOff(_)) {
             return; // a timer brings us back
         }
-        if self.listener.is_none() {
+        if self.listeners.is_empty() {
             // Stopping, or a loop that never accepts. If a freed slot woke
             // us, it is meant for a loop that can use it: pass the wake on.
             let budget = self.pipe.server.budget();
@@ -146,10 +193,13 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 self.accept.held = Hold::No;
                 log::debug!("a slot is free: accept resumed");
             }
-            let Some(listener) = &self.listener else {
+            // Every queue is known empty: no `accept` needed to hear it
+            // say so. (The reservation goes back, and with it a wake-up
+            // meant for a loop that can use the slot.)
+            let Some(i) = self.next_ready() else {
                 return;
             };
-            match listener.accept() {
+            match self.listeners[i].socket.accept() {
                 Ok((stream, peer)) => {
                     if std::mem::take(&mut self.accept.failing) {
                         log::info!("accepting again after resource errors");
@@ -158,10 +208,15 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 }
                 // `reserved`, if any, is dropped: the slot goes back.
                 Err(e) => match AcceptError::classify(&e) {
-                    AcceptError::Drained => return,
+                    AcceptError::Drained => {
+                        self.listeners[i].ready = false;
+                        if self.listeners.iter().all(|l| !l.ready) {
+                            return;
+                        }
+                    }
                     AcceptError::Retry => continue,
                     AcceptError::BackOff => {
-                        if e.raw_os_error() == Some(EMFILE) && self.refuse_with_spare(&e) {
+                        if e.raw_os_error() == Some(EMFILE) && self.refuse_with_spare(i, &e) {
                             continue;
                         }
                         self.back_off_accept(&e);
@@ -170,22 +225,31 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 },
             }
         }
-        // The turn's share is used; the queue may hold more.
+        // The turn's share is used; the queues may hold more.
         self.accept.retry_this_turn = true;
+    }
+
+    /// The next listener that may hold clients, in turn.
+    fn next_ready(&mut self) -> Option<usize> {
+        let n = self.listeners.len();
+        let start = self.accept.cursor;
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.listeners[i].ready)?;
+        self.accept.cursor = (i + 1) % n;
+        Some(i)
     }
 
     /// The one admission decision on a connection just accepted, then the
     /// action: serve it (here or on another loop) or refuse it.
-    fn admit(
-        &mut self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        reserved: Option<crate::budget::Slot>,
-    ) {
+    fn admit(&mut self, stream: Stream, peer: SocketAddr, reserved: Option<crate::budget::Slot>) {
         let server = &self.pipe.server;
         let target = self.distributor.choose(server);
         let overflowed = reserved.is_none();
-        match server.gate.decide(peer.ip(), reserved, Instant::now()) {
+        match server
+            .gate
+            .decide(stream.ip(peer), reserved, Instant::now())
+        {
             Ok(ticket) => {
                 if overflowed {
                     self.watch_grown_slots();
@@ -225,7 +289,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
 
     /// Serves an admitted connection here, or hands it to `target` with
     /// what it holds (see `distribute.rs`).
-    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr, ticket: Ticket, target: usize) {
+    fn dispatch(&mut self, stream: Stream, peer: SocketAddr, ticket: Ticket, target: usize) {
         if target == self.index {
             // Counted in this loop's load; `remove` un-counts it.
             Load::on(&self.pipe.shared).adopted();
@@ -255,7 +319,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     /// Registers an admitted connection and greets the handler (or, with
     /// the PROXY protocol on, waits for the header first; with TLS, for the
     /// handshake).
-    pub(super) fn serve(&mut self, mut stream: TcpStream, peer: SocketAddr, ticket: Ticket) {
+    pub(super) fn serve(&mut self, mut stream: Stream, peer: SocketAddr, ticket: Ticket) {
         self.accept.warned_budget = false;
         if !T::PLAINTEXT {
             // A TLS connection needs a handshake place. At the cap, the
@@ -320,7 +384,11 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         let core = Core::new(id, peer, now, start, ticket.slot, ticket.place);
         let conn = entry.insert(Connection::new(stream, transport, core));
         self.pipe.shared.counters.accepted.add(1);
-        log::debug!("{id} {peer}: accepted");
+        match conn.stream.unix_peer() {
+            // The address the log names it by is 0.0.0.0:0: say who it is.
+            Some(unix) => log::debug!("{id} {peer}: accepted from {unix}"),
+            None => log::debug!("{id} {peer}: accepted"),
+        }
         self.pipe.server.check_alarm();
         if conn.transport.is_handshaking() {
             // The handler meets the connection when the handshake is done;
@@ -338,7 +406,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     /// never registered with the poll: a refused client costs `accept`,
     /// `read`, `write`, `close`, and no `epoll_ctl`, slab entry or
     /// allocation.
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, why: Refusal) {
+    fn refuse(&mut self, mut stream: Stream, peer: SocketAddr, why: Refusal) {
         self.pipe.shared.counters.count_refusal(why);
         if why == Refusal::Budget && !self.accept.warned_budget {
             self.accept.warned_budget = true;
@@ -353,8 +421,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             // Read what the client may have sent already: closing a socket
             // with unread input sends a reset, which can destroy the message
             // before the client reads it. Neither call can block.
-            let _ = (&stream).read(&mut self.read_buf);
-            if let Err(e) = (&stream).write(message) {
+            let _ = stream.read(&mut self.read_buf);
+            if let Err(e) = stream.write(message) {
                 log::debug!("{peer}: refusal message not sent: {e}");
             }
         }
@@ -362,18 +430,16 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
 
     /// Out of descriptors (EMFILE), with a spare one kept for this moment:
     /// close the spare, accept the waiting client, refuse it (message and
-    /// close), and open the spare again. Clients queued in the backlog get a
-    /// clear answer instead of hanging until descriptors free up. Returns
-    /// false when there was no spare, or nobody was waiting.
-    fn refuse_with_spare(&mut self, e: &io::Error) -> bool {
+    /// close), and open the spare again. Clients queued in the backlog of
+    /// listener `index` get a clear answer instead of hanging until
+    /// descriptors free up. Returns false when there was no spare, or nobody
+    /// was waiting.
+    fn refuse_with_spare(&mut self, index: usize, e: &io::Error) -> bool {
         let Some(spare) = self.spare_fd.take() else {
             return false;
         };
         drop(spare);
-        let accepted = match &self.listener {
-            Some(listener) => listener.accept(),
-            None => return false,
-        };
+        let accepted = self.listeners[index].socket.accept();
         let refused = match accepted {
             Ok((stream, peer)) => {
                 self.pipe.shared.counters.accept_errors.add(1);

@@ -18,7 +18,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use mio::net::TcpStream;
 use mio::Token;
 
 use super::serve::{self, HeaderStep, LoopView};
@@ -29,9 +28,10 @@ use crate::base::time::Millis;
 use crate::config::Config;
 use crate::core::{Action, Core, Phase, Timeouts};
 use crate::framing::Framing;
-use crate::handler::{Disconnect, Handler};
+use crate::handler::{self, Disconnect, Handler};
 use crate::metrics::CloseLabel;
 use crate::shared::{LoopShared, ServerShared};
+use crate::socket::Stream;
 use crate::transport::{Received, Transport, TransportError};
 
 /// Reads of one connection per turn of the loop (× the read buffer: 1 MiB by
@@ -40,17 +40,18 @@ use crate::transport::{Received, Transport, TransportError};
 /// goes to the back of the line (`read_again`) and the others get their turn.
 const READS_PER_TURN: usize = 16;
 
-/// One connection: its socket, its transport, and its I/O-free core.
+/// One connection: its socket (TCP or Unix), its transport, and its
+/// I/O-free core.
 #[derive(Debug)]
 pub(super) struct Connection<S, T> {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) transport: T,
     pub(super) core: Core<S>,
 }
 
 impl<S, T> Connection<S, T> {
     /// A connection just registered for `READABLE` (as its core starts).
-    pub(super) fn new(stream: TcpStream, transport: T, core: Core<S>) -> Self {
+    pub(super) fn new(stream: Stream, transport: T, core: Core<S>) -> Self {
         Connection {
             stream,
             transport,
@@ -197,8 +198,11 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
             conn.core.last_active = self.now;
         }
         let Connection {
-            transport, core, ..
+            stream,
+            transport,
+            core,
         } = conn;
+        let unix = stream.unix_peer();
         let (handler, framing) = (&mut self.handler, &mut self.framing);
         let (config, shared, now) = (&self.config, &self.shared, self.now);
         let result = transport.receive(
@@ -213,6 +217,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                     now,
                     key,
                     session,
+                    unix,
                 };
                 match received {
                     Received::Plaintext(plain) => {
@@ -242,7 +247,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
 
     /// Input of a connection that is still waiting for its PROXY header.
     fn take_header(&mut self, conn: &mut Connection<H::State, T>, key: usize, input: &[u8]) {
-        match serve::proxy_header(&mut conn.core, input, &self.server.gate, &self.shared) {
+        let unix = conn.stream.unix_peer().is_some();
+        match serve::proxy_header(&mut conn.core, input, unix, &self.server.gate, &self.shared) {
             HeaderStep::Incomplete | HeaderStep::Rejected => {}
             HeaderStep::Refused(why) => {
                 // As a refusal at accept: the message to a plaintext client
@@ -279,6 +285,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
             now: self.now,
             key,
             session: conn.transport.info(),
+            unix: conn.stream.unix_peer(),
         };
         serve::greet(&mut conn.core, &mut self.handler, &mut self.write_buf, &cx);
         self.flush(conn, key);
@@ -488,6 +495,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         let closed = Disconnect {
             id: core.id,
             peer_addr: core.peer,
+            peer: handler::peer(core.peer, core.proxy.is_some(), conn.stream.unix_peer()),
             state: core.state,
             reason,
         };
@@ -507,7 +515,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
 /// Stops at `WouldBlock`, and also after a short write: on a stream socket
 /// that already proves the send buffer full, and the next call would only say
 /// `WouldBlock` (tokio skips it too).
-fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+fn write_some(stream: &mut Stream, data: &[u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < data.len() {
         match stream.write(&data[done..]) {
@@ -534,9 +542,8 @@ mod tests {
     /// An idle connection's whole cost in user memory is its slab entry:
     /// this guards the headline figure (RSS per idle plaintext connection)
     /// against a field added without thought. The plaintext transport is
-    /// zero-sized; TLS adds one pointer. (mio's socket is 4 bytes in a
-    /// release build and 16 in a debug one, which checks registrations: the
-    /// bound holds for both.)
+    /// zero-sized; TLS adds one pointer. (The socket, TCP or Unix, is 16
+    /// bytes in debug and release builds alike: see `socket.rs`.)
     #[test]
     fn a_plaintext_connection_stays_small() {
         let size = std::mem::size_of::<Connection<(), Plain>>();

@@ -1,4 +1,4 @@
-//! The reactor: one thread, one `mio::Poll`, a listening socket and a slab
+//! The reactor: one thread, one `mio::Poll`, listening sockets and a slab
 //! of connections. Start reading here.
 //!
 //! The loop sleeps in `poll` until the kernel reports *readiness* on some
@@ -10,8 +10,16 @@
 //!
 //! # Tokens
 //!
-//! `Token(0)` is the listener, `Token(1)` the waker, and a connection in slab
-//! slot `k` is `Token(k + 2)`. The slab hands out the lowest free slot, so
+//! ```text
+//! Token(0)          WAKER      another thread queued a command
+//! Token(1)          HANDOVER   the hand-over control socket and its session
+//! Token(2 + i)      listener i (TCP or Unix), i < MAX_LISTENERS (64)
+//! Token(66 + k)     the connection in slab slot k
+//! ```
+//!
+//! The fixed tokens come first and never move, so a token says what it is
+//! by a comparison: below `FIRST_CONN` a listener's index is an offset, at
+//! or above it a slab key is. The slab hands out the lowest free slot, so
 //! tokens stay small and lookups are an index, not a hash. A slot is reused
 //! as soon as its connection is gone, so each connection also has a
 //! [`ConnId`] that is never reused: the slot's *generation*. Whatever names
@@ -35,7 +43,8 @@
 //!
 //! - this file: the loop itself: a turn, commands from other threads,
 //!   timers, stop;
-//! - `accept.rs`: draining the listener, admission, refusing;
+//! - `accept.rs`: draining the listeners, admission, refusing;
+//! - `handover.rs`: giving the listeners to a successor process;
 //! - `drive.rs`: one connection's socket work, one `drive` per event,
 //!   whatever its transport;
 //! - `serve.rs`: framing and the handler, with no I/O;
@@ -46,6 +55,7 @@
 mod accept;
 mod distribute;
 mod drive;
+mod handover;
 mod serve;
 #[cfg(any(test, fuzzing))]
 #[allow(unreachable_pub)]
@@ -61,7 +71,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
@@ -75,21 +84,32 @@ use crate::error::Error;
 use crate::framing::Framing;
 use crate::handler::Handler;
 use crate::limits::{handshake_to_give_up, Stalled};
+use crate::listen::MAX_LISTENERS;
 use crate::shared::{Command, ServerShared, StopReport};
 use crate::ticker::Ticker;
 use crate::timers::TimerHeap;
 use crate::transport::Transport;
 
 use accept::AcceptState;
+pub(crate) use accept::Listening;
 use distribute::Distributor;
 use drive::{Connection, Pipeline};
+pub(crate) use handover::Handover;
 
-/// The listening socket's token.
-pub(crate) const LISTENER: Token = Token(0);
 /// The waker's token: another thread queued a command.
-pub(crate) const WAKER: Token = Token(1);
+pub(crate) const WAKER: Token = Token(0);
+/// The hand-over control socket's token (see `handover.rs`).
+pub(crate) const HANDOVER: Token = Token(1);
+/// Listener `i` of a loop is `Token(FIRST_LISTENER + i)`.
+const FIRST_LISTENER: usize = 2;
 /// Slab slot `k` is `Token(k + FIRST_CONN)`.
-const FIRST_CONN: usize = 2;
+const FIRST_CONN: usize = FIRST_LISTENER + MAX_LISTENERS;
+
+/// The token of a loop's listener `i` (`i < MAX_LISTENERS`).
+pub(crate) fn listener_token(i: usize) -> Token {
+    debug_assert!(i < MAX_LISTENERS);
+    Token(FIRST_LISTENER + i)
+}
 
 /// What an event says a connection can do now.
 #[derive(Debug, Clone, Copy)]
@@ -126,9 +146,12 @@ struct Stopping {
 /// the same code).
 pub(crate) struct EventLoop<F: Framing, H: Handler<F>, T: Transport> {
     poll: Poll,
-    /// `None` once a stop has begun, and on a loop that does not accept
-    /// (see `distribute.rs`).
-    listener: Option<TcpListener>,
+    /// What the loop accepts on: empty once a stop has begun, and on a loop
+    /// that does not accept (see `distribute.rs`).
+    listeners: Vec<Listening>,
+    /// The hand-over control socket, on the loop that owns it (loop 0)
+    /// when the server offers one ([`Builder::handover`](crate::Builder::handover)).
+    handover: Option<Handover>,
     /// This loop's index among the server's loops.
     index: usize,
     /// Which loop serves what this loop accepts.
@@ -175,10 +198,14 @@ pub(crate) struct EventLoop<F: Framing, H: Handler<F>, T: Transport> {
 }
 
 impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
+    /// A loop on `poll`, in which `listeners` (with their tokens, see
+    /// [`listener_token`]) and `handover` (with [`HANDOVER`]) are
+    /// registered.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         poll: Poll,
-        listener: Option<TcpListener>,
+        listeners: Vec<Listening>,
+        handover: Option<Handover>,
         handler: H,
         framing: F,
         transport: T::Loop,
@@ -196,7 +223,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         };
         EventLoop {
             poll,
-            listener,
+            listeners,
+            handover,
             index,
             distributor: Distributor::new(config.distribution, index),
             conns: Slab::new(),
@@ -227,7 +255,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         let shared = self.pipe.shared.clone();
         let _ = shared.thread.set(std::thread::current().id());
         // Only a loop that accepts needs the spare (see `accept.rs`).
-        if self.pipe.config.spare_descriptor && self.listener.is_some() {
+        if self.pipe.config.spare_descriptor && !self.listeners.is_empty() {
             self.spare_fd = accept::open_spare();
         }
         let result = self.turn_until_stopped();
@@ -271,8 +299,9 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             self.pipe.now = self.clock.tick_at(turn_start);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_connections(),
                     WAKER => self.run_commands(),
+                    HANDOVER => self.handover_ready(),
+                    Token(t) if t < FIRST_CONN => self.listener_ready(t - FIRST_LISTENER),
                     // An event for a slot that is empty (the connection closed
                     // earlier in this batch) is ignored; one for a slot reused
                     // meanwhile is merely spurious: the read says WouldBlock.
@@ -340,6 +369,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             self.handshakes.front().map(|h| h.0),
             T::credentials_check_at(&self.pipe.transport),
             self.ticker.as_ref().map(Ticker::next),
+            self.handover_deadline(),
         ];
         let next = deadlines.into_iter().flatten().min()?;
         Some(self.clock.until(next))
@@ -404,6 +434,9 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             Some(Ok(())) => self.pipe.shared.counters.tls_cert_reloads.add(1),
             Some(Err(_)) => self.pipe.shared.counters.tls_cert_reload_failures.add(1),
             None => {}
+        }
+        if self.handover_deadline().is_some_and(|at| at <= now) {
+            self.handover_ready();
         }
         if self.accept.retry_due(now) {
             self.accept.retry_this_turn = true;
@@ -554,9 +587,17 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             return;
         }
         // Connections still in the kernel's backlog were never served; the
-        // kernel resets them when the listener closes.
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        // kernel resets them when the listener closes (unless a successor
+        // holds it: see `handover.rs`). A Unix socket's file is removed
+        // while its socket still listens (`Listening::guard`).
+        for mut listening in self.listeners.drain(..) {
+            drop(listening.guard.take());
+            let _ = self.poll.registry().deregister(&mut listening.socket);
+        }
+        // No successor can take over a server that is stopping; its control
+        // file goes too.
+        if let Some(mut handover) = self.handover.take() {
+            let _ = self.poll.registry().deregister(&mut handover.server);
         }
         log::info!(
             "stopping: {} connections open, grace {grace:?}",

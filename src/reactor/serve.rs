@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::core::{Core, Phase};
 use crate::framing::{Flow, FrameError, Framing, Remainder};
 use crate::handler::{Conn, Handler};
+use crate::listen::Peer;
 use crate::proxy::{self, ProxyHeader};
 use crate::shared::LoopShared;
 use crate::transport::SessionInfo;
@@ -29,6 +30,8 @@ pub(super) struct LoopView<'a> {
     pub(super) key: usize,
     /// The secure session, on a TLS connection.
     pub(super) session: Option<&'a dyn SessionInfo>,
+    /// Who connected, on a Unix socket (see `socket.rs`).
+    pub(super) unix: Option<&'a Peer>,
 }
 
 /// Runs `f` with a [`Conn`] context for `core`, catching a handler panic.
@@ -56,6 +59,7 @@ fn with_conn<S, R>(
         id: core.id,
         peer: core.peer,
         proxy: core.proxy.as_deref().copied(),
+        unix: cx.unix,
         state: &mut core.state,
         out,
         room: cx.config.output_limit.saturating_sub(queued),
@@ -164,10 +168,13 @@ pub(super) enum HeaderStep {
 /// Gathers the PROXY protocol header from the first bytes of a connection.
 /// Once it is complete, the peer address becomes the client's
 /// and admission's step after the header decides on that client: the
-/// policies keyed by address ([`Gate::after_header`]).
+/// policies keyed by address ([`Gate::after_header`]), if there is an
+/// address to decide on: a `LOCAL` header names none, and a connection
+/// through a Unix socket (`unix`) has none of its own.
 pub(super) fn proxy_header<S>(
     core: &mut Core<S>,
     input: &[u8],
+    unix: bool,
     gate: &Gate,
     shared: &LoopShared,
 ) -> HeaderStep {
@@ -194,7 +201,15 @@ pub(super) fn proxy_header<S>(
             core.proxy.as_deref().unwrap()
         );
     }
-    match gate.after_header(core.peer.ip()) {
+    // A `LOCAL` header names nobody: the connection keeps the socket's
+    // address, which a Unix socket does not have.
+    let has_ip = core.proxy.is_some() || !unix;
+    let decided = if has_ip {
+        gate.after_header(core.peer.ip())
+    } else {
+        Ok(None)
+    };
+    match decided {
         Ok(place) => core.held.hold_place(place),
         Err(why) => {
             log::debug!("{} {}: refused ({why:?})", core.id, core.peer);
@@ -256,6 +271,7 @@ mod tests {
             now,
             key: 0,
             session: None,
+            unix: None,
         }
     }
 
@@ -319,10 +335,10 @@ mod tests {
         let gate = Gate::new(budget, 0, 0, AddressFilter::default(), true);
         let header = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\nhello\n";
         assert_eq!(
-            proxy_header(&mut c, &header[..10], &gate, &shared),
+            proxy_header(&mut c, &header[..10], false, &gate, &shared),
             HeaderStep::Incomplete
         );
-        let step = proxy_header(&mut c, &header[10..], &gate, &shared);
+        let step = proxy_header(&mut c, &header[10..], false, &gate, &shared);
         assert_eq!(step, HeaderStep::Done(b"hello\n".to_vec()));
         assert_eq!(c.peer, "192.0.2.1:5000".parse().unwrap());
         assert_eq!(c.proxy.as_deref(), Some(&"10.0.0.1:1000".parse().unwrap()));
@@ -341,7 +357,7 @@ mod tests {
         let gate = Gate::new(budget, 0, 0, filter, true);
         let header = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n";
         assert_eq!(
-            proxy_header(&mut c, header, &gate, &shared),
+            proxy_header(&mut c, header, false, &gate, &shared),
             HeaderStep::Refused(Refusal::Denied)
         );
         assert_eq!(c.close_reason(), CloseReason::Denied);
@@ -380,11 +396,11 @@ mod tests {
         let from = |client: &str| format!("PROXY TCP4 {client} 192.0.2.2 5000 80\r\n");
         let header = from("192.0.2.1");
         assert_eq!(
-            proxy_header(&mut first, header.as_bytes(), &gate, &shared),
+            proxy_header(&mut first, header.as_bytes(), false, &gate, &shared),
             HeaderStep::Done(Vec::new())
         );
         assert_eq!(
-            proxy_header(&mut second, header.as_bytes(), &gate, &shared),
+            proxy_header(&mut second, header.as_bytes(), false, &gate, &shared),
             HeaderStep::Refused(Refusal::PerIp)
         );
         assert_eq!(
@@ -397,7 +413,7 @@ mod tests {
         assert_eq!(shared.counters.refused_per_ip.get(), 1);
         let header = from("192.0.2.7");
         assert_eq!(
-            proxy_header(&mut other, header.as_bytes(), &gate, &shared),
+            proxy_header(&mut other, header.as_bytes(), false, &gate, &shared),
             HeaderStep::Done(Vec::new()),
             "another client behind the same proxy (10.0.0.1) is served"
         );
@@ -405,9 +421,35 @@ mod tests {
         let (mut again, _b4) = core(Start::ProxyHeader);
         let header = from("192.0.2.1");
         assert_eq!(
-            proxy_header(&mut again, header.as_bytes(), &gate, &shared),
+            proxy_header(&mut again, header.as_bytes(), false, &gate, &shared),
             HeaderStep::Done(Vec::new()),
             "the first client's place came back with its connection"
+        );
+    }
+
+    /// Through a Unix socket, a `LOCAL` header (a proxy's health check)
+    /// leaves no address to filter: an allow-list does not turn it away.
+    /// A header that names a client is filtered by that client's address.
+    #[test]
+    fn through_a_unix_socket_only_a_named_client_is_filtered() {
+        let filter = AddressFilter {
+            allow: vec!["198.51.100.0/24".parse().unwrap()],
+            deny: vec![],
+        };
+        let budget = Arc::new(Budget::new(1, Overflow::Refuse, 1));
+        let gate = Gate::new(budget, 0, 0, filter, true);
+        let shared = shared();
+        let (mut local, _b) = core(Start::ProxyHeader);
+        let header = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+        assert_eq!(
+            proxy_header(&mut local, header, true, &gate, &shared),
+            HeaderStep::Done(Vec::new())
+        );
+        let (mut named, _b) = core(Start::ProxyHeader);
+        let header = b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 80\r\n";
+        assert_eq!(
+            proxy_header(&mut named, header, true, &gate, &shared),
+            HeaderStep::Refused(Refusal::Denied)
         );
     }
 

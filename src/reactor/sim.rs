@@ -230,6 +230,7 @@ impl Sim {
                 now: self.now,
                 key: 0,
                 session: None,
+                unix: None,
             };
             let mut echo = |line: &[u8], conn: &mut Conn<'_>| {
                 conn.send(line);
