@@ -446,10 +446,12 @@ impl<F: Framing> Builder<F> {
     /// listens on the Unix control socket `ctl_path` (mode `0600`; only our
     /// own user, or root, may take over), and when a successor has taken the
     /// sockets ([`take_over`](Builder::take_over)) and accepts on them, this
-    /// server stops accepting, lets its connections finish within `grace`
-    /// (as [`ServerHandle::stop`](crate::ServerHandle::stop) does), and its
-    /// loops return. Its Unix socket files stay: the successor serves them.
-    /// Default off.
+    /// server stops accepting and *drains*: the connections it has are
+    /// served on until their clients close them, for at most `grace`; then
+    /// those still open are closed as at [`ServerHandle::stop`](crate::ServerHandle::stop)
+    /// (with one more second to flush), and the loops return as after a
+    /// stop. Its Unix socket files stay: the successor serves them. Default
+    /// off.
     ///
     /// A stale control file is replaced; a live one (another server's) makes
     /// binding fail. The file is removed when the server stops.

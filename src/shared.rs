@@ -52,6 +52,10 @@ pub(crate) enum Command {
         deadline: Instant,
         done: Option<mpsc::Sender<StopReport>>,
     },
+    /// Stop accepting, serve the open connections until they close, and
+    /// stop when they are all gone or at `deadline` (after a hand-over: see
+    /// `reactor/handover.rs`).
+    Drain { deadline: Instant },
     /// The budget or overflow strategy changed, or a slot freed while this
     /// loop was parked: re-check a paused accept.
     BudgetChanged,

@@ -1,8 +1,10 @@
 //! What the examples share: the command line every server example takes, and
-//! running a server until SIGINT or SIGTERM.
+//! running a server until SIGINT or SIGTERM (or until a successor took it
+//! over).
 //!
 //! ```text
-//! [--addr 127.0.0.1:7000] [--acceptors 1024]
+//! [--addr 127.0.0.1:7000] [--unix PATH]... [--unix-mode OCTAL] [--inherit]
+//! [--handover CTL] [--take-over CTL] [--acceptors 1024]
 //! [--overflow refuse|grow[:STEP[:MAX]]|pause] [--grow-cooldown SECS]
 //! [--refuse-message TEXT] [--max-line 65536] [--frame-timeout SECS] [--idle-timeout SECS]
 //! [--max-per-ip N] [--accept-rate N]
@@ -15,7 +17,8 @@
 //! `--workers` needs a handler per loop: examples that serve through
 //! [`serve_workers_until_signal`] take it; the others refuse more than one.
 //!
-//! Exit status: 0 after a stop by signal; 2 for a usage error, a bad value
+//! Exit status: 0 after a stop by signal, or after handing over to a
+//! successor and draining (`--handover`); 2 for a usage error, a bad value
 //! or a bad combination of them (the message names the setting, then the
 //! usage); 1 when the server cannot run (the address is in use, a
 //! certificate cannot be read, ...), with a message that names what failed.
@@ -26,23 +29,31 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use netpool::{
-    Builder, Distribution, Error, Framing, Handler, Lines, MetricsEndpoint, Overflow, Server,
-    ServerThread,
+    Builder, Distribution, Endpoint, Error, Framing, Handler, Lines, MetricsEndpoint, Overflow,
+    Server, ServerThread,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-/// How long a stop waits for connections to flush before closing them anyway.
+/// How long a stop waits for connections to flush before closing them anyway
+/// (also the drain after a hand-over).
 const GRACE: Duration = Duration::from_secs(5);
+
+/// The waiting thread's tokens: a signal came, or the server ended.
+const SIGNAL: Token = Token(0);
+const ENDED: Token = Token(1);
 
 /// The options every server example takes.
 #[derive(Debug)]
 pub struct Options<F: Framing = Lines> {
-    pub addr: SocketAddr,
+    /// Where the sockets come from.
+    pub listen: Listen,
     pub builder: Builder<F>,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
@@ -51,8 +62,37 @@ pub struct Options<F: Framing = Lines> {
     pub max_line: Option<usize>,
 }
 
+/// Where a server's listening sockets come from.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bound here: `--addr`, `--unix`.
+    Bind(Vec<Endpoint>),
+    /// Passed by systemd: `--inherit`.
+    Inherit,
+    /// Taken over from a running server: `--take-over CTL`.
+    TakeOver(PathBuf),
+}
+
+impl Listen {
+    /// What the server serves on, for an error message.
+    fn describe(&self) -> String {
+        match self {
+            Listen::Bind(endpoints) => {
+                let names: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+                names.join(", ")
+            }
+            Listen::Inherit => "the sockets systemd passed (--inherit)".to_string(),
+            Listen::TakeOver(ctl) => format!(
+                "the sockets of the server at {} (--take-over)",
+                ctl.display()
+            ),
+        }
+    }
+}
+
 const USAGE: &str = "\
-usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
+usage: [--addr ADDR] [--unix PATH]... [--unix-mode OCTAL] [--inherit]
+       [--handover CTL] [--take-over CTL] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--grow-cooldown SECS] [--refuse-message TEXT] [--max-line BYTES]
        [--frame-timeout SECS] [--idle-timeout SECS]
        [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
@@ -62,6 +102,14 @@ usage: [--addr ADDR] [--acceptors N] [--overflow refuse|grow[:STEP[:MAX]]|pause]
        [--metrics ADDR]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
+  --unix PATH            listen on a Unix socket at PATH instead (repeatable; with --addr
+                         too, on both, under one budget); the file is removed on stop
+  --unix-mode OCTAL      permissions of the --unix socket files (for example 660)
+  --inherit              serve on the sockets systemd passed (socket activation)
+  --handover CTL         let a successor take the sockets over through the control socket
+                         CTL; then stop accepting, drain, and exit 0
+  --take-over CTL        take the sockets over from the server listening on CTL
+                         (its --handover), instead of binding
   --acceptors N          connections served at once (default 1024; at least 1)
   --overflow STRATEGY    when all acceptors are busy: refuse (default), grow[:STEP[:MAX]]
                          (STEP default 50, MAX default 10 x acceptors), or pause
@@ -132,7 +180,13 @@ impl Options {
         mut extra: impl FnMut(&str, &mut lexopt::Parser) -> Result<bool, lexopt::Error>,
     ) -> Result<Options, lexopt::Error> {
         use lexopt::prelude::*;
-        let mut addr: SocketAddr = default_addr.parse().expect("a default address");
+        let default_addr: SocketAddr = default_addr.parse().expect("a default address");
+        let mut addr = None::<SocketAddr>;
+        let mut unix: Vec<PathBuf> = Vec::new();
+        let mut unix_mode = None::<u32>;
+        let mut inherit = false;
+        let mut handover = None::<PathBuf>;
+        let mut take_over = None::<PathBuf>;
         let mut acceptors = 1024usize;
         let mut overflow = None::<String>;
         let mut refuse_message = None::<String>;
@@ -157,7 +211,17 @@ impl Options {
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
-                Long("addr") => addr = parser.value()?.parse()?,
+                Long("addr") => addr = Some(parser.value()?.parse()?),
+                Long("unix") => unix.push(parser.value()?.into()),
+                Long("unix-mode") => {
+                    let mode = parser.value()?.string()?;
+                    unix_mode = Some(u32::from_str_radix(&mode, 8).map_err(|_| {
+                        format!("--unix-mode {mode}: expected an octal mode such as 660")
+                    })?);
+                }
+                Long("inherit") => inherit = true,
+                Long("handover") => handover = Some(parser.value()?.into()),
+                Long("take-over") => take_over = Some(parser.value()?.into()),
                 Long("acceptors") => acceptors = parser.value()?.parse()?,
                 Long("overflow") => overflow = Some(parser.value()?.string()?),
                 Long("refuse-message") => refuse_message = Some(parser.value()?.string()?),
@@ -294,8 +358,35 @@ impl Options {
             message.push('\n');
             builder = builder.refuse_message(message);
         }
+        if let Some(mode) = unix_mode {
+            builder = builder.unix_mode(mode);
+        }
+        if let Some(ctl) = handover {
+            builder = builder.handover(ctl, GRACE);
+        }
+        let bound = addr.is_some() || !unix.is_empty();
+        let listen = match (inherit, take_over) {
+            (true, Some(_)) => return Err("--inherit and --take-over exclude each other".into()),
+            (true, None) | (false, Some(_)) if bound => {
+                return Err(
+                    "--addr and --unix bind sockets: not with --inherit or --take-over".into(),
+                )
+            }
+            (true, None) => Listen::Inherit,
+            (false, Some(ctl)) => Listen::TakeOver(ctl),
+            (false, None) => {
+                // The default address only when nothing else was asked for.
+                let default = unix.is_empty().then_some(default_addr);
+                let tcp = addr.or(default).map(Endpoint::Tcp);
+                Listen::Bind(
+                    tcp.into_iter()
+                        .chain(unix.into_iter().map(Endpoint::Unix))
+                        .collect(),
+                )
+            }
+        };
         Ok(Options {
-            addr,
+            listen,
             builder,
             metrics,
             max_line,
@@ -308,7 +399,7 @@ impl<F: Framing> Options<F> {
     #[allow(dead_code)]
     pub fn framing<G: Framing>(self, framing: G) -> Options<G> {
         Options {
-            addr: self.addr,
+            listen: self.listen,
             builder: self.builder.framing(framing),
             metrics: self.metrics,
             max_line: self.max_line,
@@ -321,10 +412,11 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, lexopt::Error> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{flag} {secs}: not a duration").into())
 }
 
-/// Exits for a server that cannot be bound on `addr`: status 2 with the
-/// usage for a configuration error (a usage error like any other), else
-/// status 1 with a message that names the address.
-fn bind_failed(addr: SocketAddr, e: Error) -> ! {
+/// Exits for a server that cannot be bound on `addr` (the addresses, or
+/// where the sockets were to come from): status 2 with the usage for a
+/// configuration error (a usage error like any other), else status 1 with a
+/// message that names the address.
+fn bind_failed(addr: &str, e: Error) -> ! {
     match e {
         Error::InvalidConfig(e) => {
             eprintln!("error: {e}\n\n{USAGE}");
@@ -343,8 +435,10 @@ pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 }
 
-/// Binds, prints `listening on ADDR`, serves until SIGINT or SIGTERM, stops
-/// gracefully and prints the final stats to stderr. One loop: with
+/// Binds (or adopts the sockets), prints `listening on ADDR` for each
+/// endpoint (`unix:PATH` for a Unix socket), serves until SIGINT or SIGTERM,
+/// stops gracefully and prints the final stats to stderr. With `--handover`,
+/// a successor taking over ends it too: it drains and exits 0. One loop: with
 /// `--workers` above 1 it says so and exits with status 2.
 #[allow(dead_code)] // not every example uses both entry points
 pub fn serve_until_signal<F: Framing, H: Handler<F> + Send>(options: Options<F>, handler: H) {
@@ -367,10 +461,12 @@ fn serve<F: Framing>(
     options: Options<F>,
     start: impl FnOnce(Server<F>) -> Result<ServerThread, Error>,
 ) {
-    let server = match options.builder.bind(options.addr) {
-        Ok(server) => server,
-        Err(e) => bind_failed(options.addr, e),
+    let server = match &options.listen {
+        Listen::Bind(endpoints) => options.builder.bind_all(endpoints.iter().cloned()),
+        Listen::Inherit => options.builder.inherit(),
+        Listen::TakeOver(ctl) => options.builder.take_over(ctl),
     };
+    let server = server.unwrap_or_else(|e| bind_failed(&options.listen.describe(), e));
     // The metrics endpoint: a second, small netpool server on its own
     // thread, answering `GET /metrics` with the first one's metrics.
     let metrics = options.metrics.map(|addr| {
@@ -378,7 +474,7 @@ fn serve<F: Framing>(
             .acceptors(16)
             .idle_timeout(Duration::from_secs(10))
             .bind(addr)
-            .unwrap_or_else(|e| bind_failed(addr, e));
+            .unwrap_or_else(|e| bind_failed(&addr.to_string(), e));
         let local = endpoint.local_addr();
         let running = endpoint
             .spawn(MetricsEndpoint::new(server.handle()))
@@ -390,8 +486,13 @@ fn serve<F: Framing>(
     let mut signals = Signals::new([SIGINT, SIGTERM]).expect("signal handlers");
     let mut poll = Poll::new().expect("poll");
     poll.registry()
-        .register(&mut signals, Token(0), Interest::READABLE)
+        .register(&mut signals, SIGNAL, Interest::READABLE)
         .expect("register signals");
+    // Kept alive here: a waker closed before this thread polls takes its
+    // wake-up with it.
+    let ended = Arc::new(Waker::new(poll.registry(), ENDED).expect("waker"));
+
+    let endpoints = server.endpoints().to_vec();
 
     let running = match start(server) {
         Ok(running) => running,
@@ -401,14 +502,27 @@ fn serve<F: Framing>(
         }
         Err(e) => panic!("start the server: {e}"),
     };
-    println!("listening on {}", running.local_addr());
+    for endpoint in &endpoints {
+        println!("listening on {endpoint}");
+    }
     if let Some((_, addr)) = &metrics {
         println!("metrics on http://{addr}/metrics");
     }
     std::io::stdout().flush().expect("stdout");
 
+    // The server ends by itself after handing over to a successor: a
+    // thread waits for its loops and wakes this one.
+    let handle = running.handle().clone();
+    let (done, result) = mpsc::channel();
+    let wake = Arc::clone(&ended);
+    std::thread::spawn(move || {
+        let _ = done.send(running.join());
+        let _ = wake.wake();
+    });
+
     // This thread has nothing else to do: it waits in its own poll for a
-    // signal, through signal-hook's self-pipe, then asks the loop to stop.
+    // signal, through signal-hook's self-pipe, then asks the loops to stop;
+    // or for the server's end.
     let mut events = Events::with_capacity(4);
     'wait: loop {
         match poll.poll(&mut events, None) {
@@ -416,19 +530,26 @@ fn serve<F: Framing>(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("poll: {e}"),
         }
+        for event in events.iter() {
+            if event.token() == ENDED {
+                log::info!("the loops ended by themselves (handed over, or a loop failed)");
+                break 'wait;
+            }
+        }
         if let Some(signal) = signals.pending().next() {
             log::info!("signal {signal}: stopping");
+            // A loop that already exited says so when joined.
+            let _ = handle.request_stop(GRACE);
             break 'wait;
         }
     }
-    let handle = running.handle().clone();
     if let Some((endpoint, _)) = metrics {
         // Scrapes are short: they get a short grace.
         if let Err(e) = endpoint.stop(Duration::from_secs(1)) {
             eprintln!("error: metrics endpoint: {e}");
         }
     }
-    match running.stop(GRACE) {
+    match result.recv().expect("the joining thread reports") {
         Ok(report) => {
             eprintln!("stopped: {report:?}");
             eprintln!("stats: {:?}", handle.stats());

@@ -74,8 +74,10 @@ pub fn bind_unix(
     if let Some(mode) = mode {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(|e| with_path(e, &format!("cannot set mode {mode:o} on"), path))?;
-        // chmod changed the change time, part of the identity.
-        guard = UnixPathGuard::adopt(path)?;
+        // chmod changed the change time, part of the identity. (Replacing
+        // the guard instead would drop the old one, which would find a file
+        // "not ours" and say so.)
+        guard.refresh()?;
     }
     socket
         .listen(backlog)
@@ -276,6 +278,15 @@ impl UnixPathGuard {
             id: FileId::of(&meta),
             armed: true,
         })
+    }
+
+    /// Takes the file's identity anew, after a change of our own (its
+    /// mode) moved its change time.
+    fn refresh(&mut self) -> io::Result<()> {
+        let meta = fs::symlink_metadata(&self.path)
+            .map_err(|e| with_path(e, "cannot inspect", &self.path))?;
+        self.id = FileId::of(&meta);
+        Ok(())
     }
 
     /// The guarded path.

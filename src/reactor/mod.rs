@@ -187,6 +187,9 @@ pub(crate) struct EventLoop<F: Framing, H: Handler<F>, T: Transport> {
     stalled: Vec<Stalled>,
     stalled_per_ip: HashMap<IpAddr, u32>,
     stopping: Option<Stopping>,
+    /// After a hand-over, until this time: not accepting, serving the open
+    /// connections until they close (see `handover.rs`).
+    draining: Option<Millis>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
     /// One descriptor kept open for `EMFILE` (see `accept.rs`).
@@ -244,6 +247,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             stalled: Vec::new(),
             stalled_per_ip: HashMap::new(),
             stopping: None,
+            draining: None,
             commands: Vec::new(),
             spare_fd: None,
         }
@@ -309,6 +313,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 }
             }
             self.run_deferred();
+            self.check_drain();
             if let Some(report) = self.finish_stop() {
                 return Ok(report);
             }
@@ -370,6 +375,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             T::credentials_check_at(&self.pipe.transport),
             self.ticker.as_ref().map(Ticker::next),
             self.handover_deadline(),
+            self.draining,
         ];
         let next = deadlines.into_iter().flatten().min()?;
         Some(self.clock.until(next))
@@ -399,6 +405,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                     }
                 }
                 Command::Stop { deadline, done } => self.begin_stop(deadline, done),
+                Command::Drain { deadline } => self.begin_drain(deadline),
                 Command::BudgetChanged => self.accept.retry_this_turn = true,
                 Command::Adopt(handoff) => {
                     // After a stop began, the connection is dropped
@@ -586,19 +593,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             stopping.waiters.extend(done);
             return;
         }
-        // Connections still in the kernel's backlog were never served; the
-        // kernel resets them when the listener closes (unless a successor
-        // holds it: see `handover.rs`). A Unix socket's file is removed
-        // while its socket still listens (`Listening::guard`).
-        for mut listening in self.listeners.drain(..) {
-            drop(listening.guard.take());
-            let _ = self.poll.registry().deregister(&mut listening.socket);
-        }
-        // No successor can take over a server that is stopping; its control
-        // file goes too.
-        if let Some(mut handover) = self.handover.take() {
-            let _ = self.poll.registry().deregister(&mut handover.server);
-        }
+        self.stop_accepting();
+        self.draining = None;
         log::info!(
             "stopping: {} connections open, grace {grace:?}",
             self.conns.len()
@@ -614,6 +610,24 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 .core
                 .handle_close(CloseReason::Stopped, false);
             self.reconcile(key);
+        }
+    }
+
+    /// Closes the listeners, and the hand-over's control socket: no new
+    /// connection from here on.
+    fn stop_accepting(&mut self) {
+        // Connections still in the kernel's backlog were never served; the
+        // kernel resets them when the listener closes (unless a successor
+        // holds it: see `handover.rs`). A Unix socket's file is removed
+        // while its socket still listens (`Listening::guard`).
+        for mut listening in self.listeners.drain(..) {
+            drop(listening.guard.take());
+            let _ = self.poll.registry().deregister(&mut listening.socket);
+        }
+        // No successor can take over a server that is stopping; its control
+        // file goes too.
+        if let Some(mut handover) = self.handover.take() {
+            let _ = self.poll.registry().deregister(&mut handover.server);
         }
     }
 
