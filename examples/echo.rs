@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- [--framing lines|u16|u32|raw]
-//!     [--addr 127.0.0.1:7000] [--acceptors 1024]
+//!     [--addr 127.0.0.1:7000] [--unix PATH]... [--unix-mode OCTAL]
+//!     [--inherit] [--handover CTL] [--take-over CTL] [--acceptors 1024]
 //!     [--overflow refuse|grow[:STEP[:MAX]]|pause] [--grow-cooldown SECS]
 //!     [--refuse-message TEXT] [--max-line 65536] [--frame-timeout SECS] [--idle-timeout SECS]
 //!     [--max-per-ip N] [--accept-rate N]
@@ -38,6 +39,16 @@
 //! A bad value or combination (`--acceptors 0`, `--workers 0`,
 //! `--overflow grow:0`) exits with status 2 and the usage; an address
 //! already in use exits with status 1 and says which.
+//!
+//! `--unix /tmp/echo.sock` serves on a Unix socket instead (`listening on
+//! unix:/tmp/echo.sock`; poke it with `socat - UNIX-CONNECT:/tmp/echo.sock`),
+//! or beside TCP when `--addr` is given too; the file is removed on stop.
+//! `--inherit` serves on the sockets systemd passed: try `systemd-socket-activate
+//! -l 127.0.0.1:7000 target/release/examples/echo --inherit`. For a restart
+//! without downtime, start it with `--handover /tmp/echo.ctl`, then run the new
+//! version with `--take-over /tmp/echo.ctl` (no `--addr`: it prints the
+//! address it received): the old one stops accepting, serves its connections
+//! until they end (5 s at most), and exits 0.
 //!
 //! `--framing` picks how the bytes become frames (`Builder::framing`):
 //!

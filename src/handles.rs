@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::budget::Overflow;
 use crate::error::Error;
+use crate::listen::Endpoint;
 #[cfg(feature = "tls")]
 use crate::metrics::TlsHandshakes;
 use crate::metrics::{CloseLabel, LoopMetrics, Metrics, MetricsSnapshot, RefuseReason};
@@ -209,9 +210,17 @@ impl fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address the server listens on (the real port when bound to port 0).
+    /// The address the server listens on (the real port when bound to port 0);
+    /// as [`Server::local_addr`](crate::Server::local_addr), `0.0.0.0:0` on a
+    /// server with Unix listeners only.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// Every endpoint the server listens on, as
+    /// [`Server::endpoints`](crate::Server::endpoints).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.shared.endpoints
     }
 
     /// The number of event loops ([`Builder::workers`](crate::Builder::workers)).

@@ -1,8 +1,8 @@
 //! netpool: a TCP acceptor pool on a mio event loop, serving a line-based
 //! protocol with the latency and memory of a hand-written reactor.
 //!
-//! One thread runs one `mio::Poll`. It owns the listening socket and a
-//! [`slab`] of connection state machines. The "acceptors" of the Go library
+//! One thread runs one `mio::Poll`. It owns the listening sockets (TCP or
+//! Unix) and a [`slab`] of connection state machines. The "acceptors" of the Go library
 //! netpool descends from are *slots* of an accept budget: a connection takes
 //! one before its socket is registered and gives it back when it closes.
 //! Lines are framed with `memchr` straight out of one read buffer shared by
@@ -51,14 +51,16 @@
 //! - **The reactor**, `reactor/`: the poll loop (`mod.rs`, start reading
 //!   here), accepting (`accept.rs`), driving one connection's socket
 //!   (`drive.rs`), framing and the handler with no I/O (`serve.rs`), several
-//!   loops (`distribute.rs`).
+//!   loops (`distribute.rs`), handing the listeners to a successor
+//!   (`handover.rs`).
 //! - **What the loops share**: `shared.rs` (command queues, counters),
 //!   `conn_handle.rs` ([`ConnHandle`]), `handler.rs` ([`Handler`], [`Conn`]).
 //! - **The connection core**, `core/`: one connection's state machine
 //!   (`Phase`), with no I/O: bytes, time and close requests in; bytes to
 //!   write, interest, deadlines and actions out. **The transports**,
 //!   `transport/`: plaintext (free) and TLS (a rustls session inside the
-//!   connection).
+//!   connection). **The sockets** under them, `socket.rs`: a listener and a
+//!   connection's stream, each TCP or Unix.
 //! - **Pure logic**: `admission.rs` (every accept-time policy, decided in one
 //!   place, in a documented order), `budget.rs` (the slots, [`Overflow`]),
 //!   `limits.rs`, `filter.rs`, `alarm.rs`, `framing/` ([`Framing`],
@@ -70,7 +72,9 @@
 //!   disk), `metrics.rs` (the turn histogram, the Prometheus text format),
 //!   `metrics_http.rs` (just enough HTTP for a scrape). Beside them,
 //!   `accept_queue.rs`: the kernel's accept queue of a listener (system
-//!   calls, no loop).
+//!   calls, no loop); [`listen`] (Unix socket files, peer credentials,
+//!   systemd activation, the hand-over protocol; public, for programs that
+//!   manage listeners themselves).
 //! - **Shared types**: `base/` ([`ConnId`], [`CloseReason`], the loop's
 //!   clock), `error.rs` ([`Error`]).
 //!
@@ -108,7 +112,7 @@
 //!
 //! # Shutdown
 //!
-//! [`ServerHandle::stop`] closes the listener, lets every connection flush its
+//! [`ServerHandle::stop`] closes the listeners, lets every connection flush its
 //! replies, shuts each one down for writing and closes it when the peer has
 //! finished, or when the grace period ends; see [`StopReport`].
 //!
@@ -173,6 +177,24 @@
 //! server, a slot freed on any loop resumes a paused accept, and one
 //! [`ServerHandle`] stops, watches ([`ServerHandle::loop_stats`]) and tunes
 //! them all. A [`ConnHandle`] reaches its connection whichever loop serves it.
+//!
+//! # Listeners
+//!
+//! A server accepts on one listener or several at once, TCP and Unix, under
+//! one budget: [`Builder::bind`], [`Builder::unix`] (a stale socket file is
+//! replaced, a live one never stolen, the file removed on stop,
+//! [`Builder::unix_mode`]), [`Builder::bind_all`], or sockets bound
+//! elsewhere: [`Builder::listener`], [`Builder::unix_listener`],
+//! [`Builder::listeners`], [`Builder::inherit`] (systemd socket
+//! activation). The handler learns who the client is with [`Conn::peer`]:
+//! an address over TCP, the user, group and process over a Unix socket
+//! ([`Peer`]). Address filters and the per-address cap apply to TCP clients
+//! only.
+//!
+//! A restart need not refuse or reset anyone: a server built with
+//! [`Builder::handover`] hands its listening sockets to a successor built
+//! with [`Builder::take_over`], then stops accepting and drains (its
+//! connections are served on until they close, within its grace period).
 //!
 //! # Limits at the edge
 //!

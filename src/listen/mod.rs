@@ -6,6 +6,15 @@
 //! always **non-blocking and close-on-exec**, ready for
 //! `mio::net::TcpListener::from_std` / `mio::net::UnixListener::from_std`.
 //!
+//! A server uses them through its [`Builder`](crate::Builder):
+//! [`unix`](crate::Builder::unix) and [`bind_all`](crate::Builder::bind_all)
+//! bind with [`bind_unix`], [`inherit`](crate::Builder::inherit) adopts
+//! [`from_env`]'s listeners, [`handover`](crate::Builder::handover) runs a
+//! [`HandoverServer`] in the loop and [`take_over`](crate::Builder::take_over)
+//! is [`take_over`]. They are public for programs that manage listeners
+//! themselves (choosing among systemd's by name, say, then
+//! [`Builder::listeners`](crate::Builder::listeners)).
+//!
 //! # Layout
 //!
 //! - `unix.rs`: [`bind_unix`] (stale files replaced, live servers never
