@@ -326,7 +326,7 @@ impl<S> Core<S> {
             self.last_active = now;
         }
         if written < data.len() {
-            self.out.for_append().extend_from_slice(&data[written..]);
+            self.out.append(&data[written..]);
         }
     }
 
@@ -468,6 +468,14 @@ impl<S> Core<S> {
         }
         log::debug!("{} {}: {timeout:?} timeout", self.id, self.peer);
         match (timeout, self.phase) {
+            // A connection that is owed replies (`Conn::defer`) is waiting
+            // for us, not idle: its clock starts again. (Checked here, when
+            // the timer fires, rather than in `poll_deadline`, which runs
+            // after every event.)
+            (Timeout::Idle, _) if self.out.outstanding() > 0 => {
+                self.last_active = now;
+                return None;
+            }
             (Timeout::Idle, _) => self.handle_close(CloseReason::IdleTimeout, false),
             (Timeout::Frame, _) => self.handle_close(CloseReason::FrameTimeout, false),
             (Timeout::WriteStall, _) => self.handle_close(CloseReason::WriteStalled, true),
@@ -555,12 +563,7 @@ impl<S> Core<S> {
             // connection that sends nothing has no frame and no deadline. No
             // frame clock while throttled: the server is not reading.
             Phase::Open | Phase::Throttled => {
-                // A connection that is owed replies is waiting for us, not
-                // idle.
-                let idle = t
-                    .idle
-                    .filter(|_| self.out.outstanding() == 0)
-                    .map(|idle| (self.last_active + idle, Timeout::Idle));
+                let idle = t.idle.map(|idle| (self.last_active + idle, Timeout::Idle));
                 let frame = match (t.frame, self.phase) {
                     (Some(frame), Phase::Open) => self
                         .partial
@@ -1126,12 +1129,29 @@ mod tests {
             };
             let mut c = core();
             defer(&mut c, b"held");
-            assert_eq!(c.poll_deadline(&t), None);
-            c.handle_sent(b"x", 0, 10);
             assert_eq!(
                 c.poll_deadline(&t),
-                Some((40, Timeout::WriteStall)),
+                Some((100, Timeout::Idle)),
+                "no stall: nothing waits for the peer"
+            );
+            assert_eq!(c.handle_timeout(100, &t), None, "owed a reply: not idle");
+            assert_eq!(c.phase(), Phase::Open);
+            assert_eq!(c.poll_deadline(&t), Some((200, Timeout::Idle)));
+            c.handle_sent(b"x", 0, 110);
+            assert_eq!(
+                c.poll_deadline(&t),
+                Some((140, Timeout::WriteStall)),
                 "wire bytes the peer does not take still stall"
+            );
+            c.handle_flushed(1, 150);
+            c.out.fill(0, Vec::new());
+            c.out.take_ready();
+            assert_eq!(c.poll_deadline(&t), Some((250, Timeout::Idle)));
+            assert_eq!(c.handle_timeout(250, &t), Some(Timeout::Idle));
+            assert_eq!(
+                c.close_reason(),
+                CloseReason::IdleTimeout,
+                "nothing owed now"
             );
         }
     }

@@ -39,6 +39,18 @@ impl Waiting {
     fn is_empty(&self) -> bool {
         self.wire() == 0 && self.ordered.is_empty()
     }
+
+    // Out of line, so that the checks on a connection with nothing waiting
+    // (nearly all of them, after every write) stay a load and a branch.
+    #[inline(never)]
+    fn above(&self, high: usize, max_outstanding: usize) -> bool {
+        self.wire() + self.ordered.held() > high || self.ordered.outstanding() >= max_outstanding
+    }
+
+    #[inline(never)]
+    fn below(&self, low: usize, resume: usize) -> bool {
+        self.wire() + self.ordered.held() <= low && self.ordered.outstanding() <= resume
+    }
 }
 
 impl Outbox {
@@ -74,18 +86,20 @@ impl Outbox {
     /// time to stop reading.
     #[inline]
     pub(crate) fn above(&self, high: usize, max_outstanding: usize) -> bool {
-        self.waiting.as_ref().is_some_and(|w| {
-            w.wire() + w.ordered.held() > high || w.ordered.outstanding() >= max_outstanding
-        })
+        match &self.waiting {
+            None => false,
+            Some(w) => w.above(high, max_outstanding),
+        }
     }
 
     /// At or below the low-water mark, and at or below `resume` outstanding
     /// replies: time to read again.
     #[inline]
     pub(crate) fn below(&self, low: usize, resume: usize) -> bool {
-        self.waiting.as_ref().map_or(true, |w| {
-            w.wire() + w.ordered.held() <= low && w.ordered.outstanding() <= resume
-        })
+        match &self.waiting {
+            None => true,
+            Some(w) => w.below(low, resume),
+        }
     }
 
     /// The wire bytes to write next.
@@ -124,12 +138,22 @@ impl Outbox {
         &mut w.buf
     }
 
+    /// Queues wire bytes behind those already waiting. Out of line and
+    /// cold: on the hot path the socket takes every reply, and keeping this
+    /// (and the allocation of the box) out keeps the callers small enough to
+    /// inline.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn append(&mut self, bytes: &[u8]) {
+        self.for_append().extend_from_slice(bytes);
+    }
+
     /// Queues the wire bytes in `wire` behind those already waiting, and
     /// clears it (its memory stays with its owner: one of the loop's
     /// buffers).
     pub(crate) fn push_wire(&mut self, wire: &mut Vec<u8>) {
         if !wire.is_empty() {
-            self.for_append().extend_from_slice(wire);
+            self.append(wire);
             wire.clear();
         }
     }

@@ -375,7 +375,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                 }
             } else {
                 // Behind what already waits, so order is kept.
-                core.out.for_append().extend_from_slice(wire);
+                core.out.append(wire);
             }
             wire.clear();
         }
