@@ -10,6 +10,9 @@
 //! connection, and after each carried a 16 KiB record, netpool-tls beside
 //! tokio-tls (about one minute of the full run). `benches/callgrind-tls.sh`
 //! counts the instructions per TLS line and per handshake of one TLS server.
+//! And replies produced on a worker pool (issue 14): netpool-offload
+//! (`Conn::defer`) against tokio-offload (`FuturesOrdered`), same pool,
+//! under pipelined PING_INLINE.
 //!
 //! ```text
 //! cargo bench --bench suite                                  # full run, ~9 min
@@ -28,6 +31,9 @@
 //!   netpool-kv is `examples/kv` itself: its handler (`examples/kv/server.rs`,
 //!   included as `kv_server`) over the same engine, served by
 //!   `suite/netpool_server.rs`.
+//! - `suite/pool.rs`, `suite/tokio_offload.rs`: the worker pool of the
+//!   offload servers, and the tokio one (netpool's is in
+//!   `netpool_server.rs`).
 //! - `suite/loadgen.rs`: the load generator, its own process (`--load MODE`).
 //! - `suite/redis.rs`: redis-server and redis-benchmark, when installed.
 //! - `suite/certs.rs`: the run's TLS certificate (rcgen).
@@ -94,6 +100,8 @@ mod loadgen;
 mod mio_floor;
 #[path = "suite/netpool_server.rs"]
 mod netpool_server;
+#[path = "suite/pool.rs"]
+mod pool;
 #[path = "suite/procfs.rs"]
 mod procfs;
 #[path = "suite/proto.rs"]
@@ -104,6 +112,8 @@ mod redis;
 mod report;
 #[path = "suite/tokio_kv.rs"]
 mod tokio_kv;
+#[path = "suite/tokio_offload.rs"]
+mod tokio_offload;
 #[path = "suite/tokio_server.rs"]
 mod tokio_server;
 
@@ -145,6 +155,12 @@ pub enum ServerKind {
     /// netpool, one loop, busy-polling 20 µs after each busy turn
     /// (`Builder::busy_poll`, issue 12).
     NetpoolBusy,
+    /// netpool, one loop, every reply produced on a worker pool and put in
+    /// its place with `Conn::defer` (issue 14).
+    NetpoolOffload,
+    /// tokio-ct with the same pool, replies in order through
+    /// `FuturesOrdered` (`suite/tokio_offload.rs`).
+    TokioOffload,
 }
 
 /// Servers listed in scenarios that cannot run yet, with the reason printed
@@ -152,7 +168,7 @@ pub enum ServerKind {
 const NOT_YET_WRITTEN: &[(ServerKind, &str)] = &[];
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 13] = [
+    pub const ALL: [ServerKind; 15] = [
         ServerKind::Netpool,
         ServerKind::NetpoolMt,
         ServerKind::TokioCt,
@@ -166,6 +182,8 @@ impl ServerKind {
         ServerKind::NetpoolKvMt,
         ServerKind::TokioKv,
         ServerKind::NetpoolBusy,
+        ServerKind::NetpoolOffload,
+        ServerKind::TokioOffload,
     ];
 
     pub fn name(self) -> &'static str {
@@ -183,6 +201,8 @@ impl ServerKind {
             ServerKind::NetpoolKvMt => "netpool-kv-mt",
             ServerKind::TokioKv => "tokio-kv",
             ServerKind::NetpoolBusy => "netpool-busy",
+            ServerKind::NetpoolOffload => "netpool-offload",
+            ServerKind::TokioOffload => "tokio-offload",
         }
     }
 
@@ -414,6 +434,24 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
             tls: false,
         });
     }
+    // Offloaded replies (issue 14): every reply made on a worker pool and
+    // written in request order, netpool (`Conn::defer`) against tokio
+    // (`FuturesOrdered`), the same pool; the same PING load answered on the
+    // loop beside them, for what offloading costs.
+    let off = if cfg.quick { 20_000 } else { 1_000_000 };
+    v.push(Scenario {
+        id: "offload-p16",
+        title: format!(
+            "replies made on a worker pool: redis-benchmark -t ping_inline -c 50 -P 16 -n {off}"
+        ),
+        kind: Kind::Ping {
+            clients: 50,
+            pipeline: 16,
+            requests: off,
+        },
+        servers: vec![NetpoolOffload, TokioOffload, Netpool, TokioCt],
+        tls: false,
+    });
     // TLS (issue 3): the same workloads through a TLS 1.3 session, netpool's
     // TLS path against tokio-rustls, both one loop / one thread.
     v.push(Scenario {
@@ -564,6 +602,8 @@ fn serve_main(args: &[String]) -> io::Result<()> {
         ServerKind::TokioKv => tokio_kv::serve(&o),
         ServerKind::NetpoolKv => netpool_server::serve_kv(&o, false),
         ServerKind::NetpoolKvMt => netpool_server::serve_kv(&o, true),
+        ServerKind::NetpoolOffload => netpool_server::serve_offload(&o),
+        ServerKind::TokioOffload => tokio_offload::serve(&o),
         ServerKind::Redis => Err(bad("redis-server is not ours to serve".into())),
     }
 }

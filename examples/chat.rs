@@ -27,7 +27,10 @@ impl Room {
         for (id, member) in &self.members {
             if *id != from {
                 // A member that left meanwhile is skipped by its loop.
-                let _ = member.send(text);
+                // `send_wait`: on the loop's own thread it never waits, and
+                // never drops a line when the queue is past its bound (each
+                // member's output limit bounds a member that does not read).
+                let _ = member.send_wait(text);
             }
         }
     }

@@ -211,6 +211,45 @@ impl<F: Framing> Builder<F> {
         self
     }
 
+    /// The most replies one connection may have deferred to other threads
+    /// ([`Conn::defer`](crate::Conn::defer)) and not yet written. Default
+    /// 128.
+    ///
+    /// # Backpressure
+    ///
+    /// At the bound the loop stops reading the connection, as above the
+    /// high-water mark, and reads again once half of them are written: a
+    /// client that pipelines faster than the workers answer waits in the
+    /// kernel's buffers instead of queuing work without limit. Each
+    /// outstanding reply costs the connection about 50 bytes, plus what waits
+    /// behind it (counted by the water marks). The pool's size, not this
+    /// bound, sets throughput: a few times the pool's threads is plenty for
+    /// one connection.
+    pub fn max_deferred_replies(mut self, replies: usize) -> Self {
+        self.config.max_deferred_replies = replies;
+        self
+    }
+
+    /// The most bytes other threads may have queued for one loop: replies
+    /// ([`ConnHandle::send`](crate::ConnHandle::send),
+    /// [`ReplySlot::send`](crate::ReplySlot::send)) and closures
+    /// ([`ConnHandle::run`](crate::ConnHandle::run)), each counted with a
+    /// few dozen bytes of its own. Default 4 MiB.
+    ///
+    /// # Backpressure
+    ///
+    /// The loop takes its whole queue once per turn, so the bound is what a
+    /// pool of workers may produce between two turns. Past it, the sends
+    /// that do not wait fail with [`Error::Full`](crate::Error::Full) and
+    /// nothing is queued; `send_wait` waits for the loop's next turn (but
+    /// never on a loop thread). One command larger than the bound still
+    /// passes when the queue is empty. Size it to a few times the replies
+    /// your workers finish per millisecond.
+    pub fn command_queue_limit(mut self, bytes: usize) -> Self {
+        self.config.command_queue_limit = bytes;
+        self
+    }
+
     /// How long a closing connection waits for the peer to finish after the
     /// server has shut down its side. Default 2 s. Closing a socket that
     /// still has unread input makes the kernel send a reset, which can

@@ -51,6 +51,8 @@ pub(crate) struct Config {
     pub(crate) unix_mode: Option<u32>,
     /// Hand the listeners over to a successor through this control socket.
     pub(crate) handover: Option<HandoverConfig>,
+    pub(crate) max_deferred_replies: usize,
+    pub(crate) command_queue_limit: usize,
     /// Serve TLS with this config (or these PEM files).
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsSource>,
@@ -97,6 +99,8 @@ impl Default for Config {
             tick: Duration::ZERO,
             unix_mode: None,
             handover: None,
+            max_deferred_replies: DEFAULT_MAX_DEFERRED_REPLIES,
+            command_queue_limit: DEFAULT_COMMAND_QUEUE_LIMIT,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -156,6 +160,8 @@ impl Config {
             "busy_poll",
             "must be at most 1 second",
         )?;
+        at_least_one("max_deferred_replies", self.max_deferred_replies)?;
+        at_least_one("command_queue_limit", self.command_queue_limit)?;
         at_least_one("max_handshakes", self.max_handshakes)?;
         at_least_one("workers", self.workers)?;
         check(
@@ -171,6 +177,14 @@ impl Config {
         Ok(())
     }
 }
+
+/// Replies one connection may have deferred and not yet written before the
+/// loop stops reading it; see [`Builder::max_deferred_replies`](crate::Builder::max_deferred_replies).
+pub(crate) const DEFAULT_MAX_DEFERRED_REPLIES: usize = 128;
+
+/// Bytes other threads may have queued for one loop; see
+/// [`Builder::command_queue_limit`](crate::Builder::command_queue_limit).
+pub(crate) const DEFAULT_COMMAND_QUEUE_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The longest busy-poll: past this, spinning is not a latency trade but a
 /// busy loop.

@@ -22,6 +22,12 @@ pub enum Error {
     InvalidConfig(ConfigError),
     /// The server's loop has exited, so the handle cannot reach it.
     Stopped,
+    /// The loop's queue of commands from other threads is at
+    /// [`Builder::command_queue_limit`](crate::Builder::command_queue_limit):
+    /// nothing was queued. The loop empties it at its next turn; send again
+    /// then, or use a variant that waits ([`ConnHandle::send_wait`](crate::ConnHandle::send_wait),
+    /// [`ReplySlot::send_wait`](crate::ReplySlot::send_wait)).
+    Full,
     /// [`ServerHandle::stop`](crate::ServerHandle::stop) was called on the
     /// loop's own thread, where it would wait for itself. Use
     /// [`ServerHandle::request_stop`](crate::ServerHandle::request_stop).
@@ -92,6 +98,7 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::InvalidConfig(e) => write!(f, "invalid configuration: {e}"),
             Error::Stopped => f.write_str("the server has stopped"),
+            Error::Full => f.write_str("the loop's command queue is full"),
             Error::StopFromLoop => f.write_str(
                 "stop() called on the server's own loop thread; use request_stop() there",
             ),

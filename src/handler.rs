@@ -2,10 +2,13 @@
 //! context it is called with.
 //!
 //! A handler is called on the event loop's thread, with a frame (a line, by
-//! default) borrowed from the loop's read buffer. It must not block: everything it does delays every
-//! other connection of its loop. Slow work goes to another thread, and the
-//! reply comes back through a [`ConnHandle`] (see `examples/offload.rs`).
+//! default) borrowed from the loop's read buffer. It must not block:
+//! everything it does delays every other connection of its loop. Slow work
+//! goes to another thread with a [`ReplySlot`] ([`Conn::defer`]), which
+//! keeps the reply in its place among the connection's replies (see
+//! `examples/offload.rs`).
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -13,10 +16,10 @@ use std::sync::Arc;
 
 use crate::base::close::CloseReason;
 use crate::base::id::ConnId;
-use crate::conn_handle::ConnHandle;
-use crate::core::Held;
+use crate::core::{Held, Outbox};
 use crate::framing::{Command, Framing, LengthPrefixed, Lines, Raw, Resp};
 use crate::listen::Peer;
+use crate::reply_slot::ReplySlot;
 use crate::shared::LoopShared;
 use crate::transport::SessionInfo;
 
@@ -161,19 +164,24 @@ where
 ///
 /// [`send`](Conn::send) appends to the connection's output; the loop writes it
 /// when the handler returns, without blocking. To reach the connection later,
-/// or from another thread, take a [`handle`](Conn::handle).
-pub struct Conn<'a, S = ()> {
+/// or from another thread, take a [`handle`](Conn::handle); to answer from
+/// another thread in request order, [`defer`](Conn::defer) the reply.
+pub struct Conn<'a, S: ?Sized = ()> {
     pub(crate) id: ConnId,
     pub(crate) peer: SocketAddr,
     pub(crate) proxy: Option<SocketAddr>,
     /// Who connected, on a Unix socket; `None` on TCP.
     pub(crate) unix: Option<&'a Peer>,
     pub(crate) state: &'a mut S,
-    /// Where `send` appends: the loop's shared write buffer when the connection
-    /// has nothing pending (the common case, no per-connection allocation), or
-    /// the connection's own output buffer when earlier output is still queued
-    /// (so that order is kept).
+    /// Where `send` appends: the loop's shared write buffer, from which the
+    /// loop writes (or seals) the call's replies when it returns: no
+    /// per-connection allocation. What must wait (earlier output still
+    /// queued, a deferred reply before it) is moved behind it then, so
+    /// order is kept.
     pub(crate) out: &'a mut Vec<u8>,
+    /// The connection's own output: where [`defer`](Conn::defer) reserves
+    /// a reply's place.
+    pub(crate) outbox: &'a mut Outbox,
     /// How many bytes `out` may hold before the output overflows:
     /// `output_limit` less what is already queued elsewhere (on a TLS
     /// connection, the encrypted bytes waiting while `out` collects new
@@ -190,7 +198,7 @@ pub struct Conn<'a, S = ()> {
     pub(crate) session: Option<&'a dyn SessionInfo>,
 }
 
-impl<S> Conn<'_, S> {
+impl<S: ?Sized> Conn<'_, S> {
     /// Queues `data` to be written to the peer.
     ///
     /// Nothing blocks: the loop writes as much as the socket takes and keeps
@@ -296,9 +304,35 @@ impl<S> Conn<'_, S> {
         self.state
     }
 
-    /// A `Send + Clone` handle to this connection, usable from any thread.
-    pub fn handle(&self) -> ConnHandle {
-        ConnHandle::new(self.shared.clone(), self.key, self.id)
+    /// Reserves the place of the next reply, to be filled from any thread:
+    /// hand the [`ReplySlot`] to a worker with the request, and the worker's
+    /// [`ReplySlot::send`] puts the reply exactly here.
+    ///
+    /// # Ordering
+    ///
+    /// The connection's output is one stream. The slot's reply is written
+    /// after everything sent before `defer` (by this handler, or through
+    /// [`ConnHandle::send`](crate::ConnHandle::send)) and before everything sent after it, whichever
+    /// finishes first: what follows an unfilled slot waits in the
+    /// connection's output, where it counts toward the water marks and
+    /// [`Builder::output_limit`](crate::Builder::output_limit). So replies
+    /// come back in request order however a pool of workers finishes them.
+    /// A slot dropped unfilled gives up its place (and is logged), so the
+    /// connection never waits for it forever.
+    ///
+    /// # Backpressure
+    ///
+    /// At [`Builder::max_deferred_replies`](crate::Builder::max_deferred_replies)
+    /// replies outstanding (reserved, not yet written), the loop stops
+    /// reading the connection, as it does above the high-water mark, and
+    /// reads again once half of them are delivered. The lines of a read
+    /// already under way are still handled, so the count can pass the bound
+    /// by what one read holds. A closing connection (a stop, a peer that
+    /// hung up after its requests) stays open until its replies are
+    /// delivered, within the stop's grace period.
+    pub fn defer(&mut self) -> ReplySlot {
+        let seq = self.outbox.reserve(self.out.len());
+        ReplySlot::new(self.shared.clone(), self.key, self.id, seq)
     }
 
     /// True when the connection is a TLS session (its handshake is done by
@@ -344,7 +378,7 @@ impl<S> Conn<'_, S> {
 /// output, with no `format!` allocation. Writes never fail and never block:
 /// they follow [`send`](Conn::send)'s rules (past the output limit the
 /// bytes are dropped and the connection closes).
-impl<S> io::Write for Conn<'_, S> {
+impl<S: ?Sized> io::Write for Conn<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.send_bytes(buf);
         Ok(buf.len())
@@ -369,12 +403,58 @@ pub(crate) fn peer(addr: SocketAddr, proxied: bool, unix: Option<&Peer>) -> Peer
     }
 }
 
-impl<S> fmt::Debug for Conn<'_, S> {
+impl<'a> Conn<'a, dyn Any> {
+    /// This context with the state seen as `U`, if it is one (for closures
+    /// run on the loop from another thread, typed by their caller).
+    pub(crate) fn downcast<U: 'static>(&mut self) -> Option<Conn<'_, U>> {
+        let state = self.state.downcast_mut::<U>()?;
+        Some(Conn {
+            id: self.id,
+            peer: self.peer,
+            proxy: self.proxy,
+            unix: self.unix,
+            state,
+            out: &mut *self.out,
+            outbox: &mut *self.outbox,
+            room: self.room,
+            verdict: &mut *self.verdict,
+            held: &mut *self.held,
+            key: self.key,
+            shared: self.shared,
+            session: self.session,
+        })
+    }
+}
+
+impl<'a, S: 'static> Conn<'a, S> {
+    /// This context with its state type erased, for a closure that does not
+    /// know the handler's type.
+    pub(crate) fn erase(&mut self) -> Conn<'_, dyn Any> {
+        Conn {
+            id: self.id,
+            peer: self.peer,
+            proxy: self.proxy,
+            unix: self.unix,
+            state: &mut *self.state as &mut dyn Any,
+            out: &mut *self.out,
+            outbox: &mut *self.outbox,
+            room: self.room,
+            verdict: &mut *self.verdict,
+            held: &mut *self.held,
+            key: self.key,
+            shared: self.shared,
+            session: self.session,
+        }
+    }
+}
+
+impl<S: ?Sized> fmt::Debug for Conn<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
             .field("id", &self.id)
             .field("peer", &self.peer())
             .field("pending", &self.out.len())
+            .field("replies_outstanding", &self.outbox.outstanding())
             .field("room", &self.room)
             .field("closing", &self.verdict)
             .field("tls", &self.is_tls())

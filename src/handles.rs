@@ -62,7 +62,9 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Lines handed to the handler.
     pub lines: u64,
-    /// Commands from [`ConnHandle`](crate::ConnHandle)s whose connection was already gone.
+    /// Commands from [`ConnHandle`](crate::ConnHandle)s, and replies filled
+    /// in [`ReplySlot`](crate::ReplySlot)s, whose connection was already
+    /// gone (dropped, never delivered to whoever has its slot now).
     pub stale_handle_commands: u64,
     /// Handler panics caught (each closed its connection).
     pub handler_panics: u64,
@@ -92,6 +94,14 @@ pub struct Stats {
     pub busy_polls_found: u64,
     /// Busy-polls that came up empty (each halves the next one).
     pub busy_polls_empty: u64,
+    /// Reply slots ([`Conn::defer`](crate::Conn::defer)) dropped unfilled:
+    /// each gave up its place, and its connection got no reply for that
+    /// request. Logged at warn level.
+    pub reply_slots_dropped: u64,
+    /// Sends, fills and closures from other threads refused because a
+    /// loop's queue was at [`Builder::command_queue_limit`](crate::Builder::command_queue_limit)
+    /// ([`Error::Full`]).
+    pub commands_refused_full: u64,
 }
 
 /// One event loop's counters, from [`ServerHandle::loop_stats`]. Summed over
@@ -130,7 +140,8 @@ pub struct LoopStats {
     pub bytes_out: u64,
     /// Lines this loop handed to its handler.
     pub lines: u64,
-    /// Stale [`ConnHandle`](crate::ConnHandle) commands dropped by this loop.
+    /// Stale [`ConnHandle`](crate::ConnHandle) commands and reply fills
+    /// dropped by this loop.
     pub stale_handle_commands: u64,
     /// Handler panics caught on this loop.
     pub handler_panics: u64,
@@ -152,6 +163,10 @@ pub struct LoopStats {
     pub busy_polls_found: u64,
     /// This loop's busy-polls that came up empty.
     pub busy_polls_empty: u64,
+    /// Reply slots of this loop's connections dropped unfilled.
+    pub reply_slots_dropped: u64,
+    /// Commands for this loop refused because its queue was full.
+    pub commands_refused_full: u64,
 }
 
 impl LoopStats {
@@ -183,6 +198,8 @@ impl LoopStats {
             busy_poll_micros: c.busy_poll_micros.get(),
             busy_polls_found: c.busy_polls_found.get(),
             busy_polls_empty: c.busy_polls_empty.get(),
+            reply_slots_dropped: c.reply_slots_dropped.get(),
+            commands_refused_full: l.refused_full.load(Ordering::Relaxed),
         }
     }
 }
@@ -193,9 +210,11 @@ impl LoopStats {
 ///
 /// [`stop`](ServerHandle::stop) is graceful: the listener is closed at once
 /// (no new connections), lines already read are handled, pending output is
-/// flushed, then each connection is shut down for writing and closed once the
-/// peer has seen its replies. What is still unflushed when the grace period
-/// ends is closed anyway and counted in [`StopReport::force_closed`].
+/// flushed, replies deferred to other threads ([`Conn::defer`](crate::Conn::defer))
+/// are waited for and written, then each connection is shut down for writing
+/// and closed once the peer has seen its replies. What is still unflushed or
+/// owed when the grace period ends is closed anyway and counted in
+/// [`StopReport::force_closed`] (and [`StopReport::replies_unsent`]).
 #[derive(Clone)]
 pub struct ServerHandle {
     pub(crate) shared: Arc<ServerShared>,
@@ -268,6 +287,8 @@ impl ServerHandle {
             s.busy_poll_micros += l.busy_poll_micros;
             s.busy_polls_found += l.busy_polls_found;
             s.busy_polls_empty += l.busy_polls_empty;
+            s.reply_slots_dropped += l.reply_slots_dropped;
+            s.commands_refused_full += l.commands_refused_full;
         }
         s
     }
@@ -524,6 +545,7 @@ impl ServerHandle {
                 Some(report) => {
                     total.open_at_stop += report.open_at_stop;
                     total.force_closed += report.force_closed;
+                    total.replies_unsent += report.replies_unsent;
                 }
                 None => failed = true,
             }

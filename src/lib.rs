@@ -54,7 +54,8 @@
 //!   loops (`distribute.rs`), handing the listeners to a successor
 //!   (`handover.rs`).
 //! - **What the loops share**: `shared.rs` (command queues, counters),
-//!   `conn_handle.rs` ([`ConnHandle`]), `handler.rs` ([`Handler`], [`Conn`]).
+//!   `conn_handle.rs` ([`ConnHandle`]), `reply_slot.rs` ([`ReplySlot`]),
+//!   `handler.rs` ([`Handler`], [`Conn`]).
 //! - **The connection core**, `core/`: one connection's state machine
 //!   (`Phase`), with no I/O: bytes, time and close requests in; bytes to
 //!   write, interest, deadlines and actions out. **The transports**,
@@ -110,11 +111,28 @@
 //! connection is closed. A client that never reads therefore costs the
 //! server a bounded amount of memory and nothing else.
 //!
+//! Work handed to other threads is bounded the same way: a connection stops
+//! being read at [`Builder::max_deferred_replies`] replies owed by other
+//! threads, and each loop's queue of commands from other threads is bounded
+//! in bytes ([`Builder::command_queue_limit`]), past which a send fails with
+//! [`Error::Full`] or, with `send_wait`, waits for the loop.
+//!
+//! # Ordering
+//!
+//! A connection's output is one stream, in the order it was produced. A
+//! handler that hands slow work to another thread reserves the reply's place
+//! first ([`Conn::defer`]); the [`ReplySlot`] it gets is filled from any
+//! thread, and the reply is written in that place, whichever worker finishes
+//! first: replies come back in request order, as every request/response
+//! protocol needs. [`ConnHandle::run`] runs a closure on the connection's
+//! loop, in order with the rest.
+//!
 //! # Shutdown
 //!
 //! [`ServerHandle::stop`] closes the listeners, lets every connection flush its
-//! replies, shuts each one down for writing and closes it when the peer has
-//! finished, or when the grace period ends; see [`StopReport`].
+//! replies (and waits for the replies other threads still owe it, see
+//! [`Conn::defer`]), shuts each one down for writing and closes it when the
+//! peer has finished, or when the grace period ends; see [`StopReport`].
 //!
 //! # TLS
 //!
@@ -272,6 +290,7 @@ mod transport;
 // What the loops share with handles; the handler's side of a connection.
 mod conn_handle;
 mod handler;
+mod reply_slot;
 mod shared;
 
 // The reactor.
@@ -311,6 +330,7 @@ pub use ipnet::IpNet;
 pub use listen::{Credentials, Endpoint, Listener, Peer};
 pub use metrics::Metrics;
 pub use metrics_endpoint::{MetricsEndpoint, ScrapeState};
+pub use reply_slot::{FillError, ReplySlot};
 /// The rustls this crate is built with, for building a
 /// [`ServerConfig`](rustls::ServerConfig) of your own (feature `tls`).
 #[cfg(feature = "tls")]

@@ -238,7 +238,10 @@ impl<F: Framing> Server<F> {
                 )?;
             }
             let waker = Waker::new(poll.registry(), WAKER)?;
-            shared_loops.push(Arc::new(LoopShared::new(waker, config.max_handshakes)));
+            shared_loops.push(Arc::new(
+                LoopShared::new(waker, config.max_handshakes)
+                    .with_queue_limit(config.command_queue_limit),
+            ));
             loops.push(Some(LoopParts {
                 poll,
                 listeners,
@@ -712,6 +715,7 @@ fn join_all(
             Ok(report) => {
                 total.open_at_stop += report.open_at_stop;
                 total.force_closed += report.force_closed;
+                total.replies_unsent += report.replies_unsent;
             }
             Err(e) => {
                 error.get_or_insert(e);

@@ -11,10 +11,25 @@
 //! The waker is written only when the queue goes from empty to non-empty: the
 //! loop drains the whole queue per wake-up, so a burst of sends from a worker
 //! pool costs the loop one wake-up, not one per send.
+//!
+//! # Backpressure
+//!
+//! The queue is bounded in bytes ([`Builder::command_queue_limit`](crate::Builder::command_queue_limit)):
+//! what other threads send (replies, closures) waits here until the loop's
+//! next turn, and a pool that produces faster than the loop writes must not
+//! grow it without limit. A command that would pass the bound is refused
+//! ([`Error::Full`]) or, for the callers that asked to wait, waits on a
+//! condition variable that the loop signals when it takes the queue. A
+//! command never waits on a loop thread (it would wait for its own loop, or
+//! for a loop that waits for it): there it is queued past the bound, which
+//! one handler call can stretch only by what it sends. Commands that carry
+//! no bytes and must never fail (a dropped reply slot giving up its place,
+//! a stop, a hand-off) are exempt.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::thread::ThreadId;
 use std::time::Instant;
 
@@ -44,6 +59,23 @@ pub(crate) enum Command {
         id: ConnId,
         data: Vec<u8>,
     },
+    /// Fill reply slot `seq` of a connection (`None`: the slot was dropped
+    /// unfilled and gives up its place).
+    Fill {
+        key: usize,
+        id: ConnId,
+        seq: u64,
+        reply: Option<Vec<u8>>,
+    },
+    /// Run a closure with the connection's `Conn`: a `conn_handle::RunFn`,
+    /// its type erased here so that this module need not know `Conn`.
+    /// `size` is what its captures weigh, for the queue's bound.
+    Run {
+        key: usize,
+        id: ConnId,
+        f: Box<dyn std::any::Any + Send>,
+        size: usize,
+    },
     /// Close a connection gracefully, if it is still the one the handle names.
     Close { key: usize, id: ConnId },
     /// Stop the loop gracefully by `deadline` (one deadline for every loop
@@ -63,6 +95,62 @@ pub(crate) enum Command {
     /// `reactor/distribute.rs`). Dropping the command unread gives back
     /// everything the connection holds.
     Adopt(Handoff),
+}
+
+impl Command {
+    /// What the command counts against the queue's bound: its bytes and
+    /// the command itself; `None` for those that must never be refused.
+    fn cost(&self) -> Option<usize> {
+        const ITSELF: usize = std::mem::size_of::<Command>();
+        match self {
+            Command::Send { data, .. } => Some(ITSELF + data.len()),
+            Command::Fill {
+                reply: Some(reply), ..
+            } => Some(ITSELF + reply.len()),
+            Command::Run { size, .. } => Some(ITSELF + size),
+            Command::Close { .. } => Some(ITSELF),
+            // A dropped slot must always give its place back, or its
+            // connection would wait for it forever; the others are the
+            // server's own.
+            Command::Fill { reply: None, .. }
+            | Command::Stop { .. }
+            | Command::Drain { .. }
+            | Command::BudgetChanged
+            | Command::Adopt(_) => None,
+        }
+    }
+}
+
+/// Why a bounded command was not queued; the command comes back.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The queue is at its bound.
+    Full(Command),
+    /// The loop has exited (the command is dropped).
+    Stopped,
+}
+
+thread_local! {
+    /// This thread runs an event loop, so it must never wait for a queue
+    /// to drain: see `# Backpressure`.
+    static ON_LOOP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as running an event loop while the guard
+/// lives.
+pub(crate) fn on_loop_thread() -> LoopThreadGuard {
+    ON_LOOP.with(|f| f.set(true));
+    LoopThreadGuard(())
+}
+
+/// See [`on_loop_thread`].
+#[derive(Debug)]
+pub(crate) struct LoopThreadGuard(());
+
+impl Drop for LoopThreadGuard {
+    fn drop(&mut self) {
+        ON_LOOP.with(|f| f.set(false));
+    }
 }
 
 /// A counter written by one thread (its loop) and read by any.
@@ -113,6 +201,7 @@ pub(crate) struct Counters {
     pub(crate) busy_poll_micros: Counter,
     pub(crate) busy_polls_found: Counter,
     pub(crate) busy_polls_empty: Counter,
+    pub(crate) reply_slots_dropped: Counter,
     /// Connections removed from this loop, by [`CloseLabel::index`]: every
     /// accepted connection ends up in exactly one.
     pub(crate) closed: [Counter; CloseLabel::ALL.len()],
@@ -175,6 +264,14 @@ impl Drop for Load {
 pub(crate) struct LoopShared {
     waker: Waker,
     queue: Mutex<Queue>,
+    /// Signalled when the loop takes the queue (or exits), for the senders
+    /// waiting for room.
+    room: Condvar,
+    /// The queue's bound in bytes ([`Command::cost`]).
+    queue_limit: usize,
+    /// Commands refused because the queue was full. Written by any thread,
+    /// unlike [`Counters`].
+    pub(crate) refused_full: AtomicU64,
     pub(crate) counters: Counters,
     /// How long each turn of this loop took (see `metrics.rs`).
     pub(crate) turns: LoopTurnHistogram,
@@ -202,6 +299,10 @@ pub(crate) struct LoopShared {
 struct Queue {
     commands: Vec<Command>,
     closed: bool,
+    /// What the bounded commands queued weigh ([`Command::cost`]).
+    bytes: usize,
+    /// Senders waiting for room.
+    waiters: usize,
 }
 
 impl LoopShared {
@@ -209,6 +310,9 @@ impl LoopShared {
         LoopShared {
             waker,
             queue: Mutex::new(Queue::default()),
+            room: Condvar::new(),
+            queue_limit: crate::config::DEFAULT_COMMAND_QUEUE_LIMIT,
+            refused_full: AtomicU64::new(0),
             counters: Counters::default(),
             turns: LoopTurnHistogram::default(),
             open: AtomicUsize::new(0),
@@ -218,8 +322,54 @@ impl LoopShared {
         }
     }
 
+    /// With the queue bounded to `bytes` ([`Builder::command_queue_limit`](crate::Builder::command_queue_limit)).
+    pub(crate) fn with_queue_limit(mut self, bytes: usize) -> Self {
+        self.queue_limit = bytes;
+        self
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a command from a handle, within the queue's bound (see
+    /// `# Backpressure`): with `wait`, waits for room (never on a loop
+    /// thread); without, refuses at once. A command that alone is larger
+    /// than the bound is queued when the queue is empty, so that no reply
+    /// is too large to ever be delivered.
+    pub(crate) fn push_bounded(&self, cmd: Command, wait: bool) -> Result<(), Refused> {
+        let Some(cost) = cmd.cost() else {
+            return self.try_push(cmd).map_err(|_| Refused::Stopped);
+        };
+        let on_loop = ON_LOOP.with(Cell::get);
+        let mut queue = self.queue();
+        loop {
+            if queue.closed {
+                return Err(Refused::Stopped);
+            }
+            if queue.bytes == 0 || queue.bytes + cost <= self.queue_limit || (wait && on_loop) {
+                break;
+            }
+            if !wait {
+                drop(queue);
+                self.refused_full.fetch_add(1, Ordering::Relaxed);
+                return Err(Refused::Full(cmd));
+            }
+            queue.waiters += 1;
+            queue = self.room.wait(queue).unwrap_or_else(|e| e.into_inner());
+            queue.waiters -= 1;
+        }
+        queue.bytes += cost;
+        queue.commands.push(cmd);
+        let first = queue.commands.len() == 1;
+        drop(queue);
+        if first {
+            if let Err(e) = self.waker.wake() {
+                // Queued all the same: the loop sees it at its next wake-up.
+                log::warn!("waking a loop failed: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Queues a command and wakes the loop if the queue was empty.
@@ -254,11 +404,24 @@ impl LoopShared {
         Ok(queue.commands.len() == 1)
     }
 
+    /// Senders waiting for room now (tests wait for one to park).
+    #[cfg(test)]
+    pub(crate) fn queue_waiters(&self) -> usize {
+        self.queue().waiters
+    }
+
     /// Swaps the queued commands into `into` (an empty spare vector, so the
     /// queue's allocation is reused rather than freed and grown again).
     pub(crate) fn take_commands(&self, into: &mut Vec<Command>) {
         debug_assert!(into.is_empty());
-        std::mem::swap(&mut self.queue().commands, into);
+        let mut queue = self.queue();
+        std::mem::swap(&mut queue.commands, into);
+        queue.bytes = 0;
+        let waiting = queue.waiters > 0;
+        drop(queue);
+        if waiting {
+            self.room.notify_all();
+        }
     }
 
     /// Marks the loop as gone and returns what was still queued; later
@@ -266,7 +429,12 @@ impl LoopShared {
     pub(crate) fn close(&self) -> Vec<Command> {
         let mut queue = self.queue();
         queue.closed = true;
-        std::mem::take(&mut queue.commands)
+        queue.bytes = 0;
+        let left = std::mem::take(&mut queue.commands);
+        drop(queue);
+        // Waiting senders learn that the loop is gone.
+        self.room.notify_all();
+        left
     }
 }
 
@@ -323,4 +491,9 @@ pub struct StopReport {
     /// Connections that still had unwritten output when the grace period ran
     /// out, and were closed anyway.
     pub force_closed: usize,
+    /// Replies deferred ([`Conn::defer`](crate::Conn::defer)) and not yet
+    /// written when the grace period ran out: the work in flight that a
+    /// longer grace would have delivered. Their connections are among
+    /// `force_closed`.
+    pub replies_unsent: usize,
 }

@@ -1360,3 +1360,47 @@ fn conn_handles_work_over_tls() {
     drop(client);
     server.stop(DEADLINE).unwrap();
 }
+
+/// Replies deferred to other threads on a TLS connection come back in
+/// request order: each is sealed when its turn comes, so the records leave
+/// in the order of the stream, and what the handler sent behind a slot
+/// waits (as plaintext) until the slot is filled. Two workers fill the
+/// slots from opposite ends of a pipeline deeper than the bound on
+/// outstanding replies.
+#[test]
+fn deferred_replies_keep_their_order_over_tls() {
+    const LINES: usize = 2_000;
+    let cert = TestCert::new();
+    let (tx, rx) = mpsc::channel::<(netpool::ReplySlot, Vec<u8>)>();
+    let handler = move |line: &[u8], conn: &mut Conn| {
+        let reply = [line, b"\n"].concat();
+        if line.first().is_some_and(|b| b % 2 == 0) {
+            tx.send((conn.defer(), reply)).unwrap();
+        } else {
+            conn.send(&reply);
+        }
+    };
+    let server = start_tls_with(Server::builder(), &cert, handler);
+    let workers = std::thread::spawn(move || {
+        // Whatever has arrived, filled newest first, then oldest first.
+        let mut newest_first = true;
+        while let Ok(first) = rx.recv() {
+            let mut batch: Vec<_> = std::iter::once(first).chain(rx.try_iter()).collect();
+            if !newest_first {
+                batch.reverse();
+            }
+            newest_first = !newest_first;
+            while let Some((slot, reply)) = batch.pop() {
+                let _ = slot.send_wait(reply);
+            }
+        }
+    });
+    let mut client = TlsClient::connect(server.local_addr(), tls13(&[&cert]));
+    assert!(client.handshake());
+    let lines: String = (0..LINES).map(|i| format!("{i}\n")).collect();
+    let got = client.exchange(lines.as_bytes(), lines.len());
+    assert_eq!(String::from_utf8(got).unwrap(), lines);
+    drop(client);
+    server.stop(DEADLINE).unwrap();
+    workers.join().unwrap();
+}

@@ -8,8 +8,9 @@
 
 use std::io;
 
-use netpool::{Conn, Overflow, Server};
+use netpool::{Conn, Overflow, ReplySlot, Server};
 
+use crate::pool::{Pool, Reply};
 use crate::proto::{self, OverflowMode, Proto, ServeOpts};
 use crate::{kv_engine, kv_server};
 
@@ -26,6 +27,34 @@ fn handler(proto: Proto) -> impl FnMut(&[u8], &mut Conn<'_>) + Send + 'static {
             conn.send(reply);
         }
     }
+}
+
+impl Reply for ReplySlot {
+    fn reply(self, bytes: Vec<u8>) {
+        // Waits if the loop's command queue is full; fails only once the
+        // server is gone.
+        let _ = self.send_wait(bytes);
+    }
+}
+
+/// `netpool-offload` (issue 14): one loop whose every reply is produced on
+/// the worker pool. The handler reserves the reply's place (`Conn::defer`)
+/// and hands the line and the slot to the pool; the worker fills the slot,
+/// and the loop writes the reply in request order.
+pub fn serve_offload(opts: &ServeOpts) -> io::Result<()> {
+    let server = Server::builder()
+        .acceptors(opts.acceptors)
+        .refuse_message(proto::REFUSE.to_vec())
+        .max_line_len(opts.max_line)
+        .bind(opts.addr)
+        .map_err(io::Error::other)?;
+    proto::announce(server.local_addr());
+    let pool = Pool::<ReplySlot>::new(opts.proto);
+    let handler = move |line: &[u8], conn: &mut Conn<'_>| {
+        let slot = conn.defer();
+        pool.submit(line.to_vec(), slot);
+    };
+    server.run(handler).map(|_| ()).map_err(io::Error::other)
 }
 
 /// One loop, busy-polling `spin` after each busy turn (`netpool-busy`).

@@ -462,6 +462,7 @@ pub fn markdown(
             (ServerKind::TokioKv, ServerKind::Redis),
             (ServerKind::NetpoolBusy, ServerKind::TokioCt),
             (ServerKind::NetpoolBusy, ServerKind::Redis),
+            (ServerKind::NetpoolOffload, ServerKind::TokioOffload),
         ] {
             if sc.servers.contains(&a) && sc.servers.contains(&b) {
                 pairs.push((a, b));

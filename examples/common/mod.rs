@@ -10,7 +10,7 @@
 //! [--max-per-ip N] [--accept-rate N]
 //! [--proxy-protocol] [--allow CIDR]... [--deny CIDR]... [--tls-cert FILE --tls-key FILE]
 //! [--tls-watch SECS] [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
-//! [--busy-poll MICROS]
+//! [--busy-poll MICROS] [--grace SECS]
 //! [--metrics ADDR]
 //! ```
 //!
@@ -41,10 +41,6 @@ use netpool::{
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-/// How long a stop waits for connections to flush before closing them anyway
-/// (also the drain after a hand-over).
-const GRACE: Duration = Duration::from_secs(5);
-
 /// The waiting thread's tokens: a signal came, or the server ended.
 const SIGNAL: Token = Token(0);
 const ENDED: Token = Token(1);
@@ -60,6 +56,10 @@ pub struct Options<F: Framing = Lines> {
     /// `--max-line`, if given: the bound of a line, and the bound an example
     /// with another framing puts on its frames.
     pub max_line: Option<usize>,
+    /// How long a stop waits for connections to flush (and for replies
+    /// still being worked on) before closing them anyway; also the drain
+    /// after a hand-over.
+    pub grace: Duration,
 }
 
 /// Where a server's listening sockets come from.
@@ -98,7 +98,7 @@ usage: [--addr ADDR] [--unix PATH]... [--unix-mode OCTAL] [--inherit]
        [--max-per-ip N] [--accept-rate N] [--proxy-protocol] [--allow CIDR]... [--deny CIDR]...
        [--tls-cert FILE --tls-key FILE] [--tls-watch SECS]
        [--workers N|cores] [--distribution handoff|shared|reuseport] [--pin-cores]
-       [--busy-poll MICROS]
+       [--busy-poll MICROS] [--grace SECS]
        [--metrics ADDR]
 
   --addr ADDR            address to listen on (default 127.0.0.1:7000; port 0 picks one)
@@ -140,6 +140,9 @@ usage: [--addr ADDR] [--unix PATH]... [--unix-mode OCTAL] [--inherit]
                          blocking: lower latency for more CPU; pays only with a spare
                          core (default 0: off; 10-50 is the useful range)
   --metrics ADDR         serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100)
+  --grace SECS           on SIGINT/SIGTERM (or after a hand-over), how long to wait for
+                         replies still being written or worked on before closing
+                         anyway (default 5)
 
 Exit status: 0 when stopped by SIGINT or SIGTERM, 2 for a usage error (this text),
 1 when the server cannot run (address in use, unreadable certificate, ...).
@@ -208,6 +211,7 @@ impl Options {
         let mut distribution = Distribution::Handoff;
         let mut pin_cores = false;
         let mut busy_poll_micros = 0u64;
+        let mut grace_secs = 5f64;
         let mut parser = lexopt::Parser::from_args(args);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -264,6 +268,7 @@ impl Options {
                 }
                 Long("pin-cores") => pin_cores = true,
                 Long("busy-poll") => busy_poll_micros = parser.value()?.parse()?,
+                Long("grace") => grace_secs = parser.value()?.parse()?,
                 Long("help") | Short('h') => {
                     println!("{USAGE}\n{usage}");
                     std::process::exit(0);
@@ -361,8 +366,9 @@ impl Options {
         if let Some(mode) = unix_mode {
             builder = builder.unix_mode(mode);
         }
+        let grace = seconds("--grace", grace_secs)?;
         if let Some(ctl) = handover {
-            builder = builder.handover(ctl, GRACE);
+            builder = builder.handover(ctl, grace);
         }
         let bound = addr.is_some() || !unix.is_empty();
         let listen = match (inherit, take_over) {
@@ -390,6 +396,7 @@ impl Options {
             builder,
             metrics,
             max_line,
+            grace,
         })
     }
 }
@@ -403,6 +410,7 @@ impl<F: Framing> Options<F> {
             builder: self.builder.framing(framing),
             metrics: self.metrics,
             max_line: self.max_line,
+            grace: self.grace,
         }
     }
 }
@@ -539,7 +547,7 @@ fn serve<F: Framing>(
         if let Some(signal) = signals.pending().next() {
             log::info!("signal {signal}: stopping");
             // A loop that already exited says so when joined.
-            let _ = handle.request_stop(GRACE);
+            let _ = handle.request_stop(options.grace);
             break 'wait;
         }
     }

@@ -185,7 +185,11 @@ impl Handler<Resp> for Kv {
                 }
                 for receiver in self.receivers.drain(..) {
                     // A loop that has stopped has no one to deliver to.
-                    let _ = receiver.send(message);
+                    // `send_wait`: on a loop thread it never waits, and never
+                    // drops a message for a full queue, which a subscriber
+                    // would not notice (its output limit bounds one that
+                    // does not read, as Redis's pubsub buffer limit does).
+                    let _ = receiver.send_wait(message);
                 }
             }
         }

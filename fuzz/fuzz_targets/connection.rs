@@ -4,8 +4,10 @@
 //! (`netpool::fuzz_connection`, src/reactor/sim.rs). Deterministic: the
 //! same input always takes the same path. `run` itself checks the
 //! invariants after every step (output bounded, the slot held exactly
-//! while serving, interest matching the phase, the connection ends once
-//! its peer leaves), and `check_replies` the replies against the protocol.
+//! while serving, interest matching the phase, deferred replies bounded,
+//! the connection ends once its peer leaves), and `check_replies` the
+//! replies against the protocol, deferred ones (lines starting with `b`,
+//! filled in the order the fuzzer picks) included.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +20,7 @@ enum FuzzOp {
     HalfClose,
     Close,
     Wait(u16),
+    Fill(u8),
 }
 
 fuzz_target!(|ops: Vec<FuzzOp>| {
@@ -30,6 +33,7 @@ fuzz_target!(|ops: Vec<FuzzOp>| {
             FuzzOp::HalfClose => Op::HalfClose,
             FuzzOp::Close => Op::Close,
             FuzzOp::Wait(ms) => Op::Wait(ms),
+            FuzzOp::Fill(i) => Op::Fill(i),
         })
         .collect();
     run(&ops).check_replies();

@@ -15,7 +15,10 @@
 //!
 //! Framing and the handler work on the core too (its incomplete tail, its
 //! user state, its output), but only through these same inputs: the
-//! pipeline that calls them is in `reactor/serve.rs`. So the whole state
+//! pipeline that calls them is in `reactor/serve.rs`. Replies deferred to
+//! other threads ([`Conn::defer`](crate::Conn::defer)) are reserved, filled
+//! and released in the output itself ([`Outbox`], `ordered.rs`); the core
+//! reads from it whether the connection still owes replies. So the whole state
 //! machine below is tested without a socket (`mod tests`, grouped by phase)
 //! and fuzzed without one (`fuzz/fuzz_targets/connection.rs`).
 //!
@@ -30,12 +33,14 @@
 //!    │  timeout, stop, EOF, I/O error ──▶ Closed    (the handler never saw it)
 //!    │  TLS error ──▶ Closing (flush the alert)
 //!
-//!            output > high water              output <= low water
+//!     output > high water, or         output <= low water, and
+//!     replies outstanding at the bound  half the bound outstanding
 //!   Open ───────────────────────────▶ Throttled ─────────────────▶ Open
 //!    │  close(), line too long, stop,                 │
 //!    │  peer EOF, idle or frame timeout               │ (same)
 //!    ▼                                                ▼
-//!   Closing ── output flushed ──▶ shutdown(Write) ──▶ Lingering ── peer EOF
+//!   Closing ── output flushed, ──▶ shutdown(Write) ──▶ Lingering ── peer EOF
+//!    │         replies delivered
 //!    │    (peer already closed: skip lingering)   │        or linger timeout
 //!    ▼                                            ▼
 //!   Closed ◀──── reset, I/O error, output overflow, write stall, panic (at once)
@@ -50,6 +55,7 @@
 //! handler gives it back early; dropping it is what gives it back. Nothing
 //! counts slots by hand.
 
+mod ordered;
 mod outbox;
 mod phase;
 
@@ -64,6 +70,7 @@ use crate::base::time::Millis;
 use crate::budget::Slot;
 use crate::framing::Remainder;
 use crate::limits::IpPlace;
+use ordered::Fill;
 
 pub(crate) use outbox::Outbox;
 pub(crate) use phase::Phase;
@@ -130,7 +137,8 @@ pub(crate) struct Core<S> {
     /// gathered so far; see `framing/`. Eight bytes, no allocation while
     /// empty.
     pub(crate) partial: Remainder,
-    /// Wire bytes the socket has not taken yet.
+    /// Wire bytes the socket has not taken yet, and the replies deferred to
+    /// other threads that it still owes, with what was sent after them.
     pub(crate) out: Outbox,
     /// What admission gave it: its acceptor slot and address place.
     pub(crate) held: Held,
@@ -318,7 +326,7 @@ impl<S> Core<S> {
             self.last_active = now;
         }
         if written < data.len() {
-            self.out.for_append().extend_from_slice(&data[written..]);
+            self.out.append(&data[written..]);
         }
     }
 
@@ -332,7 +340,10 @@ impl<S> Core<S> {
         }
     }
 
-    /// Applies the backpressure marks after the output changed. Returns true
+    /// Applies the backpressure marks after the output changed, and the
+    /// bound on replies outstanding (`max_replies`: reading stops at it and
+    /// resumes at half of it, so that a connection at the bound does not
+    /// flip between reading and not reading with every reply). Returns true
     /// when reading resumes, so the driver reads what waited in the kernel
     /// (no new edge will announce it).
     ///
@@ -340,13 +351,19 @@ impl<S> Core<S> {
     /// if any, could not complete, so its clock starts again when reading
     /// resumes, at `now`.
     #[inline]
-    pub(crate) fn handle_output_level(&mut self, low: usize, high: usize, now: Millis) -> bool {
+    pub(crate) fn handle_output_level(
+        &mut self,
+        low: usize,
+        high: usize,
+        max_replies: usize,
+        now: Millis,
+    ) -> bool {
         match self.phase {
-            Phase::Open if self.out.len() > high => {
+            Phase::Open if self.out.above(high, max_replies) => {
                 self.set_phase(Phase::Throttled);
                 false
             }
-            Phase::Throttled if self.out.len() <= low => {
+            Phase::Throttled if self.out.below(low, max_replies / 2) => {
                 self.set_phase(Phase::Open);
                 self.partial.note_start(now, true);
                 true
@@ -367,6 +384,64 @@ impl<S> Core<S> {
             self.last_active = now;
         }
         self.partial.note_start(now, frames > 0);
+    }
+
+    /// Whether the connection still takes output from other threads. (None
+    /// can reach it before the PROXY header is in and the handshake done; a
+    /// lingering or closed one has shut its write side.)
+    #[inline]
+    pub(crate) fn takes_output(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Open | Phase::Throttled | Phase::Closing { .. }
+        )
+    }
+
+    /// Bytes sent from another thread, for the end of the output. True when
+    /// they may leave now (the driver seals and queues them); false when
+    /// they wait behind a deferred reply (taken), or are refused: the
+    /// connection no longer writes, or they would pass `output_limit`
+    /// (then it closes, as a handler's send would).
+    pub(crate) fn handle_send(&mut self, data: &[u8], output_limit: usize) -> bool {
+        if !self.takes_output() {
+            return false;
+        }
+        if self.out.len() + data.len() > output_limit {
+            self.handle_close(CloseReason::OutputOverflow, true);
+            return false;
+        }
+        !self.out.hold(data)
+    }
+
+    /// Reply slot `seq` was filled from another thread (an empty reply for
+    /// a slot dropped unfilled). Returns the plaintext this lets go, in
+    /// order (the replies at the front and what followed them), for the
+    /// driver to seal and queue; `None` while an earlier slot is unfilled,
+    /// or when the reply is refused as a send would be.
+    pub(crate) fn handle_fill(
+        &mut self,
+        seq: u64,
+        reply: Vec<u8>,
+        output_limit: usize,
+    ) -> Option<Vec<u8>> {
+        if !self.takes_output() {
+            return None;
+        }
+        if self.out.len() + reply.len() > output_limit {
+            self.handle_close(CloseReason::OutputOverflow, true);
+            return None;
+        }
+        if self.out.fill(seq, reply) == Fill::Unknown {
+            // Each slot sends exactly one fill, before its place can be
+            // released: this cannot happen while the connection lives.
+            log::debug!(
+                "{} {}: fill of unknown reply slot {seq}",
+                self.id,
+                self.peer
+            );
+            return None;
+        }
+        self.out.take_ready()
     }
 
     /// The shutdown the core asked for ([`Action::ShutWrite`]) is done: our
@@ -393,6 +468,14 @@ impl<S> Core<S> {
         }
         log::debug!("{} {}: {timeout:?} timeout", self.id, self.peer);
         match (timeout, self.phase) {
+            // A connection that is owed replies (`Conn::defer`) is waiting
+            // for us, not idle: its clock starts again. (Checked here, when
+            // the timer fires, rather than in `poll_deadline`, which runs
+            // after every event.)
+            (Timeout::Idle, _) if self.out.outstanding() > 0 => {
+                self.last_active = now;
+                return None;
+            }
             (Timeout::Idle, _) => self.handle_close(CloseReason::IdleTimeout, false),
             (Timeout::Frame, _) => self.handle_close(CloseReason::FrameTimeout, false),
             (Timeout::WriteStall, _) => self.handle_close(CloseReason::WriteStalled, true),
@@ -417,7 +500,7 @@ impl<S> Core<S> {
     /// events at all (closed, or about to be).
     #[inline]
     pub(crate) fn poll_interest(&self) -> Option<Interest> {
-        let writing = !self.out.is_empty();
+        let writing = self.out.has_wire();
         match self.phase {
             Phase::Open | Phase::Handshaking if writing => {
                 Some(Interest::READABLE | Interest::WRITABLE)
@@ -426,15 +509,23 @@ impl<S> Core<S> {
                 Some(Interest::READABLE)
             }
             Phase::Throttled | Phase::Closing { .. } if writing => Some(Interest::WRITABLE),
+            // Nothing to read or write until another thread fills a reply
+            // (that news comes through the waker): a writable registration
+            // says so quietly, once, and then not again until we write.
+            Phase::Throttled | Phase::Closing { .. } if self.out.outstanding() > 0 => {
+                Some(Interest::WRITABLE)
+            }
             // A closing connection with nothing to write is finished on the
-            // spot (`poll_action`); a throttled one always has output.
+            // spot (`poll_action`); a throttled one always has output or
+            // replies outstanding.
             Phase::Throttled | Phase::Closing { .. } => None,
             Phase::Closed { .. } => None,
         }
     }
 
-    /// What to do next. A closing connection whose output has drained
-    /// either shuts down writing and lingers, or, when the peer has closed
+    /// What to do next. A closing connection whose output has drained, and
+    /// whose deferred replies are all delivered, either shuts down writing
+    /// and lingers, or, when the peer has closed
     /// already (`linger` false: its end of stream was read, so no input is
     /// left unread), closes at once: closing the descriptor sends the FIN by
     /// itself, and a `shutdown` first would be one more system call per
@@ -460,7 +551,7 @@ impl<S> Core<S> {
     #[inline]
     pub(crate) fn poll_deadline(&self, t: &Timeouts) -> Option<(Millis, Timeout)> {
         let stall = match t.write_stall {
-            Some(stall) if !self.out.is_empty() => {
+            Some(stall) if self.out.has_wire() => {
                 Some((self.last_progress + stall, Timeout::WriteStall))
             }
             _ => None,
@@ -632,7 +723,7 @@ mod tests {
         fn backpressure_does_not_apply_to_a_handshake() {
             let mut c = tls_core();
             c.handle_sent(&[0; 10], 0, 0);
-            assert!(!c.handle_output_level(2, 8, 0));
+            assert!(!c.handle_output_level(2, 8, 128, 0));
             assert_eq!(c.phase(), Phase::Handshaking);
         }
 
@@ -700,16 +791,19 @@ mod tests {
         fn high_water_throttles_and_low_water_resumes() {
             let mut c = core();
             c.handle_sent(&[0; 10], 0, 0);
-            assert!(!c.handle_output_level(2, 8, 0));
+            assert!(!c.handle_output_level(2, 8, 128, 0));
             assert_eq!(c.phase(), Phase::Throttled);
             assert_eq!(c.poll_interest(), Some(Interest::WRITABLE));
             c.handle_flushed(7, 1);
             assert!(
-                !c.handle_output_level(2, 8, 1),
+                !c.handle_output_level(2, 8, 128, 1),
                 "3 bytes is still above low water"
             );
             c.handle_flushed(1, 2);
-            assert!(c.handle_output_level(2, 8, 2), "resuming asks for a read");
+            assert!(
+                c.handle_output_level(2, 8, 128, 2),
+                "resuming asks for a read"
+            );
             assert_eq!(c.phase(), Phase::Open);
         }
 
@@ -914,7 +1008,7 @@ mod tests {
             let mut c = core();
             trickle(&mut c, b"half", 10);
             c.handle_sent(&[0; 10], 0, 20);
-            assert!(!c.handle_output_level(2, 8, 20));
+            assert!(!c.handle_output_level(2, 8, 128, 20));
             assert_eq!(c.phase(), Phase::Throttled);
             let no_stall = Timeouts {
                 write_stall: None,
@@ -922,7 +1016,7 @@ mod tests {
             };
             assert_eq!(c.poll_deadline(&no_stall), None, "throttled");
             c.handle_flushed(10, 500);
-            assert!(c.handle_output_level(2, 8, 500));
+            assert!(c.handle_output_level(2, 8, 128, 500));
             assert_eq!(
                 c.poll_deadline(&no_stall),
                 Some((600, Timeout::Frame)),
@@ -940,6 +1034,125 @@ mod tests {
             assert_eq!(c.handle_timeout(27, &T), Some(Timeout::Linger));
             assert_eq!(c.poll_action(), Action::Remove);
             assert_eq!(c.close_reason(), CloseReason::Closed);
+        }
+    }
+
+    /// Replies deferred to other threads (`Conn::defer`), as the core sees
+    /// them: outstanding replies keep a connection from finishing, and count
+    /// toward backpressure.
+    mod deferred {
+        use super::*;
+
+        /// Reserves one reply, as a handler call would, with `after` sent
+        /// behind it; returns its number.
+        fn defer(c: &mut Core<()>, after: &[u8]) -> u64 {
+            let mut out = Vec::new();
+            let seq = c.out.reserve(0);
+            out.extend_from_slice(after);
+            c.out.settle(&mut out, 0);
+            assert!(out.is_empty(), "it all waits behind the reply");
+            seq
+        }
+
+        #[test]
+        fn the_bound_on_outstanding_replies_throttles_and_half_resumes() {
+            let mut c = core();
+            let seqs: Vec<u64> = (0..4).map(|_| defer(&mut c, b"")).collect();
+            assert!(!c.handle_output_level(100, 1000, 4, 0));
+            assert_eq!(c.phase(), Phase::Throttled);
+            assert_eq!(
+                c.poll_interest(),
+                Some(Interest::WRITABLE),
+                "quiet: nothing to read or write"
+            );
+            c.out.fill(seqs[0], b"a".to_vec());
+            c.out.take_ready();
+            assert!(!c.handle_output_level(100, 1000, 4, 0), "3 outstanding");
+            c.out.fill(seqs[1], b"b".to_vec());
+            c.out.take_ready();
+            assert!(c.handle_output_level(100, 1000, 4, 0), "2: half the bound");
+            assert_eq!(c.phase(), Phase::Open);
+        }
+
+        #[test]
+        fn held_bytes_count_toward_high_water() {
+            let mut c = core();
+            defer(&mut c, &[0; 10]);
+            assert_eq!(c.out.len(), 10);
+            assert!(!c.handle_output_level(2, 8, 128, 0));
+            assert_eq!(c.phase(), Phase::Throttled);
+        }
+
+        #[test]
+        fn closing_waits_for_outstanding_replies() {
+            let mut c = core();
+            let seq = defer(&mut c, b"");
+            c.handle_close(CloseReason::Stopped, false);
+            assert_eq!(c.poll_action(), Action::Serve, "a reply is owed");
+            assert_eq!(c.poll_interest(), Some(Interest::WRITABLE));
+            c.out.fill(seq, b"late".to_vec());
+            let mut ready = c.out.take_ready().unwrap();
+            c.out.push_wire(&mut ready);
+            assert_eq!(c.poll_action(), Action::Serve, "and written");
+            c.handle_flushed(4, 1);
+            assert_eq!(c.poll_action(), Action::ShutWrite);
+        }
+
+        #[test]
+        fn a_peer_that_half_closed_still_gets_its_replies() {
+            let mut c = core();
+            let seq = defer(&mut c, b"");
+            c.handle_eof();
+            assert_eq!(c.poll_action(), Action::Serve);
+            c.out.fill(seq, Vec::new());
+            assert_eq!(c.out.take_ready(), None, "a dropped slot: nothing to send");
+            assert_eq!(c.poll_action(), Action::Remove);
+            assert_eq!(c.close_reason(), CloseReason::PeerClosed);
+        }
+
+        #[test]
+        fn an_abortive_close_drops_them() {
+            let mut c = core();
+            defer(&mut c, b"");
+            c.handle_io_error(&io::ErrorKind::ConnectionReset.into());
+            assert_eq!(c.poll_action(), Action::Remove);
+        }
+
+        #[test]
+        fn waiting_for_a_reply_is_neither_idle_nor_a_write_stall() {
+            let t = Timeouts {
+                idle: Some(100),
+                frame: None,
+                write_stall: Some(30),
+                linger: 20,
+                proxy_header: 50,
+            };
+            let mut c = core();
+            defer(&mut c, b"held");
+            assert_eq!(
+                c.poll_deadline(&t),
+                Some((100, Timeout::Idle)),
+                "no stall: nothing waits for the peer"
+            );
+            assert_eq!(c.handle_timeout(100, &t), None, "owed a reply: not idle");
+            assert_eq!(c.phase(), Phase::Open);
+            assert_eq!(c.poll_deadline(&t), Some((200, Timeout::Idle)));
+            c.handle_sent(b"x", 0, 110);
+            assert_eq!(
+                c.poll_deadline(&t),
+                Some((140, Timeout::WriteStall)),
+                "wire bytes the peer does not take still stall"
+            );
+            c.handle_flushed(1, 150);
+            c.out.fill(0, Vec::new());
+            c.out.take_ready();
+            assert_eq!(c.poll_deadline(&t), Some((250, Timeout::Idle)));
+            assert_eq!(c.handle_timeout(250, &t), Some(Timeout::Idle));
+            assert_eq!(
+                c.close_reason(),
+                CloseReason::IdleTimeout,
+                "nothing owed now"
+            );
         }
     }
 

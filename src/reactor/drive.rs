@@ -26,6 +26,7 @@ use crate::base::close::CloseReason;
 use crate::base::id::ConnId;
 use crate::base::time::Millis;
 use crate::config::Config;
+use crate::conn_handle::RunFn;
 use crate::core::{Action, Core, Phase, Timeouts};
 use crate::framing::Framing;
 use crate::handler::{self, Disconnect, Handler};
@@ -291,31 +292,67 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
         self.flush(conn, key);
     }
 
-    /// Bytes a [`ConnHandle`](crate::ConnHandle) sent, from another thread.
-    pub(super) fn send_from_handle(
+    /// Bytes a [`ConnHandle`](crate::ConnHandle) sent, from another thread:
+    /// queued at the end of the connection's output (behind its deferred
+    /// replies, if any), for the loop to write once this turn's commands are
+    /// all in (`EventLoop::run_commands`), so that sends arriving together
+    /// leave in one `write`.
+    pub(super) fn queue_send(&mut self, conn: &mut Connection<H::State, T>, mut data: Vec<u8>) {
+        if conn.core.handle_send(&data, self.config.output_limit) {
+            let wire = conn.transport.seal(&mut data, &mut self.wire_buf);
+            conn.core.out.push_wire(wire);
+        }
+    }
+
+    /// A reply slot was filled (`None`: dropped unfilled) from another
+    /// thread: the reply takes its place, and whatever that lets go (the
+    /// replies at the front, and what followed them) is sealed, in order,
+    /// and queued for this turn's write.
+    pub(super) fn fill(
         &mut self,
         conn: &mut Connection<H::State, T>,
-        key: usize,
-        data: &[u8],
+        seq: u64,
+        reply: Option<Vec<u8>>,
     ) {
-        match conn.core.phase() {
-            Phase::Open | Phase::Throttled | Phase::Closing { .. } => {}
-            // Its write side is shut: nothing more can be sent. (No handle
-            // exists before the PROXY header is in and the handshake done.)
-            Phase::ProxyHeader
-            | Phase::Handshaking
-            | Phase::Lingering { .. }
-            | Phase::Closed { .. } => return,
+        let core = &mut conn.core;
+        if reply.is_none() && core.takes_output() {
+            self.shared.counters.reply_slots_dropped.add(1);
+            log::warn!(
+                "{} {}: a reply slot was dropped unfilled: its place is given up",
+                core.id,
+                core.peer
+            );
         }
-        if conn.core.out.len() + data.len() > self.config.output_limit {
-            conn.core.handle_close(CloseReason::OutputOverflow, true);
+        let reply = reply.unwrap_or_default();
+        if let Some(mut ready) = core.handle_fill(seq, reply, self.config.output_limit) {
+            let wire = conn.transport.seal(&mut ready, &mut self.wire_buf);
+            conn.core.out.push_wire(wire);
+        }
+    }
+
+    /// A closure from another thread ([`ConnHandle::run`](crate::ConnHandle::run)),
+    /// run as a handler method would be; its output is queued for this
+    /// turn's write.
+    pub(super) fn run(&mut self, conn: &mut Connection<H::State, T>, key: usize, f: RunFn) {
+        if !conn.core.takes_output() {
             return;
         }
-        self.write_buf.extend_from_slice(data);
-        self.flush(conn, key);
-        if !conn.core.out.is_empty() {
-            self.write_pending(conn, key);
+        let cx = LoopView {
+            config: &self.config,
+            shared: &self.shared,
+            now: self.now,
+            key,
+            session: conn.transport.info(),
+            unix: conn.stream.unix_peer(),
+        };
+        serve::run_closure(&mut conn.core, f, &mut self.write_buf, &cx);
+        let wire = conn.transport.seal(&mut self.write_buf, &mut self.wire_buf);
+        if matches!(conn.core.phase(), Phase::Closed { .. }) {
+            wire.clear();
+        } else {
+            conn.core.out.push_wire(wire);
         }
+        self.write_buf.clear();
     }
 
     /// Seals the replies in the write buffer and writes them; whatever the
@@ -328,7 +365,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
             let core = &mut conn.core;
             if matches!(core.phase(), Phase::Closed { .. }) {
                 // A closed connection's output is dropped with it.
-            } else if core.out.is_empty() {
+            } else if !core.out.has_wire() {
                 match write_some(&mut conn.stream, wire) {
                     Ok(n) => {
                         self.shared.counters.bytes_out.add(n as u64);
@@ -338,7 +375,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                 }
             } else {
                 // Behind what already waits, so order is kept.
-                core.out.for_append().extend_from_slice(wire);
+                core.out.append(wire);
             }
             wire.clear();
         }
@@ -346,28 +383,33 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
     }
 
     /// Writes the connection's queued output until done or the socket is
-    /// full.
+    /// full, then applies the backpressure marks (output may also have
+    /// changed without a write: a reply released, or given up).
     pub(super) fn write_pending(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
         let core = &mut conn.core;
-        if core.out.is_empty() || matches!(core.phase(), Phase::Closed { .. }) {
-            return;
-        }
-        match write_some(&mut conn.stream, core.poll_transmit()) {
-            Ok(n) => {
-                self.shared.counters.bytes_out.add(n as u64);
-                core.handle_flushed(n, self.now);
+        if core.out.has_wire() && !matches!(core.phase(), Phase::Closed { .. }) {
+            match write_some(&mut conn.stream, core.poll_transmit()) {
+                Ok(n) => {
+                    self.shared.counters.bytes_out.add(n as u64);
+                    core.handle_flushed(n, self.now);
+                }
+                Err(e) => core.handle_io_error(&e),
             }
-            Err(e) => core.handle_io_error(&e),
         }
         self.output_level(conn, key);
     }
 
-    /// Applies the backpressure marks after output changed; a connection
-    /// whose reading resumes is read again this turn (no new edge will
-    /// announce what waited in the kernel).
+    /// Applies the backpressure marks after output changed (and the bound
+    /// on deferred replies); a connection whose reading resumes is read
+    /// again this turn (no new edge will announce what waited in the
+    /// kernel).
     fn output_level(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
         let (low, high) = (self.config.low_water, self.config.high_water);
-        if conn.core.handle_output_level(low, high, self.now) {
+        let max_replies = self.config.max_deferred_replies;
+        if conn
+            .core
+            .handle_output_level(low, high, max_replies, self.now)
+        {
             self.read_again.push((key, conn.core.id));
         }
     }

@@ -79,6 +79,7 @@ use crate::base::id::ConnId;
 use crate::base::time::{millis, Clock, Millis};
 use crate::busy_poll::BusyPoll;
 use crate::config::Config;
+use crate::conn_handle::RunFn;
 use crate::core::{Phase, Timeout, Timeouts, NO_TIMER};
 use crate::error::Error;
 use crate::framing::Framing;
@@ -192,6 +193,9 @@ pub(crate) struct EventLoop<F: Framing, H: Handler<F>, T: Transport> {
     draining: Option<Millis>,
     /// A spare vector the command queue is swapped into.
     commands: Vec<Command>,
+    /// The connections the commands of one turn touched, to write and
+    /// reconcile once each after all of them (a spare vector too).
+    touched: Vec<(usize, ConnId)>,
     /// One descriptor kept open for `EMFILE` (see `accept.rs`).
     spare_fd: Option<File>,
     /// How long to poll without sleeping after a busy turn.
@@ -249,6 +253,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             stopping: None,
             draining: None,
             commands: Vec::new(),
+            touched: Vec::new(),
             spare_fd: None,
         }
     }
@@ -258,6 +263,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
     pub(crate) fn run(mut self) -> Result<StopReport, Error> {
         let shared = self.pipe.shared.clone();
         let _ = shared.thread.set(std::thread::current().id());
+        // Senders on this thread must never wait for a queue to drain.
+        let _on_loop = crate::shared::on_loop_thread();
         // Only a loop that accepts needs the spare (see `accept.rs`).
         if self.pipe.config.spare_descriptor && !self.listeners.is_empty() {
             self.spare_fd = accept::open_spare();
@@ -383,30 +390,33 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
 
     // ----- Commands from other threads --------------------------------------
 
+    /// Runs what other threads asked. Output for a connection (sends, filled
+    /// replies, closures' replies) is queued on it as the commands come,
+    /// and written once, after all of them: sends that arrive together
+    /// leave in one `write` (see `shared.rs`'s `# Backpressure` for how
+    /// many can arrive).
     fn run_commands(&mut self) {
         let mut commands = std::mem::take(&mut self.commands);
+        let mut touched = std::mem::take(&mut self.touched);
         self.pipe.shared.take_commands(&mut commands);
         for command in commands.drain(..) {
-            match command {
-                Command::Send { key, id, data } => {
-                    if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
-                        self.pipe.send_from_handle(conn, key, &data);
-                        self.reconcile(key);
-                    } else {
-                        self.stale(id);
-                    }
+            let (key, id) = match command {
+                Command::Send { key, id, .. }
+                | Command::Fill { key, id, .. }
+                | Command::Run { key, id, .. }
+                | Command::Close { key, id } => (key, id),
+                Command::Stop { deadline, done } => {
+                    self.begin_stop(deadline, done);
+                    continue;
                 }
-                Command::Close { key, id } => {
-                    if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
-                        conn.core.handle_close(CloseReason::Closed, false);
-                        self.reconcile(key);
-                    } else {
-                        self.stale(id);
-                    }
+                Command::BudgetChanged => {
+                    self.accept.retry_this_turn = true;
+                    continue;
                 }
-                Command::Stop { deadline, done } => self.begin_stop(deadline, done),
-                Command::Drain { deadline } => self.begin_drain(deadline),
-                Command::BudgetChanged => self.accept.retry_this_turn = true,
+                Command::Drain { deadline } => {
+                    self.begin_drain(deadline);
+                    continue;
+                }
                 Command::Adopt(handoff) => {
                     // After a stop began, the connection is dropped
                     // unserved, as the listener's backlog is; dropping the
@@ -415,10 +425,37 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                         handoff.load.adopted();
                         self.serve(handoff.stream, handoff.peer, handoff.ticket);
                     }
+                    continue;
                 }
+            };
+            // The id is the slot's generation: a command for a connection
+            // that is gone reaches nobody, even if its slot was reused.
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) else {
+                self.stale(id);
+                continue;
+            };
+            match command {
+                Command::Send { data, .. } => self.pipe.queue_send(conn, data),
+                Command::Fill { seq, reply, .. } => self.pipe.fill(conn, seq, reply),
+                Command::Run { f, .. } => match f.downcast::<RunFn>() {
+                    Ok(f) => self.pipe.run(conn, key, *f),
+                    Err(_) => unreachable!("ConnHandle::run sends a RunFn"),
+                },
+                Command::Close { .. } => conn.core.handle_close(CloseReason::Closed, false),
+                _ => unreachable!("matched above"),
+            }
+            if touched.last() != Some(&(key, id)) {
+                touched.push((key, id));
+            }
+        }
+        for (key, id) in touched.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == id) {
+                self.pipe.write_pending(conn, key);
+                self.reconcile(key);
             }
         }
         self.commands = commands;
+        self.touched = touched;
     }
 
     /// A command for connection `id` found its slot empty or reused (the
@@ -637,7 +674,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         let stopping = self.stopping.as_ref()?;
         let mut report = StopReport {
             open_at_stop: stopping.open_at_stop,
-            force_closed: 0,
+            ..StopReport::default()
         };
         if !self.conns.is_empty() {
             if self.clock.now() < stopping.deadline {
@@ -647,9 +684,11 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             for key in keys {
                 let core = &mut self.conns[key].core;
                 // A lingering connection has delivered everything; only one
-                // with output still unsent is cut short.
+                // with output still unsent, or replies still owed by other
+                // threads, is cut short.
                 if !matches!(core.phase(), Phase::Lingering { .. }) {
                     report.force_closed += 1;
+                    report.replies_unsent += core.out.outstanding();
                 }
                 core.set_phase(Phase::Closed {
                     reason: CloseReason::Stopped,
@@ -658,8 +697,10 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             }
             if report.force_closed > 0 {
                 log::warn!(
-                    "grace period over: {} connections closed with output unsent",
-                    report.force_closed
+                    "grace period over: {} connections closed with output unsent, \
+                     {} deferred replies among it",
+                    report.force_closed,
+                    report.replies_unsent
                 );
             }
         }

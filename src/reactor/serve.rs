@@ -12,6 +12,7 @@ use crate::admission::{Gate, Refusal};
 use crate::base::close::CloseReason;
 use crate::base::time::Millis;
 use crate::config::Config;
+use crate::conn_handle::RunFn;
 use crate::core::{Core, Phase};
 use crate::framing::{Flow, FrameError, Framing, Remainder};
 use crate::handler::{Conn, Handler};
@@ -36,13 +37,16 @@ pub(super) struct LoopView<'a> {
 
 /// Runs `f` with a [`Conn`] context for `core`, catching a handler panic.
 ///
-/// Replies go to the loop's shared `write_buf` when the connection has no
-/// output queued (the driver then writes them straight to the socket), or
-/// behind its queued output otherwise, so order is always kept. On a secure
-/// connection the queue holds sealed bytes, so replies always go to
-/// `write_buf` (plaintext, sealed by the driver afterwards, still in order),
-/// and the queue's length counts toward the output limit. Returns `None` if
-/// the handler panicked; the connection is then closed.
+/// Replies go to the loop's shared `write_buf`, from which the driver writes
+/// (or seals) them when the call is over: no per-connection allocation.
+/// Then whatever must wait behind a reply deferred to another thread (all
+/// of the call's output if one was outstanding already, else what followed
+/// the call's first [`Conn::defer`]) moves out of `write_buf` into the
+/// connection's output (`Outbox::settle`), so that `write_buf` holds only
+/// what may leave now, in order, and a TLS session seals the rest only
+/// when its turn comes. Output already queued on the connection counts
+/// toward the output limit. Returns `None` if the handler panicked; the
+/// connection is then closed.
 fn with_conn<S, R>(
     core: &mut Core<S>,
     write_buf: &mut Vec<u8>,
@@ -50,18 +54,16 @@ fn with_conn<S, R>(
     f: impl FnOnce(&mut Conn<'_, S>, &mut Remainder) -> R,
 ) -> Option<R> {
     let mut verdict = None;
-    let (out, queued) = if cx.session.is_some() || core.out.is_empty() {
-        (write_buf, core.out.len())
-    } else {
-        (core.out.for_append(), 0)
-    };
+    let start = write_buf.len();
+    let queued = core.out.len();
     let mut ctx = Conn {
         id: core.id,
         peer: core.peer,
         proxy: core.proxy.as_deref().copied(),
         unix: cx.unix,
         state: &mut core.state,
-        out,
+        out: &mut *write_buf,
+        outbox: &mut core.out,
         room: cx.config.output_limit.saturating_sub(queued),
         verdict: &mut verdict,
         held: &mut core.held,
@@ -73,12 +75,14 @@ fn with_conn<S, R>(
     let result = catch_unwind(AssertUnwindSafe(|| f(&mut ctx, partial)));
     match result {
         Ok(r) => {
+            core.out.settle(write_buf, start);
             if let Some(reason) = verdict {
                 core.handle_close(reason, false);
             }
             Some(r)
         }
         Err(panic) => {
+            core.out.forget_reservations();
             cx.shared.counters.handler_panics.add(1);
             log::error!(
                 "{} {}: handler panicked, closing the connection: {}",
@@ -90,6 +94,17 @@ fn with_conn<S, R>(
             None
         }
     }
+}
+
+/// Runs a closure sent from another thread ([`ConnHandle::run`](crate::ConnHandle::run))
+/// as if it were a handler method; its output is left in `write_buf`.
+pub(super) fn run_closure<S: 'static>(
+    core: &mut Core<S>,
+    f: RunFn,
+    write_buf: &mut Vec<u8>,
+    cx: &LoopView<'_>,
+) {
+    with_conn(core, write_buf, cx, |ctx, _| f(&mut ctx.erase()));
 }
 
 /// Tells the handler about a connection (`on_connect`); its greeting, if

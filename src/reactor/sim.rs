@@ -4,7 +4,15 @@
 //! The `connection` fuzz target and the unit tests below drive it with
 //! arbitrary operations and check what the peer receives against the line
 //! protocol, and the accounting against the budget.
+//!
+//! The echo handler defers the reply to every line that starts with `b`
+//! ([`Conn::defer`]); the slots are filled by [`Op::Fill`], in whatever
+//! order the operations say, through the loop's command queue as a worker
+//! would. The protocol's answer is the same either way: deferred replies
+//! must come back in their place.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::serve::{self, LoopView};
@@ -15,7 +23,8 @@ use crate::config::Config;
 use crate::core::{Action, Core, Phase, Start, Timeouts};
 use crate::framing::Lines;
 use crate::handler::Conn;
-use crate::shared::LoopShared;
+use crate::reply_slot::ReplySlot;
+use crate::shared::{Command, LoopShared};
 
 /// What the simulated peer, socket or clock does next.
 #[derive(Debug, Clone)]
@@ -31,6 +40,9 @@ pub enum Op {
     Close,
     /// Time passes, in milliseconds.
     Wait(u16),
+    /// A worker fills one of the outstanding reply slots: the one at this
+    /// index (modulo their number) in reservation order.
+    Fill(u8),
 }
 
 /// What happened, for the checks.
@@ -42,6 +54,8 @@ pub struct Report {
     pub consumed: Vec<u8>,
     /// Why the connection ended, if it did.
     pub reason: Option<CloseReason>,
+    /// The most deferred replies outstanding at once.
+    pub most_outstanding: usize,
 }
 
 /// The line limit, water marks and timeouts of the simulation: small, so
@@ -52,6 +66,9 @@ const LOW: usize = 16;
 const READ_BUF: usize = 48;
 const HIGH: usize = 64;
 const OUTPUT_LIMIT: usize = 256;
+/// At most this many deferred replies outstanding: small, so that short
+/// inputs reach the bound.
+const MAX_DEFERRED: usize = 4;
 const TIMEOUTS: Timeouts = Timeouts {
     idle: Some(500),
     frame: Some(200),
@@ -73,6 +90,7 @@ pub fn run(ops: &[Op]) -> Report {
     let config = Config {
         output_limit: OUTPUT_LIMIT,
         max_line_len: MAX_LINE,
+        max_deferred_replies: MAX_DEFERRED,
         ..Config::default()
     };
     let mut sim = Sim {
@@ -93,6 +111,9 @@ pub fn run(ops: &[Op]) -> Report {
         removed: false,
         write_buf: Vec::new(),
         lines: Lines::new(MAX_LINE),
+        slots: Rc::default(),
+        commands: Vec::new(),
+        most_outstanding: 0,
     };
     for op in ops {
         if sim.removed {
@@ -108,15 +129,23 @@ pub fn run(ops: &[Op]) -> Report {
                 sim.now += u64::from(*ms);
                 sim.core.handle_timeout(sim.now, &TIMEOUTS);
             }
+            Op::Fill(i) => sim.fill(usize::from(*i)),
         }
+        sim.run_commands(&shared);
         sim.turn(&config, &shared);
         sim.check(&budget);
     }
-    // The peer reads everything and hangs up; the connection must end.
+    // The workers finish, last first; the peer reads everything and hangs
+    // up; the connection must end.
     for _ in 0..8 {
         if sim.removed {
             break;
         }
+        while !sim.slots.borrow().is_empty() {
+            let last = sim.slots.borrow().len() - 1;
+            sim.fill(last);
+        }
+        sim.run_commands(&shared);
         sim.room = usize::MAX / 2;
         sim.peer_closed = true;
         sim.turn(&config, &shared);
@@ -128,6 +157,7 @@ pub fn run(ops: &[Op]) -> Report {
         delivered: sim.delivered,
         consumed: sim.consumed,
         reason: Some(sim.core.close_reason()),
+        most_outstanding: sim.most_outstanding,
     }
 }
 
@@ -168,6 +198,10 @@ pub fn expected(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reply slots handed out by the handler and not filled yet, with the
+/// replies they are to get, shared between the handler and the simulation.
+type Slots = Rc<RefCell<Vec<(ReplySlot, Vec<u8>)>>>;
+
 struct Sim {
     core: Core<()>,
     /// Bytes the peer sent that the connection has not read.
@@ -181,6 +215,11 @@ struct Sim {
     removed: bool,
     write_buf: Vec<u8>,
     lines: Lines,
+    /// The reply slots the handler handed out, unfilled, with their replies.
+    slots: Slots,
+    /// A spare vector the command queue is swapped into.
+    commands: Vec<Command>,
+    most_outstanding: usize,
 }
 
 impl Sim {
@@ -232,9 +271,14 @@ impl Sim {
                 session: None,
                 unix: None,
             };
-            let mut echo = |line: &[u8], conn: &mut Conn<'_>| {
-                conn.send(line);
-                conn.send(b"\n");
+            let slots = self.slots.clone();
+            let mut echo = move |line: &[u8], conn: &mut Conn<'_>| {
+                let reply = [line, b"\n"].concat();
+                if line.starts_with(b"b") {
+                    slots.borrow_mut().push((conn.defer(), reply));
+                } else {
+                    conn.send(&reply);
+                }
             };
             serve::handle_frames(
                 &mut self.core,
@@ -248,19 +292,49 @@ impl Sim {
             let wire = std::mem::take(&mut self.write_buf);
             self.delivered.extend_from_slice(&wire[..n]);
             self.core.handle_sent(&wire, n, self.now);
-            self.core.handle_output_level(LOW, HIGH, self.now);
+            self.core
+                .handle_output_level(LOW, HIGH, MAX_DEFERRED, self.now);
+        }
+    }
+
+    /// A worker fills slot `i` (modulo the number outstanding).
+    fn fill(&mut self, i: usize) {
+        let mut slots = self.slots.borrow_mut();
+        if slots.is_empty() {
+            return;
+        }
+        let at = i % slots.len();
+        let (slot, reply) = slots.remove(at);
+        slot.send(reply).expect("the queue is unbounded here");
+    }
+
+    /// What the loop does with the workers' fills: each reply takes its
+    /// place, and what that lets go is queued for the socket.
+    fn run_commands(&mut self, shared: &LoopShared) {
+        shared.take_commands(&mut self.commands);
+        for command in self.commands.drain(..) {
+            let Command::Fill { seq, reply, .. } = command else {
+                unreachable!("only fills are sent here")
+            };
+            if self.removed {
+                continue;
+            }
+            let reply = reply.unwrap_or_default();
+            if let Some(mut ready) = self.core.handle_fill(seq, reply, OUTPUT_LIMIT) {
+                self.core.out.push_wire(&mut ready);
+            }
         }
     }
 
     fn write_pending(&mut self) {
-        if self.core.out.is_empty() || matches!(self.core.phase(), Phase::Closed { .. }) {
-            return;
+        if self.core.out.has_wire() && !matches!(self.core.phase(), Phase::Closed { .. }) {
+            let n = self.write(self.core.poll_transmit().len());
+            self.delivered
+                .extend_from_slice(&self.core.poll_transmit()[..n]);
+            self.core.handle_flushed(n, self.now);
         }
-        let n = self.write(self.core.out.len());
-        self.delivered
-            .extend_from_slice(&self.core.poll_transmit()[..n]);
-        self.core.handle_flushed(n, self.now);
-        self.core.handle_output_level(LOW, HIGH, self.now);
+        self.core
+            .handle_output_level(LOW, HIGH, MAX_DEFERRED, self.now);
     }
 
     /// The socket takes up to its room.
@@ -270,12 +344,17 @@ impl Sim {
         n
     }
 
-    fn check(&self, budget: &Budget) {
+    fn check(&mut self, budget: &Budget) {
         let phase = self.core.phase();
+        self.most_outstanding = self.most_outstanding.max(self.core.out.outstanding());
         assert!(
             self.core.out.len() <= OUTPUT_LIMIT,
             "output bounded: {}",
             self.core.out.len()
+        );
+        assert!(
+            self.core.out.outstanding() <= MAX_DEFERRED + READ_BUF / 2,
+            "deferred replies bounded, but for the lines of one read"
         );
         let serving = matches!(
             phase,
@@ -292,10 +371,13 @@ impl Sim {
                 matches!(phase, Phase::Open | Phase::Lingering { .. }),
                 "reads exactly when it may ({phase})"
             );
+            let owed = self.core.out.outstanding() > 0
+                && matches!(phase, Phase::Throttled | Phase::Closing { .. });
             assert_eq!(
                 interest.is_writable(),
-                !self.core.out.is_empty(),
-                "writes exactly when output waits ({phase})"
+                self.core.out.has_wire() || owed,
+                "writes exactly when output waits, or quietly while only \
+                 deferred replies do and it reads nothing ({phase})"
             );
         }
     }
@@ -342,6 +424,44 @@ mod tests {
     }
 
     #[test]
+    fn deferred_replies_come_back_in_their_place_whatever_fills_first() {
+        let ops = [
+            Op::Send(b"a1\nb2\na3\nb4\nb5\na6\n".to_vec()),
+            Op::Read(1000),
+            Op::Fill(2),
+            Op::Fill(0),
+            Op::Fill(0),
+            Op::HalfClose,
+        ];
+        let report = run(&ops);
+        assert_eq!(report.delivered, b"a1\nb2\na3\nb4\nb5\na6\n");
+        assert_eq!(report.reason, Some(CloseReason::PeerClosed));
+    }
+
+    #[test]
+    fn the_bound_on_deferred_replies_stops_reading_until_they_fill() {
+        // 60 deferred lines, no worker until the end: reading stops at the
+        // bound (but for the rest of one read), then everything is answered.
+        let ops = [Op::Send(b"b\n".repeat(60)), Op::Read(1000)];
+        let report = run(&ops);
+        assert!(
+            (MAX_DEFERRED..60).contains(&report.most_outstanding),
+            "{} outstanding at most",
+            report.most_outstanding
+        );
+        assert_eq!(report.consumed.len(), 120, "every line was read in the end");
+        assert_eq!(report.delivered, expected(&report.consumed));
+    }
+
+    #[test]
+    fn a_stop_waits_for_deferred_replies() {
+        let ops = [Op::Send(b"b\na\n".to_vec()), Op::Close, Op::Read(100)];
+        let report = run(&ops);
+        assert_eq!(report.delivered, b"b\na\n");
+        assert_eq!(report.reason, Some(CloseReason::Closed));
+    }
+
+    #[test]
     fn a_stalled_peer_is_cut_and_the_slot_comes_back() {
         let mut ops: Vec<Op> = (0..30)
             .map(|_| Op::Send(b"0123456789\n".to_vec()))
@@ -378,7 +498,7 @@ mod tests {
         };
         for _ in 0..300 {
             let ops: Vec<Op> = (0..next() % 24)
-                .map(|_| match next() % 8 {
+                .map(|_| match next() % 10 {
                     0..=3 => {
                         let len = (next() % 24) as usize;
                         Op::Send(
@@ -390,7 +510,8 @@ mod tests {
                     4 => Op::Read((next() % 64) as u16),
                     5 => Op::Wait((next() % 200) as u16),
                     6 => Op::HalfClose,
-                    _ => Op::Close,
+                    7 => Op::Close,
+                    _ => Op::Fill((next() % 8) as u8),
                 })
                 .collect();
             check(&ops);
