@@ -275,6 +275,10 @@ impl Example {
     pub fn start(name: &str, args: &[&str]) -> Example {
         let mut child = Command::new(example(name))
             .args(args)
+            // One malloc arena: tests read the child's address space, which
+            // an arena made for another thread would grow by 64 MiB of
+            // reservation that no allocation of ours asked for.
+            .env("MALLOC_ARENA_MAX", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
