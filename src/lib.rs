@@ -297,6 +297,7 @@ mod shared;
 mod reactor;
 
 // The public API.
+mod bind;
 mod builder;
 mod handles;
 mod metrics_endpoint;
