@@ -326,9 +326,6 @@ impl<F: Framing> Builder<F> {
     }
 }
 
-/// Duplicates of every socket in `bound` (each loop's, with `ReusePort`),
-/// with their names: what a hand-over offers.
-
 /// A non-blocking listening socket on `addr`, with `SO_REUSEPORT` if asked.
 fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> Result<StdListener, Error> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -770,6 +770,8 @@ impl ServerThread {
     }
 }
 
+/// Duplicates of every socket in `bound` (each loop's, with `ReusePort`),
+/// with their names: what a hand-over offers.
 fn offer(bound: &[Bound]) -> std::io::Result<Vec<Inherited>> {
     let mut offer = Vec::new();
     for b in bound {
