@@ -178,12 +178,20 @@
 //! # Connection life
 //!
 //! ```text
-//! (PROXY) ProxyHeader ─▶ (TLS) Handshaking ─▶ Open ⇄ Throttled
-//!     ─▶ Closing (flush, close_notify) ─▶ Lingering (our FIN sent) ─▶ Closed
+//! (PROXY on) ProxyHeader ─▶ (TLS on) Handshaking ─▶ Open ⇄ Throttled
+//!     ─▶ Closing (flush; TLS: close_notify) ─▶ Lingering (our FIN sent) ─▶ Closed
 //! ```
 //!
-//! Errors, output overflow and handler panics jump to `Closed` at once. The
-//! handler hears of every end through [`Handler::on_disconnect`].
+//! A graceful end ([`Conn::close`], a stop, the peer's end of stream, a
+//! frame too long or malformed, an idle or frame timeout, a TLS error, whose
+//! alert is flushed) goes through `Closing`. An abortive one goes to
+//! `Closed` at once, its output dropped: a reset or other socket error,
+//! output overflow, a write stall, a handler panic, and, before the handler
+//! has met the connection, a bad or late PROXY header, an address denied, or
+//! a TLS handshake that timed out, was evicted, stopped or was ended by the
+//! peer. `docs/connection-states.svg` draws every transition; the
+//! connection core (`core/mod.rs`) lists them. The handler hears of every end
+//! of a connection it met, through [`Handler::on_disconnect`].
 //!
 //! # Several loops
 //!
