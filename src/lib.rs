@@ -331,7 +331,7 @@ pub use framing::resp_reply as resp;
 pub use framing::{
     Args, Command, Flow, FrameError, Framing, LengthPrefixed, Lines, Raw, Remainder, Resp,
 };
-pub use handler::{Conn, Disconnect, Handler};
+pub use handler::{lines, Conn, Disconnect, Handler};
 pub use handles::{LoopStats, ServerHandle, Stats};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
 /// `ipnet` crate.
