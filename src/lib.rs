@@ -33,6 +33,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A closure handler needs its argument types written, as here, or
+//! [`lines`] to write them. A handler with state of its own implements
+//! [`Handler`], whose documentation runs one with per-connection state,
+//! connect and disconnect hooks, a reply from another thread and the budget
+//! changed at run time.
+//!
 //! # Layout
 //!
 //! One pipeline for every connection, whatever its transport:
@@ -248,9 +254,11 @@
 //!
 //! # Further reading
 //!
-//! `docs/ARCHITECTURE.md` in the repository is the guided tour: the loop,
-//! the state machine, and the measurement behind each design choice. The
-//! README's "Not implemented" says what is not here.
+//! `examples/tiny_reactor.rs` in the repository is the loop in 250 lines of
+//! mio and nothing else: read it first. `docs/ARCHITECTURE.md` is the guided
+//! tour from it to this crate: a glossary, the loop, the state machine, and
+//! the measurement behind each design choice. The README's "Not
+//! implemented" says what is not here.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
