@@ -76,7 +76,8 @@ impl Handler for Desk {
                 // Slow work never runs on the loop: it would hold up every
                 // connection. A thread does it and replies through the
                 // connection's handle, which wakes the loop. (A thread per
-                // request keeps this short; offload.rs uses a pool.)
+                // request keeps this short; offload.rs uses a pool, and
+                // `Conn::defer` to keep its replies in request order.)
                 let handle = conn.handle();
                 let reply = format!("later, for {}: {rest}\n", conn.state().who());
                 std::thread::spawn(move || {

@@ -64,10 +64,12 @@ pub struct Disconnect<S> {
 /// its fields are shared by the connections of its loop, and
 /// [`State`](Handler::State) is made for each connection. This one greets
 /// each connection, counts its lines, answers `later` from another thread
-/// through a [`ConnHandle`], lowers the server's budget at run time on `one`
-/// and reads the server's counters on `stats`; each connection's count comes
-/// back in [`on_disconnect`](Handler::on_disconnect) (`examples/stateful.rs`
-/// is the same as a server to try with `nc`):
+/// through a [`ConnHandle`](crate::ConnHandle) (a reply that must keep its
+/// place among the others would use [`Conn::defer`]), lowers the server's
+/// budget at run time on `one` and reads the server's counters on `stats`;
+/// each connection's count comes back in
+/// [`on_disconnect`](Handler::on_disconnect) (`examples/stateful.rs` is the
+/// same as a server to try with `nc`):
 ///
 /// ```
 /// use std::io::{self, BufRead, BufReader, Write};

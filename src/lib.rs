@@ -185,12 +185,15 @@
 //!
 //! ```text
 //! (PROXY on) ProxyHeader ─▶ (TLS on) Handshaking ─▶ Open ⇄ Throttled
-//!     ─▶ Closing (flush; TLS: close_notify) ─▶ Lingering (our FIN sent) ─▶ Closed
+//!     ─▶ Closing (flush, owed replies; TLS: close_notify)
+//!     ─▶ Lingering (our FIN sent) ─▶ Closed
 //! ```
 //!
-//! A graceful end ([`Conn::close`], a stop, the peer's end of stream, a
-//! frame too long or malformed, an idle or frame timeout, a TLS error, whose
-//! alert is flushed) goes through `Closing`. An abortive one goes to
+//! `Throttled` is backpressure: too much output waiting, or too many
+//! replies owed by other threads. A graceful end ([`Conn::close`], a stop,
+//! the peer's end of stream, a frame too long or malformed, an idle or frame
+//! timeout, a TLS error, whose alert is flushed) goes through `Closing`,
+//! which ends once the output and the replies owed are written. An abortive one goes to
 //! `Closed` at once, its output dropped: a reset or other socket error,
 //! output overflow, a write stall, a handler panic, and, before the handler
 //! has met the connection, a bad or late PROXY header, an address denied, or

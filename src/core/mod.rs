@@ -29,35 +29,37 @@
 //! this list). `┄▶` ends the connection at once, its output dropped:
 //!
 //! ```text
-//! admitted       PROXY protocol on ───────────────────────────────▶ ProxyHeader
-//!                TLS on (no PROXY) ───────────────────────────────▶ Handshaking
-//!                neither ─────────────────────────────────────────▶ Open
-//! ProxyHeader    header read ─────────────────────────────────────▶ Handshaking (TLS) or Open
+//! admitted       PROXY protocol on ───────────────────────────────────▶ ProxyHeader
+//!                TLS on (no PROXY) ───────────────────────────────────▶ Handshaking
+//!                neither ─────────────────────────────────────────────▶ Open
+//! ProxyHeader    header read ─────────────────────────────────────────▶ Handshaking (TLS) or Open
 //!                address over its cap (refusal message),
-//!                stop, peer EOF ──────────────────────────────────▶ Closing
-//!                bad or late header, address denied ┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
-//! Handshaking    handshake done ──────────────────────────────────▶ Open
-//!                TLS error (flush the alert) ─────────────────────▶ Closing
-//!                timeout, evicted at the cap, stop, peer EOF ┄┄┄┄┄▶ Closed
-//! Open           output > high water ─────────────────────────────▶ Throttled
+//!                stop, peer EOF ──────────────────────────────────────▶ Closing
+//!                bad or late header, address denied ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//! Handshaking    handshake done ──────────────────────────────────────▶ Open
+//!                TLS error (flush the alert) ─────────────────────────▶ Closing
+//!                timeout, evicted at the cap, stop, peer EOF ┄┄┄┄┄┄┄┄┄▶ Closed
+//! Open           output > high water, or max_deferred_replies owed ───▶ Throttled
 //!                close(), line too long, bad frame, TLS error,
-//!                stop, peer EOF, idle or frame timeout ───────────▶ Closing
-//!                handler panic ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
-//! Throttled      output <= low water (read again at once) ────────▶ Open
-//!                close(), stop, idle timeout ─────────────────────▶ Closing
-//! Closing        output flushed: shutdown(Write) ─────────────────▶ Lingering
-//!                flushed, the peer had closed already
-//!                (or the shutdown failed) ────────────────────────▶ Closed
-//! Lingering      peer EOF, linger timeout ────────────────────────▶ Closed
-//! any phase      reset, I/O error ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//!                stop, peer EOF, idle or frame timeout ───────────────▶ Closing
+//!                handler panic ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//! Throttled      output <= low water and at most half owed
+//!                (read again at once) ────────────────────────────────▶ Open
+//!                close(), stop, idle timeout ─────────────────────────▶ Closing
+//! Closing        output flushed, replies delivered: shutdown(Write) ──▶ Lingering
+//!                the same, the peer had closed already
+//!                (or the shutdown failed) ────────────────────────────▶ Closed
+//! Lingering      peer EOF, linger timeout ────────────────────────────▶ Closed
+//! any phase      reset, I/O error ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
 //! Handshaking, Open, Throttled, Closing:
-//!                write stall ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//!                write stall (wire bytes the peer does not take) ┄┄┄┄┄▶ Closed
 //! Open, Throttled, Closing:
-//!                output overflow ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//!                output overflow ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
 //! ```
 //!
-//! A stop whose grace runs out closes whatever is left (`Closed`, from any
-//! phase).
+//! An idle timeout does not fire while the connection is owed replies
+//! ([`Conn::defer`](crate::Conn::defer)): its clock starts again. A stop
+//! whose grace runs out closes whatever is left (`Closed`, from any phase).
 //!
 //! # Accounting
 //!
