@@ -50,7 +50,8 @@
 //! The modules are layers; arrows point down (a module imports only from
 //! layers below it, and a check in CI, `.ci/module-cycles`, keeps it so):
 //!
-//! - **The public API**: `server.rs` ([`Server`], binding), `builder.rs`
+//! - **The public API**: `server.rs` ([`Server`]: running the loops),
+//!   `bind.rs` (binding, adopting or taking over the listeners), `builder.rs`
 //!   ([`Builder`]: every setting and its default), `handles.rs`
 //!   ([`ServerHandle`], [`Stats`], [`Metrics`]), `metrics_endpoint.rs`
 //!   ([`MetricsEndpoint`]: `GET /metrics` served by netpool).

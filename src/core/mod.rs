@@ -19,7 +19,7 @@
 //! other threads ([`Conn::defer`](crate::Conn::defer)) are reserved, filled
 //! and released in the output itself ([`Outbox`], `ordered.rs`); the core
 //! reads from it whether the connection still owes replies. So the whole state
-//! machine below is tested without a socket (`mod tests`, grouped by phase)
+//! machine below is tested without a socket (`tests.rs`, grouped by phase)
 //! and fuzzed without one (`fuzz/fuzz_targets/connection.rs`).
 //!
 //! A connection is always in exactly one [`Phase`]; every change goes through
