@@ -12,12 +12,12 @@
 //!
 //! Run: `cargo run --example tiny_reactor -- --addr 127.0.0.1:7000`; poke:
 //! `nc 127.0.0.1 7000` (what you type comes back); stop: Ctrl-C. Left out on
-//! purpose, and where netpool does it: how many connections to serve (the
-//! budget and admission, `src/budget.rs`, `src/admission.rs`); lines and
-//! protocol errors (framing, `src/framing.rs`); TLS (`src/transport/`); idle
-//! and stall timeouts (the connection core, `src/core/`); fairness among busy
-//! connections and accept retried after `EMFILE` (`src/reactor/`); several
-//! loops on several cores (`src/reactor/distribute.rs`).
+//! purpose, and where netpool does it (docs/ARCHITECTURE.md walks from each
+//! part of this file to netpool's): how many connections to serve (budget,
+//! admission: `src/budget.rs`, `src/admission.rs`); lines and protocol errors
+//! (`src/framing/`); TLS (`src/transport/`); idle and stall timeouts (the
+//! core, `src/core/`); fairness, `accept` retried after `EMFILE` (`src/reactor/`);
+//! several loops on several cores (`src/reactor/distribute.rs`).
 
 use std::error::Error;
 use std::io::ErrorKind::{Interrupted, WouldBlock};

@@ -48,7 +48,8 @@ pub struct Disconnect<S> {
 /// The loop calls the handler on its own thread. A closure
 /// `FnMut(&[u8], &mut Conn)` is a handler with no per-connection state, for
 /// lines (and for [`LengthPrefixed`](crate::LengthPrefixed) payloads and
-/// [`Raw`](crate::Raw) bytes, whose frames are byte slices too):
+/// [`Raw`](crate::Raw) bytes, whose frames are byte slices too). Write its
+/// argument types, or let [`lines`] give them:
 ///
 /// ```
 /// let echo = |line: &[u8], conn: &mut netpool::Conn| {
@@ -59,8 +60,113 @@ pub struct Disconnect<S> {
 /// # is_handler(&echo);
 /// ```
 ///
-/// With per-connection state, implement it (here for the Redis protocol,
-/// whose frames are [`Command`](crate::Command)s):
+/// A handler with state of its own is a type that implements the trait:
+/// its fields are shared by the connections of its loop, and
+/// [`State`](Handler::State) is made for each connection. This one greets
+/// each connection, counts its lines, answers `later` from another thread
+/// through a [`ConnHandle`](crate::ConnHandle) (a reply that must keep its
+/// place among the others would use [`Conn::defer`]), lowers the server's
+/// budget at run time on `one` and reads the server's counters on `stats`;
+/// each connection's count comes back in
+/// [`on_disconnect`](Handler::on_disconnect) (`examples/stateful.rs` is the
+/// same as a server to try with `nc`):
+///
+/// ```
+/// use std::io::{self, BufRead, BufReader, Write};
+/// use std::net::TcpStream;
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use netpool::{Conn, Disconnect, Handler, Server, ServerHandle};
+///
+/// /// What the handler keeps for each connection.
+/// #[derive(Default)]
+/// struct Session {
+///     lines: u64,
+/// }
+///
+/// /// What it keeps across the connections of its loop.
+/// struct Counter {
+///     server: ServerHandle,
+///     /// Each ended connection's line count, for the test below.
+///     ended: mpsc::Sender<u64>,
+/// }
+///
+/// impl Handler for Counter {
+///     type State = Session;
+///
+///     fn on_connect(&mut self, conn: &mut Conn<'_, Session>) {
+///         let _ = writeln!(conn, "hello, {}", conn.id());
+///     }
+///
+///     fn on_frame(&mut self, line: &[u8], conn: &mut Conn<'_, Session>) {
+///         conn.state().lines += 1;
+///         match line {
+///             // Slow work belongs on another thread; its reply comes back
+///             // through a handle, which wakes the loop.
+///             b"later" => {
+///                 let handle = conn.handle();
+///                 std::thread::spawn(move || {
+///                     let _ = handle.send("done, on another thread\n");
+///                 });
+///             }
+///             // The budget, changed at run time: new connections meet it.
+///             b"one" => self.server.set_acceptors(1),
+///             b"stats" => {
+///                 let stats = self.server.stats();
+///                 let _ = writeln!(conn, "{} served, budget {}", stats.active, stats.budget);
+///             }
+///             _ => {
+///                 let n = conn.state().lines;
+///                 let _ = writeln!(conn, "line {n}");
+///             }
+///         }
+///     }
+///
+///     fn on_disconnect(&mut self, closed: Disconnect<Session>) {
+///         let _ = self.ended.send(closed.state.lines);
+///     }
+/// }
+///
+/// let server = Server::bind("127.0.0.1:0".parse().unwrap())?;
+/// let (addr, handle) = (server.local_addr(), server.handle());
+/// let (ended, lines_of_ended) = mpsc::channel();
+/// let running = server.spawn(Counter { server: handle, ended })?;
+///
+/// /// Sends `line` (if any) and reads the next line of the reply.
+/// fn ask(client: &mut BufReader<TcpStream>, line: &str) -> io::Result<String> {
+///     if !line.is_empty() {
+///         client.get_mut().write_all(format!("{line}\n").as_bytes())?;
+///     }
+///     let mut reply = String::new();
+///     client.read_line(&mut reply)?;
+///     Ok(reply)
+/// }
+/// let connect = || -> io::Result<BufReader<TcpStream>> {
+///     let stream = TcpStream::connect(addr)?;
+///     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+///     Ok(BufReader::new(stream))
+/// };
+///
+/// let mut client = connect()?;
+/// assert!(ask(&mut client, "")?.starts_with("hello, "));
+/// assert_eq!(ask(&mut client, "ping")?, "line 1\n");
+/// assert_eq!(ask(&mut client, "later")?, "done, on another thread\n");
+/// assert_eq!(ask(&mut client, "stats")?, "1 served, budget 1024\n");
+/// client.get_mut().write_all(b"one\n")?;
+/// assert_eq!(ask(&mut client, "stats")?, "1 served, budget 1\n");
+///
+/// // The one slot is taken: a second client is refused (end of stream).
+/// assert_eq!(ask(&mut connect()?, "")?, "");
+///
+/// drop(client);
+/// assert_eq!(lines_of_ended.recv_timeout(Duration::from_secs(10))?, 5);
+/// running.stop(Duration::from_secs(1))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// For another framing, the frame's type changes; here the Redis protocol,
+/// whose frames are [`Command`](crate::Command)s, with a count per
+/// connection:
 ///
 /// ```
 /// use netpool::{resp, Command, Conn, Handler, Resp};
@@ -91,6 +197,17 @@ pub struct Disconnect<S> {
 /// the connection being served ([`CloseReason::HandlerPanicked`]). The handler
 /// itself is used again for the other connections, so keep its own fields
 /// consistent across a panic (as with any `catch_unwind`).
+// Shown when a type that is not a handler is given where one is wanted
+// (`spawn(NotAHandler)`, or a handler of lines for a `Resp` server). Rust
+// 1.78 and later; a closure with the wrong argument types gets rustc's own
+// signature mismatch (E0631), and one with none written, "type annotations
+// needed" (E0282): see `lines`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a netpool `Handler<{F}>`",
+    label = "not a handler of `{F}` frames",
+    note = "a closure is a handler when it takes the frame and `&mut Conn`: `|line: &[u8], conn: &mut netpool::Conn| ...` (`Command<'_>` for `Resp` frames), or `netpool::lines(|line, conn| ...)`, which writes those types for you",
+    note = "a handler with state of its own, or for another framing, is a type that implements `Handler<{F}>`"
+)]
 pub trait Handler<F: Framing = Lines>: 'static {
     /// Per-connection state of your own type, created with `Default` when the
     /// connection is accepted and reachable through [`Conn::state`].
@@ -158,6 +275,45 @@ where
     fn on_frame(&mut self, command: Command<'_>, conn: &mut Conn<'_, ()>) {
         self(command, conn)
     }
+}
+
+/// Gives a closure the argument types of a handler of lines, so that it
+/// needs none written: `netpool::lines(|line, conn| ...)`. The closure
+/// serves [`Lines`], and [`LengthPrefixed`] payloads and [`Raw`] bytes too
+/// (their frames are byte slices as well).
+///
+/// A closure given straight to [`Server::spawn`](crate::Server::spawn)
+/// needs its argument types written out: `spawn` asks for a [`Handler`],
+/// which closures implement only through a blanket impl, and Rust infers a
+/// closure's signature from an `Fn` bound, never through such an impl. Here
+/// the signature is the bound itself, `FnMut(&[u8], &mut Conn<'_>)`.
+///
+/// ```
+/// # let server = netpool::Server::bind("127.0.0.1:0".parse().unwrap())?;
+/// let running = server.spawn(netpool::lines(|line, conn| {
+///     conn.send(line);
+///     conn.send(b"\n");
+/// }))?;
+/// # running.stop(std::time::Duration::from_secs(1))?;
+/// # Ok::<(), netpool::Error>(())
+/// ```
+///
+/// Without it, the same closure does not compile ("type annotations
+/// needed", E0282):
+///
+/// ```compile_fail,E0282
+/// # let server = netpool::Server::bind("127.0.0.1:0".parse().unwrap())?;
+/// let running = server.spawn(|line, conn| {
+///     conn.send(line);
+///     conn.send(b"\n");
+/// })?;
+/// # Ok::<(), netpool::Error>(())
+/// ```
+pub fn lines<C>(handler: C) -> C
+where
+    C: FnMut(&[u8], &mut Conn<'_>) + 'static,
+{
+    handler
 }
 
 /// The connection a handler is serving, for the duration of one call.

@@ -33,6 +33,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A closure handler needs its argument types written, as here, or
+//! [`lines`] to write them. A handler with state of its own implements
+//! [`Handler`], whose documentation runs one with per-connection state,
+//! connect and disconnect hooks, a reply from another thread and the budget
+//! changed at run time.
+//!
 //! # Layout
 //!
 //! One pipeline for every connection, whatever its transport:
@@ -44,7 +50,8 @@
 //! The modules are layers; arrows point down (a module imports only from
 //! layers below it, and a check in CI, `.ci/module-cycles`, keeps it so):
 //!
-//! - **The public API**: `server.rs` ([`Server`], binding), `builder.rs`
+//! - **The public API**: `server.rs` ([`Server`]: running the loops),
+//!   `bind.rs` (binding, adopting or taking over the listeners), `builder.rs`
 //!   ([`Builder`]: every setting and its default), `handles.rs`
 //!   ([`ServerHandle`], [`Stats`], [`Metrics`]), `metrics_endpoint.rs`
 //!   ([`MetricsEndpoint`]: `GET /metrics` served by netpool).
@@ -178,12 +185,23 @@
 //! # Connection life
 //!
 //! ```text
-//! (PROXY) ProxyHeader ─▶ (TLS) Handshaking ─▶ Open ⇄ Throttled
-//!     ─▶ Closing (flush, close_notify) ─▶ Lingering (our FIN sent) ─▶ Closed
+//! (PROXY on) ProxyHeader ─▶ (TLS on) Handshaking ─▶ Open ⇄ Throttled
+//!     ─▶ Closing (flush, owed replies; TLS: close_notify)
+//!     ─▶ Lingering (our FIN sent) ─▶ Closed
 //! ```
 //!
-//! Errors, output overflow and handler panics jump to `Closed` at once. The
-//! handler hears of every end through [`Handler::on_disconnect`].
+//! `Throttled` is backpressure: too much output waiting, or too many
+//! replies owed by other threads. A graceful end ([`Conn::close`], a stop,
+//! the peer's end of stream, a frame too long or malformed, an idle or frame
+//! timeout, a TLS error, whose alert is flushed) goes through `Closing`,
+//! which ends once the output and the replies owed are written. An abortive one goes to
+//! `Closed` at once, its output dropped: a reset or other socket error,
+//! output overflow, a write stall, a handler panic, and, before the handler
+//! has met the connection, a bad or late PROXY header, an address denied, or
+//! a TLS handshake that timed out, was evicted, stopped or was ended by the
+//! peer. `docs/connection-states.svg` draws every transition; the
+//! connection core (`core/mod.rs`) lists them. The handler hears of every end
+//! of a connection it met, through [`Handler::on_disconnect`].
 //!
 //! # Several loops
 //!
@@ -240,9 +258,11 @@
 //!
 //! # Further reading
 //!
-//! `docs/ARCHITECTURE.md` in the repository is the guided tour: the loop,
-//! the state machine, and the measurement behind each design choice. The
-//! README's "Not implemented" says what is not here.
+//! `examples/tiny_reactor.rs` in the repository is the loop in 250 lines of
+//! mio and nothing else: read it first. `docs/ARCHITECTURE.md` is the guided
+//! tour from it to this crate: a glossary, the loop, the state machine, and
+//! the measurement behind each design choice. The README's "Not
+//! implemented" says what is not here.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
@@ -323,7 +343,7 @@ pub use framing::resp_reply as resp;
 pub use framing::{
     Args, Command, Flow, FrameError, Framing, LengthPrefixed, Lines, Raw, Remainder, Resp,
 };
-pub use handler::{Conn, Disconnect, Handler};
+pub use handler::{lines, Conn, Disconnect, Handler};
 pub use handles::{LoopStats, ServerHandle, Stats};
 /// CIDR ranges for [`Builder::allow`] and [`Builder::deny`], from the
 /// `ipnet` crate.

@@ -48,7 +48,7 @@ pub struct Server<F: Framing = Lines> {
     /// The framing each loop gets a copy of.
     framing: F,
     /// Each loop's poll, with the listeners it accepts on registered (see
-    /// `distribute.rs`). `None` once the loop has been started.
+    /// `reactor/distribute.rs`). `None` once the loop has been started.
     loops: Vec<Option<LoopParts>>,
     shared: Arc<ServerShared>,
     /// A server built by [`Builder::take_over`]: its predecessor is told to

@@ -36,7 +36,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token, Waker};
 use netpool::{
     Builder, Distribution, Endpoint, Error, Framing, Handler, Lines, MetricsEndpoint, Overflow,
-    Server, ServerThread,
+    Server, ServerHandle, ServerThread,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -451,6 +451,20 @@ pub fn init_logging() {
 #[allow(dead_code)] // not every example uses both entry points
 pub fn serve_until_signal<F: Framing, H: Handler<F> + Send>(options: Options<F>, handler: H) {
     serve(options, move |server| server.spawn(handler));
+}
+
+/// As [`serve_until_signal`], with the handler `make` builds from the
+/// server's handle, for a handler that reads the server's counters or
+/// changes its budget (`examples/stateful.rs`).
+#[allow(dead_code)]
+pub fn serve_until_signal_with<F: Framing, H: Handler<F> + Send>(
+    options: Options<F>,
+    make: impl FnOnce(ServerHandle) -> H,
+) {
+    serve(options, move |server| {
+        let handler = make(server.handle());
+        server.spawn(handler)
+    });
 }
 
 /// As [`serve_until_signal`], with `--workers` loops, each with the handler

@@ -19,32 +19,47 @@
 //! other threads ([`Conn::defer`](crate::Conn::defer)) are reserved, filled
 //! and released in the output itself ([`Outbox`], `ordered.rs`); the core
 //! reads from it whether the connection still owes replies. So the whole state
-//! machine below is tested without a socket (`mod tests`, grouped by phase)
+//! machine below is tested without a socket (`tests.rs`, grouped by phase)
 //! and fuzzed without one (`fuzz/fuzz_targets/connection.rs`).
 //!
 //! A connection is always in exactly one [`Phase`]; every change goes through
-//! [`Core::set_phase`], which traces `old => new`:
+//! [`Core::set_phase`], which traces `old => new`. Every transition, as
+//! `docs/connection-states.svg` draws it (its source,
+//! `docs/connection-states.dot`, and the crate doc's summary change with
+//! this list). `┄▶` ends the connection at once, its output dropped:
 //!
 //! ```text
-//!   ProxyHeader (PROXY protocol on) ── header read ──▶ Handshaking (TLS) or Open
-//!    │  bad header, timeout ──▶ Closing (then Closed: the handler never saw it)
-//!
-//!   Handshaking (TLS only) ── handshake done ──▶ Open
-//!    │  timeout, stop, EOF, I/O error ──▶ Closed    (the handler never saw it)
-//!    │  TLS error ──▶ Closing (flush the alert)
-//!
-//!     output > high water, or         output <= low water, and
-//!     replies outstanding at the bound  half the bound outstanding
-//!   Open ───────────────────────────▶ Throttled ─────────────────▶ Open
-//!    │  close(), line too long, stop,                 │
-//!    │  peer EOF, idle or frame timeout               │ (same)
-//!    ▼                                                ▼
-//!   Closing ── output flushed, ──▶ shutdown(Write) ──▶ Lingering ── peer EOF
-//!    │         replies delivered
-//!    │    (peer already closed: skip lingering)   │        or linger timeout
-//!    ▼                                            ▼
-//!   Closed ◀──── reset, I/O error, output overflow, write stall, panic (at once)
+//! admitted       PROXY protocol on ───────────────────────────────────▶ ProxyHeader
+//!                TLS on (no PROXY) ───────────────────────────────────▶ Handshaking
+//!                neither ─────────────────────────────────────────────▶ Open
+//! ProxyHeader    header read ─────────────────────────────────────────▶ Handshaking (TLS) or Open
+//!                address over its cap (refusal message),
+//!                stop, peer EOF ──────────────────────────────────────▶ Closing
+//!                bad or late header, address denied ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//! Handshaking    handshake done ──────────────────────────────────────▶ Open
+//!                TLS error (flush the alert) ─────────────────────────▶ Closing
+//!                timeout, evicted at the cap, stop, peer EOF ┄┄┄┄┄┄┄┄┄▶ Closed
+//! Open           output > high water, or max_deferred_replies owed ───▶ Throttled
+//!                close(), line too long, bad frame, TLS error,
+//!                stop, peer EOF, idle or frame timeout ───────────────▶ Closing
+//!                handler panic ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//! Throttled      output <= low water and at most half owed
+//!                (read again at once) ────────────────────────────────▶ Open
+//!                close(), stop, idle timeout ─────────────────────────▶ Closing
+//! Closing        output flushed, replies delivered: shutdown(Write) ──▶ Lingering
+//!                the same, the peer had closed already
+//!                (or the shutdown failed) ────────────────────────────▶ Closed
+//! Lingering      peer EOF, linger timeout ────────────────────────────▶ Closed
+//! any phase      reset, I/O error ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
+//! Handshaking, Open, Throttled, Closing:
+//!                write stall (wire bytes the peer does not take) ┄┄┄┄┄▶ Closed
+//! Open, Throttled, Closing:
+//!                output overflow ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄▶ Closed
 //! ```
+//!
+//! An idle timeout does not fire while the connection is owed replies
+//! ([`Conn::defer`](crate::Conn::defer)): its clock starts again. A stop
+//! whose grace runs out closes whatever is left (`Closed`, from any phase).
 //!
 //! # Accounting
 //!
@@ -288,8 +303,9 @@ impl<S> Core<S> {
         }
     }
 
-    /// A socket call failed: the connection closes at once (a reset), or
-    /// after flushing what it can for any other error.
+    /// A socket call failed: the connection closes at once, its output
+    /// dropped, whether the peer reset it or the call failed otherwise
+    /// (neither [`CloseReason::Reset`] nor [`CloseReason::Io`] is graceful).
     pub(crate) fn handle_io_error(&mut self, e: &io::Error) {
         self.handle_close(CloseReason::from_io(e), true);
     }
