@@ -22,8 +22,12 @@
 //! - a spin that comes up empty halves it, down to nothing, so under light
 //!   load (requests milliseconds apart) the spinning stops after a few
 //!   requests;
-//! - a blocking wait that ends with work sooner than the full budget shows
-//!   that spinning would have caught it: the full budget comes back.
+//! - a wait (the spin and the sleep after it, together) that ends with
+//!   work sooner than the full budget shows that spinning would have caught
+//!   it: the full budget comes back. Counting the spin too matters: a client
+//!   whose turnaround is longer than the budget would otherwise bring the
+//!   budget back every time (its sleep after a full spin is short) and make
+//!   the loop burn every spin and still pay every wake-up.
 
 use std::time::Duration;
 
@@ -67,10 +71,10 @@ impl BusyPoll {
         }
     }
 
-    /// A blocking wait slept `slept` and ended with work (`found`): a spin
-    /// that long would have caught it.
-    pub(crate) fn slept(&mut self, slept: Duration, found: bool) {
-        if found && slept <= self.max {
+    /// A wait that spun for `spun`, then slept for `slept`, ended with work
+    /// (`found`): a spin as long as both would have caught it.
+    pub(crate) fn slept(&mut self, spun: Duration, slept: Duration, found: bool) {
+        if found && spun + slept <= self.max {
             self.current = self.max;
         }
     }
@@ -96,7 +100,7 @@ mod tests {
         while b.budget(true) > Duration::ZERO {
             b.spun(false);
             // Light load: the next request comes a millisecond later.
-            b.slept(Duration::from_millis(1), true);
+            b.slept(Duration::ZERO, Duration::from_millis(1), true);
             spins += 1;
         }
         assert!(
@@ -112,13 +116,37 @@ mod tests {
         b.spun(false);
         b.spun(false);
         assert!(b.budget(true) < MAX);
-        b.slept(Duration::from_micros(12), true);
+        b.slept(Duration::from_micros(5), Duration::from_micros(7), true);
         assert_eq!(b.budget(true), MAX, "the client answered within the budget");
         b.spun(false);
-        b.slept(Duration::from_micros(30), false);
+        b.slept(Duration::from_micros(10), Duration::from_micros(2), false);
         assert!(
             b.budget(true) < MAX,
             "a timer or a late client does not restore it"
+        );
+    }
+
+    /// A client that answers 35 µs after each reply, against a 20 µs
+    /// budget: every spin would miss it, so spinning stops and stays
+    /// stopped instead of burning 20 µs a request for nothing.
+    #[test]
+    fn a_client_slower_than_the_budget_stops_the_spinning() {
+        let mut b = BusyPoll::new(MAX);
+        let turnaround = Duration::from_micros(35);
+        let mut spun = Duration::ZERO;
+        for _ in 0..100 {
+            // The spin misses; the sleep after it ends with the request.
+            let spin = b.budget(true);
+            if !spin.is_zero() {
+                spun += spin;
+                b.spun(false);
+            }
+            b.slept(spin, turnaround - spin, true);
+        }
+        assert_eq!(b.budget(true), Duration::ZERO);
+        assert!(
+            spun < MAX * 3,
+            "spun {spun:?} over 100 requests it could never catch"
         );
     }
 

@@ -352,9 +352,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             std::hint::spin_loop();
         };
         let counters = &self.pipe.shared.counters;
-        counters
-            .busy_poll_micros
-            .add(start.elapsed().as_micros() as u64);
+        let spun = start.elapsed();
+        counters.busy_poll_micros.add(spun.as_micros() as u64);
         self.busy.spun(found);
         if found {
             counters.busy_polls_found.add(1);
@@ -363,7 +362,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         counters.busy_polls_empty.add(1);
         let slept = Instant::now();
         self.poll.poll(events, self.next_timeout())?;
-        self.busy.slept(slept.elapsed(), !events.is_empty());
+        self.busy.slept(spun, slept.elapsed(), !events.is_empty());
         Ok(())
     }
 
