@@ -449,6 +449,19 @@ impl<F: Framing> Builder<F> {
         self
     }
 
+    /// Writes replies at the end of the turn: the replies produced while
+    /// the loop handles one batch of ready connections are written once per
+    /// connection after the whole batch, instead of after each read (as
+    /// redis-server does before it sleeps). Default: off.
+    ///
+    /// Never more `write` calls than without it, and fewer when a
+    /// connection is read more than once in a turn. A connection that
+    /// closes, or whose replies pass 64 KiB, is written at once.
+    pub fn write_at_turn_end(mut self, on: bool) -> Self {
+        self.config.write_at_turn_end = on;
+        self
+    }
+
     /// Calls [`Handler::on_tick`](crate::Handler::on_tick) on every loop
     /// every `period`, for periodic work of the handler's own. Default
     /// `Duration::ZERO`: off, and `on_tick` is never called.

@@ -45,6 +45,9 @@ pub(crate) struct Config {
     pub(crate) alarm: Option<AlarmConfig>,
     pub(crate) events_capacity: usize,
     pub(crate) busy_poll: Duration,
+    /// Replies are written once per connection when a batch of events is
+    /// done, not after each read (see `reactor/held.rs`).
+    pub(crate) write_at_turn_end: bool,
     /// How often the handler's `on_tick` runs; zero: never.
     pub(crate) tick: Duration,
     /// The mode of Unix socket files bound; `None`: `0o777 & !umask`.
@@ -96,6 +99,7 @@ impl Default for Config {
             alarm: None,
             events_capacity: 1024,
             busy_poll: Duration::ZERO,
+            write_at_turn_end: false,
             tick: Duration::ZERO,
             unix_mode: None,
             handover: None,

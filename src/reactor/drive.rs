@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use mio::Token;
 
+use super::held::{self, Held};
 use super::serve::{self, HeaderStep, LoopView};
 use super::{EventLoop, Readiness, FIRST_CONN};
 use crate::base::close::CloseReason;
@@ -76,6 +77,12 @@ pub(super) struct Pipeline<F: Framing, H: Handler<F>, T: Transport> {
     /// Sealed bytes (TLS records) on their way to the socket; unused by
     /// plaintext.
     wire_buf: Vec<u8>,
+    /// Replies held for the end of the turn, while `holding` (see
+    /// `held.rs`).
+    pub(super) held: Held,
+    /// True while the loop handles a batch of events with
+    /// [`write_at_turn_end`](crate::Builder::write_at_turn_end) on.
+    pub(super) holding: bool,
     pub(super) config: Config,
     pub(super) shared: Arc<LoopShared>,
     pub(super) server: Arc<ServerShared>,
@@ -104,6 +111,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
             transport,
             write_buf: Vec::new(),
             wire_buf: Vec::new(),
+            held: Held::default(),
+            holding: false,
             config,
             shared,
             server,
@@ -204,6 +213,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
             core,
         } = conn;
         let unix = stream.unix_peer();
+        let held = self.held.of(key, core.id);
         let (handler, framing) = (&mut self.handler, &mut self.framing);
         let (config, shared, now) = (&self.config, &self.shared, self.now);
         let result = transport.receive(
@@ -219,6 +229,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                     key,
                     session,
                     unix,
+                    held,
                 };
                 match received {
                     Received::Plaintext(plain) => {
@@ -287,6 +298,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
             key,
             session: conn.transport.info(),
             unix: conn.stream.unix_peer(),
+            held: 0,
         };
         serve::greet(&mut conn.core, &mut self.handler, &mut self.write_buf, &cx);
         self.flush(conn, key);
@@ -344,6 +356,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
             key,
             session: conn.transport.info(),
             unix: conn.stream.unix_peer(),
+            held: 0,
         };
         serve::run_closure(&mut conn.core, f, &mut self.write_buf, &cx);
         let wire = conn.transport.seal(&mut self.write_buf, &mut self.wire_buf);
@@ -355,7 +368,8 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
         self.write_buf.clear();
     }
 
-    /// Seals the replies in the write buffer and writes them; whatever the
+    /// Seals the replies in the write buffer and writes them, or holds them
+    /// for the end of the turn (`holding`, see `held.rs`); whatever the
     /// socket does not take moves to the connection's own output queue.
     /// Then the water marks: reading stops above high water, and resumes
     /// (through `read_again`) at low water.
@@ -363,21 +377,74 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
         let wire = conn.transport.seal(&mut self.write_buf, &mut self.wire_buf);
         if !wire.is_empty() {
             let core = &mut conn.core;
+            let id = core.id;
+            let held = self.held.of(key, id);
             if matches!(core.phase(), Phase::Closed { .. }) {
                 // A closed connection's output is dropped with it.
-            } else if !core.out.has_wire() {
-                match write_some(&mut conn.stream, wire) {
-                    Ok(n) => {
-                        self.shared.counters.bytes_out.add(n as u64);
-                        core.handle_sent(wire, n, self.now);
-                    }
-                    Err(e) => core.handle_io_error(&e),
-                }
-            } else {
+            } else if core.out.has_wire() {
                 // Behind what already waits, so order is kept.
                 core.out.append(wire);
+            } else if self.holding
+                && core.phase() == Phase::Open
+                && held + wire.len() <= held::LIMIT
+            {
+                self.held.push(key, id, wire);
+            } else if held > 0 {
+                // Behind what this connection holds: all of it now, in one
+                // `write`.
+                self.held.push(key, id, wire);
+                if let Some(taken) = self.held.take_last(key, id) {
+                    write_now(
+                        &mut conn.stream,
+                        core,
+                        taken.bytes(),
+                        &self.shared,
+                        self.now,
+                    );
+                }
+            } else {
+                write_now(&mut conn.stream, core, wire, &self.shared, self.now);
             }
             wire.clear();
+        }
+        self.output_level(conn, key);
+    }
+
+    /// Writes now what `conn` holds for the end of the turn, if anything:
+    /// it stopped being open while it was driven (it closes, or was
+    /// throttled), and its replies must leave before whatever follows
+    /// them (our FIN, close_notify).
+    pub(super) fn release(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
+        let Some(taken) = self.held.take_last(key, conn.core.id) else {
+            return;
+        };
+        if !matches!(conn.core.phase(), Phase::Closed { .. }) {
+            let (stream, core) = (&mut conn.stream, &mut conn.core);
+            write_now(stream, core, taken.bytes(), &self.shared, self.now);
+        }
+        drop(taken);
+        self.output_level(conn, key);
+    }
+
+    /// Writes `bytes`, the replies `conn` held for the end of the turn, now
+    /// that the turn's batch of events is handled (`EventLoop::write_held`).
+    pub(super) fn write_held(
+        &mut self,
+        conn: &mut Connection<H::State, T>,
+        key: usize,
+        bytes: &[u8],
+    ) {
+        // Nothing can have been queued on it since it was driven: commands
+        // and timers run after the held replies are written.
+        debug_assert!(!conn.core.out.has_wire(), "held replies overtaken");
+        if !matches!(conn.core.phase(), Phase::Closed { .. }) {
+            write_now(
+                &mut conn.stream,
+                &mut conn.core,
+                bytes,
+                &self.shared,
+                self.now,
+            );
         }
         self.output_level(conn, key);
     }
@@ -424,13 +491,13 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
         let wire = &mut self.wire_buf;
         conn.transport.close(wire);
         if !wire.is_empty() {
-            match write_some(&mut conn.stream, wire) {
-                Ok(n) => {
-                    self.shared.counters.bytes_out.add(n as u64);
-                    conn.core.handle_sent(wire, n, self.now);
-                }
-                Err(e) => conn.core.handle_io_error(&e),
-            }
+            write_now(
+                &mut conn.stream,
+                &mut conn.core,
+                wire,
+                &self.shared,
+                self.now,
+            );
             wire.clear();
         }
     }
@@ -449,8 +516,36 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
         if ready.readable {
             self.pipe
                 .read(conn, key, !ready.read_closed, &mut self.read_buf);
+            if conn.core.phase() != Phase::Open {
+                self.pipe.release(conn, key);
+            }
         }
         self.reconcile(key);
+    }
+
+    /// Writes the replies held during the batch of events just handled
+    /// (see `held.rs`): one `write` per connection, in the order the
+    /// connections were driven. A connection the socket did not take all
+    /// of, or that failed, is reconciled (its interest, its close).
+    pub(super) fn write_held(&mut self) {
+        if self.pipe.held.is_empty() {
+            return;
+        }
+        let mut held = std::mem::take(&mut self.pipe.held);
+        for (segment, bytes) in held.segments() {
+            // A connection gone meanwhile (its slot perhaps reused) gets
+            // nothing.
+            let key = segment.key;
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.core.id == segment.id) else {
+                continue;
+            };
+            self.pipe.write_held(conn, key, bytes);
+            if conn.core.out.has_wire() || conn.core.phase() != Phase::Open {
+                self.reconcile(key);
+            }
+        }
+        held.clear();
+        self.pipe.held = held;
     }
 
     /// Brings the socket in line with what the core wants, after anything
@@ -549,6 +644,25 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
                 serve::panic_message(&*panic)
             );
         }
+    }
+}
+
+/// Writes `data`, new output for `core`, as far as the socket takes it;
+/// the rest waits in the connection's output queue.
+#[inline]
+fn write_now<S>(
+    stream: &mut Stream,
+    core: &mut Core<S>,
+    data: &[u8],
+    shared: &LoopShared,
+    now: Millis,
+) {
+    match write_some(stream, data) {
+        Ok(n) => {
+            shared.counters.bytes_out.add(n as u64);
+            core.handle_sent(data, n, now);
+        }
+        Err(e) => core.handle_io_error(&e),
     }
 }
 

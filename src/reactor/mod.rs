@@ -56,6 +56,7 @@ mod accept;
 mod distribute;
 mod drive;
 mod handover;
+mod held;
 mod serve;
 #[cfg(any(test, fuzzing))]
 #[allow(unreachable_pub)]
@@ -308,17 +309,35 @@ impl<F: Framing, H: Handler<F>, T: Transport> EventLoop<F, H, T> {
             worked = !events.is_empty();
             let turn_start = Instant::now();
             self.pipe.now = self.clock.tick_at(turn_start);
+            self.pipe.holding = self.pipe.config.write_at_turn_end;
             for event in events.iter() {
                 match event.token() {
-                    WAKER => self.run_commands(),
+                    WAKER => {
+                        // Replies held so far leave before anything a
+                        // command queues behind them, and what commands
+                        // produce is written at once (see `held.rs`).
+                        self.write_held();
+                        let holding = std::mem::replace(&mut self.pipe.holding, false);
+                        self.run_commands();
+                        self.pipe.holding = holding;
+                    }
                     HANDOVER => self.handover_ready(),
                     Token(t) if t < FIRST_CONN => self.listener_ready(t - FIRST_LISTENER),
                     // An event for a slot that is empty (the connection closed
                     // earlier in this batch) is ignored; one for a slot reused
                     // meanwhile is merely spurious: the read says WouldBlock.
-                    Token(t) => self.drive(t - FIRST_CONN, Readiness::from(event)),
+                    Token(t) => {
+                        self.drive(t - FIRST_CONN, Readiness::from(event));
+                        if self.pipe.held.len() >= held::LIMIT {
+                            self.write_held();
+                        }
+                    }
                 }
             }
+            // The batch is done: its held replies are written before
+            // anything else runs (timers, `read_again`), which writes at once.
+            self.pipe.holding = false;
+            self.write_held();
             self.run_deferred();
             self.check_drain();
             if let Some(report) = self.finish_stop() {

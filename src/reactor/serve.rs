@@ -33,6 +33,9 @@ pub(super) struct LoopView<'a> {
     pub(super) session: Option<&'a dyn SessionInfo>,
     /// Who connected, on a Unix socket (see `socket.rs`).
     pub(super) unix: Option<&'a Peer>,
+    /// The connection's replies held for the end of the turn (see
+    /// `held.rs`): they count toward its output limit.
+    pub(super) held: usize,
 }
 
 /// Runs `f` with a [`Conn`] context for `core`, catching a handler panic.
@@ -55,7 +58,7 @@ fn with_conn<S, R>(
 ) -> Option<R> {
     let mut verdict = None;
     let start = write_buf.len();
-    let queued = core.out.len();
+    let queued = core.out.len() + cx.held;
     let mut ctx = Conn {
         id: core.id,
         peer: core.peer,
@@ -287,6 +290,7 @@ mod tests {
             key: 0,
             session: None,
             unix: None,
+            held: 0,
         }
     }
 

@@ -270,6 +270,7 @@ impl Sim {
                 key: 0,
                 session: None,
                 unix: None,
+                held: 0,
             };
             let slots = self.slots.clone();
             let mut echo = move |line: &[u8], conn: &mut Conn<'_>| {
