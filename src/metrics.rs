@@ -780,3 +780,11 @@ fn write_loops(out: &mut impl Write, loops: &[LoopMetrics]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// The strict reader of this format that the socket tests use too
+/// (`tests/util/prometheus.rs`), included here so that the unit tests and
+/// the socket tests hold the output to one definition of valid.
+#[cfg(test)]
+#[path = "../tests/util/prometheus.rs"]
+#[allow(dead_code, unreachable_pub)] // a shared file: each user takes a part
+pub(crate) mod reader;
