@@ -14,6 +14,17 @@ fn full_snapshot() -> MetricsSnapshot {
         bytes_received: 1000,
         bytes_sent: 2000,
         frames: 55,
+        budget_grows: 8,
+        budget_retirements: 9,
+        accept_pauses: 10,
+        accept_errors: 11,
+        handler_panics: 12,
+        reply_slots_dropped: 13,
+        commands_refused_full: 14,
+        stale_handle_commands: 15,
+        busy_poll_micros: 1_500_016,
+        busy_polls_found: 17,
+        busy_polls_empty: 18,
         tls: Some(TlsHandshakes {
             completed: 7,
             failed: 2,
@@ -121,12 +132,15 @@ mod histogram {
         assert_eq!(s.sum_ns, (0..10_000u64).map(|n| n * 37).sum::<u64>());
     }
 
-    /// The `le` bounds are written exactly, not through a float.
+    /// The `le` bounds and the busy-poll time are written exactly, not
+    /// through a float.
     #[test]
     fn bounds_are_exact_decimals() {
-        assert_eq!(BucketBound(bucket_bound_us(0)).to_string(), "0.000001");
-        assert_eq!(BucketBound(bucket_bound_us(9)).to_string(), "0.000512");
-        assert_eq!(BucketBound(bucket_bound_us(20)).to_string(), "1.048576");
+        assert_eq!(Micros(bucket_bound_us(0)).to_string(), "0.000001");
+        assert_eq!(Micros(bucket_bound_us(9)).to_string(), "0.000512");
+        assert_eq!(Micros(bucket_bound_us(20)).to_string(), "1.048576");
+        assert_eq!(Micros(0).to_string(), "0.000000");
+        assert_eq!(Micros(86_400_000_001).to_string(), "86400.000001");
     }
 }
 
@@ -161,6 +175,25 @@ mod exposition {
         assert_eq!(m.value("netpool_bytes_received_total", &[]), 1000.0);
         assert_eq!(m.value("netpool_bytes_sent_total", &[]), 2000.0);
         assert_eq!(m.value("netpool_frames_total", &[]), 55.0);
+        for (name, labels, want) in [
+            ("netpool_budget_grows_total", &[][..], 8.0),
+            ("netpool_budget_retirements_total", &[], 9.0),
+            ("netpool_accept_pauses_total", &[], 10.0),
+            ("netpool_accept_errors_total", &[], 11.0),
+            ("netpool_handler_panics_total", &[], 12.0),
+            ("netpool_reply_slots_dropped_total", &[], 13.0),
+            (
+                "netpool_commands_refused_total",
+                &[("reason", "full")],
+                14.0,
+            ),
+            ("netpool_stale_handle_commands_total", &[], 15.0),
+            ("netpool_busy_poll_seconds_total", &[], 1.500016),
+            ("netpool_busy_polls_total", &[("result", "found")], 17.0),
+            ("netpool_busy_polls_total", &[("result", "empty")], 18.0),
+        ] {
+            assert_eq!(m.value(name, labels), want, "{name}{labels:?}");
+        }
         let tls = "netpool_tls_handshakes_total";
         assert_eq!(m.value(tls, &[("result", "completed")]), 7.0);
         assert_eq!(m.value(tls, &[("result", "failed")]), 2.0);
