@@ -10,6 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::budget::Overflow;
+use crate::config::check_acceptors;
 use crate::error::Error;
 use crate::listen::Endpoint;
 use crate::metrics::{
@@ -433,9 +434,24 @@ impl ServerHandle {
     /// new connections meet the overflow strategy until enough have closed.
     /// Raising it resumes a paused accept at once. The budget is one for the
     /// whole server, shared by all its loops.
-    pub fn set_acceptors(&self, slots: usize) {
+    ///
+    /// Under [`Overflow::Grow`], `slots` becomes the size that grown slots
+    /// are given back down to, and grown slots are forgotten; set above
+    /// Grow's `max`, the budget does not grow (`max` is its ceiling).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for 0 slots, the same error (naming
+    /// `acceptors`) that [`Builder::acceptors`](crate::Builder::acceptors)
+    /// gives at build: a budget of no slot would refuse every new client
+    /// (under [`Overflow::Pause`], keep them all waiting). The budget is left
+    /// as it was. To stop taking connections, stop the server
+    /// ([`request_stop`](ServerHandle::request_stop)).
+    pub fn set_acceptors(&self, slots: usize) -> Result<(), Error> {
+        check_acceptors(slots)?;
         self.shared.budget().set_limit(slots);
         self.notify_budget();
+        Ok(())
     }
 
     /// Changes the overflow strategy at run time.
