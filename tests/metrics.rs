@@ -13,11 +13,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use netpool::{
-    CloseReason, Conn, ConnHandle, Error, MetricsEndpoint, Overflow, Server, ServerHandle,
-};
+use netpool::{CloseReason, Conn, ConnHandle, MetricsEndpoint, Overflow, Server, ServerHandle};
 use util::prometheus::{parse, parse_checked, Exposition};
-use util::{connect_from, echo, start, wait_until, Client, DEADLINE};
+use util::{connect_from, echo, fill_command_queue, start, wait_until, Client, DEADLINE};
 
 const BUSY: &[u8] = b"busy\n";
 
@@ -259,15 +257,7 @@ fn the_reply_and_handle_counters_say_what_happened() {
     let mut blocked = Client::connect(addr);
     blocked.send(b"block\n");
     let conn = from_loop.recv_timeout(DEADLINE).unwrap();
-    let mut sent = 0;
-    let refused = loop {
-        match conn.send(format!("{sent:04}\n")) {
-            Ok(()) => sent += 1,
-            Err(e) => break e,
-        }
-        assert!(sent < 4096, "the queue never filled");
-    };
-    assert!(matches!(refused, Error::Full), "{refused:?}");
+    let sent = fill_command_queue(&conn, 4096);
     release.send(()).unwrap();
     assert_eq!(blocked.line(), b"released\n");
     for n in 0..sent {
