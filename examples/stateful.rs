@@ -14,7 +14,8 @@
 //! - `later some text`: answered a second later from another thread, through
 //!   a `ConnHandle` (type more lines meanwhile: they are answered at once);
 //! - `budget 1`: one acceptor slot from now on; a second `nc` is then
-//!   refused, and served again after `budget 10`;
+//!   refused, and served again after `budget 10` (`budget 0` is refused
+//!   by the library, as `acceptors(0)` is at build);
 //! - `stats`: the server's counters, this connection's, and the totals of
 //!   the connections that ended (kept by `on_disconnect`);
 //! - `quit`: a goodbye, then the server closes the connection.
@@ -87,14 +88,21 @@ impl Handler for Desk {
                 });
             }
             "budget" => match rest.parse() {
-                Ok(slots) if slots > 0 => {
+                Ok(slots) => {
                     let before = self.server.stats().budget;
                     // Served connections keep their slots; new ones meet
                     // the new budget (and the overflow strategy past it).
-                    self.server.set_acceptors(slots);
-                    let _ = writeln!(conn, "budget: {slots} slots (was {before})");
+                    // 0 is refused, as at build, and changes nothing.
+                    match self.server.set_acceptors(slots) {
+                        Ok(()) => {
+                            let _ = writeln!(conn, "budget: {slots} slots (was {before})");
+                        }
+                        Err(e) => {
+                            let _ = writeln!(conn, "budget: {e}");
+                        }
+                    }
                 }
-                _ => conn.send("budget takes a number of slots, at least 1\n"),
+                Err(_) => conn.send("budget takes a number of slots, at least 1\n"),
             },
             "stats" => {
                 let stats = self.server.stats();

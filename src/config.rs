@@ -128,7 +128,7 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let at_least_one =
             |setting: &'static str, value: usize| check(value >= 1, setting, "must be at least 1");
-        at_least_one("acceptors", self.acceptors)?;
+        check_acceptors(self.acceptors)?;
         if let Overflow::Grow { step, max } = self.overflow {
             check(step >= 1, "overflow", "Grow's step must be at least 1")?;
             check(
@@ -193,6 +193,15 @@ pub(crate) const DEFAULT_COMMAND_QUEUE_LIMIT: usize = 4 * 1024 * 1024;
 /// The longest busy-poll: past this, spinning is not a latency trade but a
 /// busy loop.
 const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
+
+/// The rule on the budget, at build ([`Builder::acceptors`](crate::Builder::acceptors))
+/// and at run time ([`ServerHandle::set_acceptors`](crate::ServerHandle::set_acceptors)),
+/// so that both give the same error: a budget of no slot would refuse every
+/// new client (under `Pause`, keep them all waiting), which is a mistake,
+/// not a mode. (To stop taking connections, stop the server.)
+pub(crate) fn check_acceptors(acceptors: usize) -> Result<(), ConfigError> {
+    check(acceptors >= 1, "acceptors", "must be at least 1")
+}
 
 /// `Err` naming `setting` unless `ok`.
 fn check(ok: bool, setting: &'static str, reason: &str) -> Result<(), ConfigError> {

@@ -109,8 +109,9 @@ pub struct Disconnect<S> {
 ///                     let _ = handle.send("done, on another thread\n");
 ///                 });
 ///             }
-///             // The budget, changed at run time: new connections meet it.
-///             b"one" => self.server.set_acceptors(1),
+///             // The budget, changed at run time: new connections meet it
+///             // (0 slots would be refused, as by `Builder::acceptors`).
+///             b"one" => self.server.set_acceptors(1).expect("one slot is a budget"),
 ///             b"stats" => {
 ///                 let stats = self.server.stats();
 ///                 let _ = writeln!(conn, "{} served, budget {}", stats.active, stats.budget);

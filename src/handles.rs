@@ -10,14 +10,17 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::budget::Overflow;
+use crate::config::check_acceptors;
 use crate::error::Error;
 use crate::listen::Endpoint;
-#[cfg(feature = "tls")]
-use crate::metrics::TlsHandshakes;
-use crate::metrics::{CloseLabel, LoopMetrics, Metrics, MetricsSnapshot, RefuseReason};
+use crate::metrics::{
+    CloseLabel, LoopMetrics, Metrics, MetricsSnapshot, RefuseReason, TlsHandshakes,
+};
 use crate::shared::{Command, LoopShared, ServerShared, StopReport};
 
-/// A snapshot of a server's counters, from [`ServerHandle::stats`].
+/// A snapshot of a server's counters, from [`ServerHandle::stats`]. Each
+/// field is also in the Prometheus text ([`ServerHandle::write_prometheus`];
+/// [`Metrics::write_prometheus`] lists the series).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -316,26 +319,11 @@ impl ServerHandle {
     /// diagnostics, a few system calls, about 30 µs): fine for a scrape
     /// every few seconds, not for every request.
     pub fn metrics(&self) -> Metrics {
-        let stats = self.stats();
-        let mut s = MetricsSnapshot {
-            active: stats.active as u64,
-            accepted: stats.accepted,
-            budget_slots: stats.budget as u64,
-            bytes_received: stats.bytes_in,
-            bytes_sent: stats.bytes_out,
-            frames: stats.lines,
-            ..MetricsSnapshot::default()
-        };
-        for (reason, n) in [
-            (RefuseReason::Budget, stats.refused),
-            (RefuseReason::PerIp, stats.refused_per_ip),
-            (RefuseReason::Rate, stats.rate_limited),
-            (RefuseReason::Denied, stats.denied),
-            (RefuseReason::Proxy, stats.bad_proxy_headers),
-            (RefuseReason::Emfile, stats.refused_emfile),
-        ] {
-            s.add_refused(reason, n);
-        }
+        #[cfg(feature = "tls")]
+        let tls = self.shared.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        let mut s = server_wide(&self.stats(), tls);
         for (i, l) in self.shared.loops.iter().enumerate() {
             for label in CloseLabel::ALL {
                 s.add_closed(label, l.counters.closed[label.index()].get());
@@ -360,17 +348,6 @@ impl ServerHandle {
                 Ok(None) => {}
                 Err(e) => log::debug!("accept queue of {}: {e}", self.shared.local_addr),
             }
-        }
-        #[cfg(feature = "tls")]
-        if self.shared.tls.is_some() {
-            s.tls = Some(TlsHandshakes {
-                completed: stats.tls_handshakes,
-                failed: stats.tls_handshake_failures,
-                timed_out: stats.tls_handshake_timeouts,
-                evicted: stats.tls_handshake_evictions,
-                cert_reloads: stats.tls_cert_reloads,
-                cert_reload_failures: stats.tls_cert_reload_failures,
-            });
         }
         Metrics { snapshot: s }
     }
@@ -457,9 +434,24 @@ impl ServerHandle {
     /// new connections meet the overflow strategy until enough have closed.
     /// Raising it resumes a paused accept at once. The budget is one for the
     /// whole server, shared by all its loops.
-    pub fn set_acceptors(&self, slots: usize) {
+    ///
+    /// Under [`Overflow::Grow`], `slots` becomes the size that grown slots
+    /// are given back down to, and grown slots are forgotten; set above
+    /// Grow's `max`, the budget does not grow (`max` is its ceiling).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for 0 slots, the same error (naming
+    /// `acceptors`) that [`Builder::acceptors`](crate::Builder::acceptors)
+    /// gives at build: a budget of no slot would refuse every new client
+    /// (under [`Overflow::Pause`], keep them all waiting). The budget is left
+    /// as it was. To stop taking connections, stop the server
+    /// ([`request_stop`](ServerHandle::request_stop)).
+    pub fn set_acceptors(&self, slots: usize) -> Result<(), Error> {
+        check_acceptors(slots)?;
         self.shared.budget().set_limit(slots);
         self.notify_budget();
+        Ok(())
     }
 
     /// Changes the overflow strategy at run time.
@@ -557,6 +549,53 @@ impl ServerHandle {
     }
 }
 
+/// The server-wide figures of a scrape, from the summed counters; `tls`
+/// says whether the server has TLS (without it, no TLS series at all).
+///
+/// Every [`Stats`] field goes somewhere: `handles/tests.rs` reads the field
+/// names from `Stats`'s `Debug` output and fails on one that no series shows.
+fn server_wide(stats: &Stats, tls: bool) -> MetricsSnapshot {
+    let mut s = MetricsSnapshot {
+        active: stats.active as u64,
+        accepted: stats.accepted,
+        budget_slots: stats.budget as u64,
+        budget_grows: stats.grown,
+        budget_retirements: stats.retired,
+        accept_pauses: stats.pause_episodes,
+        accept_errors: stats.accept_errors,
+        bytes_received: stats.bytes_in,
+        bytes_sent: stats.bytes_out,
+        frames: stats.lines,
+        handler_panics: stats.handler_panics,
+        reply_slots_dropped: stats.reply_slots_dropped,
+        commands_refused_full: stats.commands_refused_full,
+        stale_handle_commands: stats.stale_handle_commands,
+        busy_poll_micros: stats.busy_poll_micros,
+        busy_polls_found: stats.busy_polls_found,
+        busy_polls_empty: stats.busy_polls_empty,
+        tls: tls.then_some(TlsHandshakes {
+            completed: stats.tls_handshakes,
+            failed: stats.tls_handshake_failures,
+            timed_out: stats.tls_handshake_timeouts,
+            evicted: stats.tls_handshake_evictions,
+            cert_reloads: stats.tls_cert_reloads,
+            cert_reload_failures: stats.tls_cert_reload_failures,
+        }),
+        ..MetricsSnapshot::default()
+    };
+    for (reason, n) in [
+        (RefuseReason::Budget, stats.refused),
+        (RefuseReason::PerIp, stats.refused_per_ip),
+        (RefuseReason::Rate, stats.rate_limited),
+        (RefuseReason::Denied, stats.denied),
+        (RefuseReason::Proxy, stats.bad_proxy_headers),
+        (RefuseReason::Emfile, stats.refused_emfile),
+    ] {
+        s.add_refused(reason, n);
+    }
+    s
+}
+
 /// The watched certificate files, locked (a panic elsewhere while holding
 /// the lock left nothing half-done: the value is replaced whole).
 #[cfg(feature = "tls")]
@@ -565,3 +604,6 @@ fn lock_watch(
 ) -> std::sync::MutexGuard<'_, Option<crate::tls_watch::CertWatch>> {
     watched.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests;

@@ -376,6 +376,28 @@ pub(crate) struct MetricsSnapshot {
     pub(crate) bytes_sent: u64,
     /// Frames (lines) handed to the handler.
     pub(crate) frames: u64,
+    /// How many times `Overflow::Grow` added slots.
+    pub(crate) budget_grows: u64,
+    /// How many times grown slots were given back after the cooldown.
+    pub(crate) budget_retirements: u64,
+    /// How many times a loop paused accepting under `Overflow::Pause`.
+    pub(crate) accept_pauses: u64,
+    /// `accept` errors other than the harmless ones.
+    pub(crate) accept_errors: u64,
+    /// Handler panics caught, in any of its methods.
+    pub(crate) handler_panics: u64,
+    /// Reply slots (`Conn::defer`) dropped unfilled.
+    pub(crate) reply_slots_dropped: u64,
+    /// Commands from other threads refused because a loop's queue was full.
+    pub(crate) commands_refused_full: u64,
+    /// Handle commands and reply fills whose connection was already gone.
+    pub(crate) stale_handle_commands: u64,
+    /// Microseconds the loops spent busy-polling.
+    pub(crate) busy_poll_micros: u64,
+    /// Busy-polls that caught an event.
+    pub(crate) busy_polls_found: u64,
+    /// Busy-polls that came up empty.
+    pub(crate) busy_polls_empty: u64,
     /// TLS handshake outcomes; `None` on a server without TLS, whose output
     /// then has no TLS series at all rather than zeros that suggest TLS.
     pub(crate) tls: Option<TlsHandshakes>,
@@ -439,8 +461,27 @@ impl Metrics {
     ///   (gauges: connections waiting in the kernel's accept queue, and how
     ///   many may; left out where the platform does not tell, and once the
     ///   server has stopped listening);
+    /// - `netpool_budget_grows_total` and `netpool_budget_retirements_total`
+    ///   (how many times [`Overflow::Grow`](crate::Overflow::Grow) added
+    ///   slots, and how many times grown slots were given back);
+    /// - `netpool_accept_pauses_total` (how many times a loop paused
+    ///   accepting under [`Overflow::Pause`](crate::Overflow::Pause)) and
+    ///   `netpool_accept_errors_total` (`accept` errors other than the
+    ///   harmless ones: out of descriptors or memory);
     /// - `netpool_bytes_received_total`, `netpool_bytes_sent_total`,
     ///   `netpool_frames_total` (lines handed to the handler);
+    /// - `netpool_handler_panics_total` (panics caught, in any handler
+    ///   method), `netpool_reply_slots_dropped_total` (reply slots of
+    ///   [`Conn::defer`](crate::Conn::defer) dropped unfilled),
+    ///   `netpool_commands_refused_total{reason="full"}` (sends, fills and
+    ///   closures from other threads refused with
+    ///   [`Error::Full`](crate::Error::Full)) and
+    ///   `netpool_stale_handle_commands_total` (commands and fills whose
+    ///   connection was gone);
+    /// - `netpool_busy_poll_seconds_total` (time the loops spent
+    ///   busy-polling) and `netpool_busy_polls_total{result}` (`found`,
+    ///   `empty`), zero unless [`Builder::busy_poll`](crate::Builder::busy_poll)
+    ///   is on;
     /// - `netpool_tls_handshakes_total{result}` (`completed`, `failed`,
     ///   `timed_out`, `evicted`) and `netpool_tls_cert_reloads_total{result}`
     ///   (`loaded`, `failed`), on a TLS server only.
@@ -454,6 +495,7 @@ impl Metrics {
     ///
     /// A connection turned away after its PROXY header counts as accepted,
     /// refused and closed; see the module `metrics.rs` for what counts where.
+    /// Every counter of [`Stats`](crate::Stats) shows in one of these series.
     ///
     /// # Errors
     ///
@@ -525,6 +567,18 @@ fn family(out: &mut impl Write, name: &str, kind: Kind, help: &str) -> io::Resul
     writeln!(out, "\n# TYPE {name} {}", kind.as_str())
 }
 
+/// Writes a family of one sample with no labels.
+fn single(
+    out: &mut impl Write,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    value: impl Display,
+) -> io::Result<()> {
+    family(out, name, kind, help)?;
+    sample(out, name, &[], value)
+}
+
 /// Writes one sample line: `name{k="v",...} value`.
 fn sample(
     out: &mut impl Write,
@@ -571,11 +625,12 @@ fn seconds(nanos: u64) -> f64 {
     nanos as f64 / 1e9
 }
 
-/// A bucket bound as the `le` label: 2^i µs in seconds, written exactly
-/// (`0.000001` .. `1.048576`) rather than through a float.
-struct BucketBound(u64);
+/// Microseconds written as seconds, exactly (`0.000001`, `1.048576`)
+/// rather than through a float: the `le` label of a bucket bound (2^i µs),
+/// and the busy-poll time.
+struct Micros(u64);
 
-impl Display for BucketBound {
+impl Display for Micros {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
     }
@@ -591,18 +646,20 @@ impl Display for BucketBound {
 /// Whatever `out` returns. Write into a `Vec<u8>` (or a `BufWriter`): the
 /// output is many small writes.
 pub(crate) fn write_prometheus(out: &mut impl Write, s: &MetricsSnapshot) -> io::Result<()> {
-    let name = "netpool_connections_active";
-    family(
+    single(
         out,
-        name,
+        "netpool_connections_active",
         Kind::Gauge,
         "Connections being served now (budget slots taken).",
+        s.active,
     )?;
-    sample(out, name, &[], s.active)?;
-
-    let name = "netpool_connections_accepted_total";
-    family(out, name, Kind::Counter, "Connections accepted and served.")?;
-    sample(out, name, &[], s.accepted)?;
+    single(
+        out,
+        "netpool_connections_accepted_total",
+        Kind::Counter,
+        "Connections accepted and served.",
+        s.accepted,
+    )?;
 
     let name = "netpool_connections_refused_total";
     family(
@@ -631,51 +688,129 @@ pub(crate) fn write_prometheus(out: &mut impl Write, s: &MetricsSnapshot) -> io:
         )?;
     }
 
-    let name = "netpool_budget_slots";
-    family(
+    single(
         out,
-        name,
+        "netpool_budget_slots",
         Kind::Gauge,
         "Accept budget: connections that may be served at once, grown slots included.",
+        s.budget_slots,
     )?;
-    sample(out, name, &[], s.budget_slots)?;
+    single(
+        out,
+        "netpool_budget_grows_total",
+        Kind::Counter,
+        "Times the Grow overflow strategy added budget slots.",
+        s.budget_grows,
+    )?;
+    single(
+        out,
+        "netpool_budget_retirements_total",
+        Kind::Counter,
+        "Times grown budget slots were given back after the grow cooldown.",
+        s.budget_retirements,
+    )?;
 
     if let Some(depth) = s.listen_queue_depth {
-        let name = "netpool_listen_queue_depth";
-        family(
+        single(
             out,
-            name,
+            "netpool_listen_queue_depth",
             Kind::Gauge,
             "Connections waiting in the kernel's accept queue.",
+            depth,
         )?;
-        sample(out, name, &[], depth)?;
     }
     if let Some(backlog) = s.listen_backlog {
-        let name = "netpool_listen_queue_backlog";
-        family(
+        single(
             out,
-            name,
+            "netpool_listen_queue_backlog",
             Kind::Gauge,
             "Limit of the kernel's accept queue (the effective listen backlog).",
+            backlog,
         )?;
-        sample(out, name, &[], backlog)?;
     }
+    single(
+        out,
+        "netpool_accept_pauses_total",
+        Kind::Counter,
+        "Times a loop paused accepting under the Pause overflow strategy.",
+        s.accept_pauses,
+    )?;
+    single(
+        out,
+        "netpool_accept_errors_total",
+        Kind::Counter,
+        "Errors of accept other than the harmless ones (out of descriptors or memory).",
+        s.accept_errors,
+    )?;
 
-    let name = "netpool_bytes_received_total";
-    family(out, name, Kind::Counter, "Bytes read from connections.")?;
-    sample(out, name, &[], s.bytes_received)?;
-    let name = "netpool_bytes_sent_total";
-    family(out, name, Kind::Counter, "Bytes written to connections.")?;
-    sample(out, name, &[], s.bytes_sent)?;
+    single(
+        out,
+        "netpool_bytes_received_total",
+        Kind::Counter,
+        "Bytes read from connections.",
+        s.bytes_received,
+    )?;
+    single(
+        out,
+        "netpool_bytes_sent_total",
+        Kind::Counter,
+        "Bytes written to connections.",
+        s.bytes_sent,
+    )?;
+    single(
+        out,
+        "netpool_frames_total",
+        Kind::Counter,
+        "Frames (lines) handed to the handler.",
+        s.frames,
+    )?;
 
-    let name = "netpool_frames_total";
+    single(
+        out,
+        "netpool_handler_panics_total",
+        Kind::Counter,
+        "Handler panics caught, in any of its methods (one while serving a connection closes it).",
+        s.handler_panics,
+    )?;
+    single(
+        out,
+        "netpool_reply_slots_dropped_total",
+        Kind::Counter,
+        "Reply slots (Conn::defer) dropped unfilled: each request got no reply.",
+        s.reply_slots_dropped,
+    )?;
+    let name = "netpool_commands_refused_total";
     family(
         out,
         name,
         Kind::Counter,
-        "Frames (lines) handed to the handler.",
+        "Sends, reply fills and closures from other threads refused, by reason (full: the loop's command queue was at its limit).",
     )?;
-    sample(out, name, &[], s.frames)?;
+    sample(out, name, &[("reason", "full")], s.commands_refused_full)?;
+    single(
+        out,
+        "netpool_stale_handle_commands_total",
+        Kind::Counter,
+        "Connection handle commands and reply fills dropped because their connection was gone.",
+        s.stale_handle_commands,
+    )?;
+
+    single(
+        out,
+        "netpool_busy_poll_seconds_total",
+        Kind::Counter,
+        "Time the loops spent busy-polling: the CPU that latency cost.",
+        Micros(s.busy_poll_micros),
+    )?;
+    let name = "netpool_busy_polls_total";
+    family(
+        out,
+        name,
+        Kind::Counter,
+        "Busy-polls, by result: an event caught before the time was up, or none.",
+    )?;
+    sample(out, name, &[("result", "found")], s.busy_polls_found)?;
+    sample(out, name, &[("result", "empty")], s.busy_polls_empty)?;
 
     if let Some(tls) = s.tls {
         let name = "netpool_tls_handshakes_total";
@@ -753,7 +888,7 @@ fn write_loops(out: &mut impl Write, loops: &[LoopMetrics]) -> io::Result<()> {
         let mut cumulative = 0u64;
         for (i, count) in l.turns.counts[..TURN_BUCKETS].iter().enumerate() {
             cumulative = cumulative.wrapping_add(*count);
-            let le = BucketBound(bucket_bound_us(i)).to_string();
+            let le = Micros(bucket_bound_us(i)).to_string();
             sample(out, &bucket, &[("loop", index), ("le", &le)], cumulative)?;
         }
         sample(
@@ -780,3 +915,11 @@ fn write_loops(out: &mut impl Write, loops: &[LoopMetrics]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// The strict reader of this format that the socket tests use too
+/// (`tests/util/prometheus.rs`), included here so that the unit tests and
+/// the socket tests hold the output to one definition of valid.
+#[cfg(test)]
+#[path = "../tests/util/prometheus.rs"]
+#[allow(dead_code, unreachable_pub)] // a shared file: each user takes a part
+pub(crate) mod reader;

@@ -109,39 +109,6 @@ impl Write for Stream {
     }
 }
 
-impl Source for Stream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.register(registry, token, interests),
-            Stream::Unix(u) => u.stream.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(registry, token, interests),
-            Stream::Unix(u) => u.stream.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(registry),
-            Stream::Unix(u) => u.stream.deregister(registry),
-        }
-    }
-}
-
 /// A listening socket of the loop.
 #[derive(Debug)]
 pub(crate) enum ListenSocket {
@@ -186,38 +153,52 @@ impl ListenSocket {
     }
 }
 
-impl Source for ListenSocket {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            ListenSocket::Tcp(l) => l.register(registry, token, interests),
-            ListenSocket::Unix(l) => l.register(registry, token, interests),
-        }
-    }
+/// `Source` for an enum of mio sockets: `register`, `reregister` and
+/// `deregister` pass through to the socket each variant holds (the arms
+/// given), written once for [`Stream`] and [`ListenSocket`]. A `match` as
+/// in `read`, not a virtual call.
+macro_rules! source_through_socket {
+    ($ty:ty { $($variant:pat => $socket:expr),+ $(,)? }) => {
+        impl Source for $ty {
+            fn register(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interests: Interest,
+            ) -> io::Result<()> {
+                match self {
+                    $($variant => $socket.register(registry, token, interests),)+
+                }
+            }
 
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            ListenSocket::Tcp(l) => l.reregister(registry, token, interests),
-            ListenSocket::Unix(l) => l.reregister(registry, token, interests),
-        }
-    }
+            fn reregister(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interests: Interest,
+            ) -> io::Result<()> {
+                match self {
+                    $($variant => $socket.reregister(registry, token, interests),)+
+                }
+            }
 
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            ListenSocket::Tcp(l) => l.deregister(registry),
-            ListenSocket::Unix(l) => l.deregister(registry),
+            fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+                match self {
+                    $($variant => $socket.deregister(registry),)+
+                }
+            }
         }
-    }
+    };
 }
+
+source_through_socket!(Stream {
+    Stream::Tcp(s) => s,
+    Stream::Unix(u) => u.stream,
+});
+source_through_socket!(ListenSocket {
+    ListenSocket::Tcp(l) => l,
+    ListenSocket::Unix(l) => l,
+});
 
 #[cfg(test)]
 mod tests {

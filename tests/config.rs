@@ -109,3 +109,29 @@ fn off_and_edge_values_are_accepted() {
         .bind("127.0.0.1:0".parse().unwrap());
     assert!(server.is_ok(), "{:?}", server.err());
 }
+
+/// `ServerHandle::set_acceptors` gets the builder's check on `acceptors`:
+/// 0 slots is the same error, and leaves the budget as it was.
+#[test]
+fn set_acceptors_at_run_time_gets_the_builders_check() {
+    let at_build = Server::builder()
+        .acceptors(0)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect_err("0 acceptors at build");
+    let server = Server::builder()
+        .acceptors(3)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let handle = server.handle();
+    let at_run_time = handle
+        .set_acceptors(0)
+        .expect_err("0 acceptors at run time");
+    let Error::InvalidConfig(e) = &at_run_time else {
+        panic!("not a configuration error: {at_run_time}");
+    };
+    assert_eq!(e.setting(), "acceptors");
+    assert_eq!(at_run_time.to_string(), at_build.to_string());
+    assert_eq!(handle.stats().budget, 3, "the budget is unchanged");
+    handle.set_acceptors(1).unwrap();
+    assert_eq!(handle.stats().budget, 1, "one slot is a budget");
+}

@@ -2,18 +2,20 @@
 //! parses (strictly, and with the reference parser where installed) and
 //! says what happened: connections active, accepted, refused by reason,
 //! closed by reason, the budget, frames, the kernel's accept queue under
-//! Pause with clients waiting, a blocking handler in the turn histogram;
-//! and `MetricsEndpoint` serves it over HTTP.
+//! Pause with clients waiting, a blocking handler in the turn histogram,
+//! the counters of deferred replies and connection handles; and
+//! `MetricsEndpoint` serves it over HTTP.
 
 mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use netpool::{CloseReason, Conn, MetricsEndpoint, Overflow, Server, ServerHandle};
+use netpool::{CloseReason, Conn, ConnHandle, MetricsEndpoint, Overflow, Server, ServerHandle};
 use util::prometheus::{parse, parse_checked, Exposition};
-use util::{connect_from, echo, start, wait_until, Client, DEADLINE};
+use util::{connect_from, echo, fill_command_queue, start, wait_until, Client, DEADLINE};
 
 const BUSY: &[u8] = b"busy\n";
 
@@ -157,6 +159,9 @@ fn the_accept_queue_shows_clients_waiting_under_pause() {
     });
     let m = scrape(&handle);
     assert_eq!(m.value("netpool_listen_queue_depth", &[]), 3.0);
+    let pauses = m.value("netpool_accept_pauses_total", &[]);
+    assert!(pauses >= 1.0, "the loop paused: {pauses}");
+    assert_eq!(pauses, handle.stats().pause_episodes as f64);
     assert_eq!(m.value("netpool_connections_active", &[]), 1.0);
     assert_eq!(m.value("netpool_connections_accepted_total", &[]), 1.0);
     assert_eq!(
@@ -213,6 +218,89 @@ fn a_blocking_handler_shows_in_the_turn_histogram() {
     let m = scrape(&handle);
     assert!(m.value("netpool_loop_turn_seconds_sum", &[("loop", "0")]) >= 0.03);
     drop(c);
+    server.stop(DEADLINE).unwrap();
+}
+
+/// What went wrong around deferred replies and connection handles reads
+/// back in the text as `Stats` has it: a reply slot dropped unfilled, a
+/// handler panic, sends refused by a full command queue, and a command for
+/// a connection already gone.
+#[test]
+fn the_reply_and_handle_counters_say_what_happened() {
+    let (to_test, from_loop) = mpsc::channel::<ConnHandle>();
+    let (release, released) = mpsc::channel::<()>();
+    let server = start(
+        Server::builder().command_queue_limit(4096),
+        move |line: &[u8], conn: &mut Conn| match line {
+            b"drop" => {
+                drop(conn.defer());
+                conn.send(b"after the dropped slot\n");
+            }
+            b"panic" => panic!("a handler panic, on purpose"),
+            b"block" => {
+                to_test.send(conn.handle()).unwrap();
+                // Keeps the loop from taking its queue (a test only: a
+                // handler must not block).
+                released.recv_timeout(DEADLINE).unwrap();
+                conn.send(b"released\n");
+            }
+            _ => conn.send(b"?\n"),
+        },
+    );
+    let (addr, handle) = (server.local_addr(), server.handle().clone());
+    let mut dropped = Client::connect(addr);
+    assert_eq!(dropped.roundtrip(b"drop\n"), b"after the dropped slot\n");
+    let mut panics = Client::connect(addr);
+    panics.send(b"panic\n");
+    assert_eq!(panics.read_to_end(), b"", "the panic closed it");
+
+    let mut blocked = Client::connect(addr);
+    blocked.send(b"block\n");
+    let conn = from_loop.recv_timeout(DEADLINE).unwrap();
+    let sent = fill_command_queue(&conn, 4096);
+    release.send(()).unwrap();
+    assert_eq!(blocked.line(), b"released\n");
+    for n in 0..sent {
+        assert_eq!(blocked.line(), format!("{n:04}\n").as_bytes());
+    }
+    drop(blocked);
+    wait_until("the blocked client is gone", || {
+        handle.loop_stats()[0].active == 1
+    });
+    conn.send("too late\n").unwrap();
+    wait_until("the late send is dropped", || {
+        handle.stats().stale_handle_commands == 1
+    });
+
+    let m = scrape(&handle);
+    let stats = handle.stats();
+    for (name, labels, field, want) in [
+        (
+            "netpool_reply_slots_dropped_total",
+            &[][..],
+            stats.reply_slots_dropped,
+            1,
+        ),
+        ("netpool_handler_panics_total", &[], stats.handler_panics, 1),
+        (
+            "netpool_commands_refused_total",
+            &[("reason", "full")],
+            stats.commands_refused_full,
+            1,
+        ),
+        (
+            "netpool_stale_handle_commands_total",
+            &[],
+            stats.stale_handle_commands,
+            1,
+        ),
+    ] {
+        assert_eq!(field, want, "{name}: Stats");
+        assert_eq!(m.value(name, labels), want as f64, "{name}: the text");
+    }
+    let closed = m.by_label("netpool_connections_closed_total", "reason");
+    assert_eq!(closed["handler_panicked"], 1.0);
+    drop(dropped);
     server.stop(DEADLINE).unwrap();
 }
 

@@ -12,8 +12,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use netpool::{Conn, ConnHandle, Error, FillError, ReplySlot, Server};
-use util::{start, wait_until, Client, DEADLINE};
+use netpool::{Conn, ConnHandle, FillError, ReplySlot, Server};
+use util::{fill_command_queue, start, wait_until, Client, DEADLINE};
 
 /// How long a test watches for something that must not happen.
 const QUIET: Duration = Duration::from_millis(300);
@@ -312,15 +312,7 @@ fn the_cross_thread_queue_reports_full() {
     let mut client = Client::connect(server.local_addr());
     client.send(b"block\n");
     let (handle, slot) = from_loop.recv_timeout(DEADLINE).unwrap();
-    let mut sent = 0;
-    let refused = loop {
-        match handle.send(format!("{sent:04}\n")) {
-            Ok(()) => sent += 1,
-            Err(e) => break e,
-        }
-        assert!(sent < 4096, "the queue never filled");
-    };
-    assert!(matches!(refused, Error::Full), "{refused:?}");
+    let sent = fill_command_queue(&handle, 4096);
     assert!(sent > 0);
     let Err(FillError::Full(slot, reply)) = slot.send(b"slot\n".to_vec()) else {
         panic!("the slot's reply must be refused too")

@@ -162,10 +162,10 @@ fn budget_changes_at_run_time() {
     b.send(b"b\n");
     assert!(b.silent_for(Duration::from_millis(100)));
 
-    handle.set_acceptors(2);
+    handle.set_acceptors(2).unwrap();
     assert_eq!(b.line(), b"b\n", "raising the budget admits b");
 
-    handle.set_acceptors(1);
+    handle.set_acceptors(1).unwrap();
     handle.set_overflow(Overflow::Refuse);
     assert_eq!(a.roundtrip(b"still\n"), b"still\n", "lowering kills nobody");
     assert_eq!(b.roundtrip(b"here\n"), b"here\n");

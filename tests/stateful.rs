@@ -41,8 +41,14 @@ fn the_stateful_example_keeps_state_and_answers_every_command() {
     assert_eq!(ask(&mut ada, "budget 1"), "budget: 1 slots (was 1024)\n");
     let mut refused = Client::connect(example.addr);
     assert_eq!(refused.read_to_end(), b"");
+    // No slot at all is refused by the library, as at build, and the
+    // budget stays at one (bob is served below).
     assert_eq!(
         ask(&mut ada, "budget 0"),
+        "budget: invalid configuration: acceptors: must be at least 1\n"
+    );
+    assert_eq!(
+        ask(&mut ada, "budget none"),
         "budget takes a number of slots, at least 1\n"
     );
 
@@ -64,7 +70,7 @@ fn the_stateful_example_keeps_state_and_answers_every_command() {
         "{stats}"
     );
     assert!(
-        stats.ends_with("; ended: 1 connections, 9 lines\n"),
+        stats.ends_with("; ended: 1 connections, 10 lines\n"),
         "{stats}"
     );
 

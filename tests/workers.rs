@@ -288,7 +288,7 @@ fn a_runtime_budget_change_reaches_every_loop() {
         wait_until("accept paused", || {
             server.handle().stats().pause_episodes >= 1
         });
-        server.handle().set_acceptors(2);
+        server.handle().set_acceptors(2).unwrap();
         assert_eq!(b.line(), b"b\n", "{distribution:?}");
         assert_eq!(server.handle().stats().budget, 2);
         drop((a, b));

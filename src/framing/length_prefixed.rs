@@ -219,16 +219,8 @@ impl Framing for LengthPrefixed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::testing::{all_cuts, cut, run};
+    use crate::framing::testing::{all_cuts, cut, frame_bytes, run, split_until};
     use proptest::prelude::*;
-
-    fn frame(
-        f: LengthPrefixed,
-        chunks: &[&[u8]],
-    ) -> (Vec<Vec<u8>>, Remainder, Result<(), FrameError>) {
-        let (frames, rest, res, _) = run(&mut { f }, chunks, |p: &[u8]| p.to_vec());
-        (frames, rest, res)
-    }
 
     /// `payloads` encoded for `f`.
     fn encode(f: &LengthPrefixed, payloads: &[&[u8]]) -> Vec<u8> {
@@ -298,7 +290,7 @@ mod tests {
                             f = f.length_includes_header();
                         }
                         let data = encode(&f, &[b"hello", b"", b"\r\n\0"]);
-                        let (frames, rest, res) = frame(f, &[&data]);
+                        let (frames, rest, res) = frame_bytes(f, &[&data]);
                         assert_eq!(res, Ok(()));
                         assert_eq!(frames, vec![b"hello".to_vec(), vec![], b"\r\n\0".to_vec()]);
                         assert!(rest.is_empty());
@@ -312,17 +304,7 @@ mod tests {
         fn stop_ends_there() {
             let f = LengthPrefixed::new(1);
             let data = encode(&f, &[b"a", b"b", b"c"]);
-            let mut seen = Vec::new();
-            { f }
-                .split(&mut Remainder::new(), &data, |p: &[u8]| {
-                    seen.push(p.to_vec());
-                    if p == b"b" {
-                        Flow::Stop
-                    } else {
-                        Flow::Continue
-                    }
-                })
-                .unwrap();
+            let seen = split_until(&mut { f }, &mut Remainder::new(), &data, Some(b"b"));
             assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec()]);
         }
     }
@@ -336,7 +318,7 @@ mod tests {
             let f = LengthPrefixed::new(4).max_frame(16);
             let data = encode(&f, &[b"first", b"", b"sixteen bytes!!!", b"x"]);
             for chunks in all_cuts(&data) {
-                let (frames, rest, res) = frame(f, &chunks);
+                let (frames, rest, res) = frame_bytes(f, &chunks);
                 assert_eq!(res, Ok(()));
                 assert_eq!(frames.len(), 4, "{chunks:?}");
                 assert_eq!(frames[2], b"sixteen bytes!!!");
@@ -351,19 +333,13 @@ mod tests {
             let f = LengthPrefixed::new(2);
             let mut data = encode(&f, &[b"done"]);
             data.extend_from_slice(b"\x00\x0aunfin");
-            let (_, rest, _) = frame(f, &[&data]);
+            let (_, rest, _) = frame_bytes(f, &[&data]);
             assert_eq!(rest.as_slice(), b"\x00\x0aunfin");
             assert!(rest.capacity() <= 12, "capacity {}", rest.capacity());
             // The next read gives exactly what is missing; the rest is
             // framed from the input.
             let mut rest = rest;
-            let mut seen = Vec::new();
-            { f }
-                .split(&mut rest, b"ished\x00\x01z\x00", |p: &[u8]| {
-                    seen.push(p.to_vec());
-                    Flow::Continue
-                })
-                .unwrap();
+            let seen = split_until(&mut { f }, &mut rest, b"ished\x00\x01z\x00", None);
             assert_eq!(seen, vec![b"unfinished".to_vec(), b"z".to_vec()]);
             assert_eq!(rest.as_slice(), b"\x00");
         }
@@ -396,15 +372,15 @@ mod tests {
             for len in [9, 10] {
                 let data = encode(&f, &[&vec![b'x'; len]]);
                 for chunks in all_cuts(&data) {
-                    let (frames, _, res) = frame(f, &chunks);
+                    let (frames, _, res) = frame_bytes(f, &chunks);
                     assert_eq!((res, frames.len()), (Ok(()), 1));
                 }
             }
             // Only the header: refused before any payload arrives.
-            let (_, rest, res) = frame(f, &[b"\x00\x0b"]);
+            let (_, rest, res) = frame_bytes(f, &[b"\x00\x0b"]);
             assert_eq!(res, Err(FrameError::TooLong { limit: 10 }));
             assert!(rest.len() <= 2);
-            let (_, _, res) = frame(f, &[b"\x00", b"\x0b"]);
+            let (_, _, res) = frame_bytes(f, &[b"\x00", b"\x0b"]);
             assert_eq!(res, Err(FrameError::TooLong { limit: 10 }));
         }
 
@@ -414,11 +390,11 @@ mod tests {
             let f = LengthPrefixed::new(8);
             let header = (1u64 << 40).to_be_bytes();
             for chunks in all_cuts(&header) {
-                let (_, rest, res) = frame(f, &chunks);
+                let (_, rest, res) = frame_bytes(f, &chunks);
                 assert_eq!(res, Err(FrameError::TooLong { limit: 8 << 20 }));
                 assert!(rest.capacity() <= 8);
             }
-            let (_, _, res) = frame(f, &[&u64::MAX.to_le_bytes()]);
+            let (_, _, res) = frame_bytes(f, &[&u64::MAX.to_le_bytes()]);
             assert!(matches!(res, Err(FrameError::TooLong { .. })));
         }
 
@@ -426,12 +402,12 @@ mod tests {
         #[test]
         fn a_length_shorter_than_its_header_is_malformed() {
             let f = LengthPrefixed::new(4).length_includes_header();
-            let (_, _, res) = frame(f, &[b"\x00\x00\x00\x03abc"]);
+            let (_, _, res) = frame_bytes(f, &[b"\x00\x00\x00\x03abc"]);
             assert_eq!(
                 res,
                 Err(FrameError::Malformed("length smaller than its header"))
             );
-            let (frames, _, res) = frame(f, &[b"\x00\x00\x00\x04"]);
+            let (frames, _, res) = frame_bytes(f, &[b"\x00\x00\x00\x04"]);
             assert_eq!((res, frames), (Ok(()), vec![vec![]]));
         }
     }
@@ -485,7 +461,7 @@ mod tests {
             data in proptest::collection::vec(prop_oneof![3 => 0u8..8, 1 => any::<u8>()], 0..200),
             cuts in proptest::collection::vec(any::<usize>(), 0..16),
         ) {
-            let (whole, whole_rest, whole_res) = frame(f, &[&data]);
+            let (whole, whole_rest, whole_res) = frame_bytes(f, &[&data]);
             let (pieces, rest, res, peak) = run(&mut { f }, &cut(&data, &cuts), |p: &[u8]| p.to_vec());
             prop_assert_eq!(whole_res, res);
             prop_assert_eq!(&whole, &pieces);

@@ -157,13 +157,12 @@ impl Framing for Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::testing::{all_cuts, cut, run};
+    use crate::framing::testing::{all_cuts, cut, frame_bytes, run, split_until};
     use proptest::prelude::*;
 
     /// Feeds `chunks` through [`Lines`] and collects the lines.
     fn frame(chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Remainder, Result<(), FrameError>) {
-        let (lines, rest, res, _) = run(&mut Lines::new(max), chunks, |l: &[u8]| l.to_vec());
-        (lines, rest, res)
+        frame_bytes(Lines::new(max), chunks)
     }
 
     fn too_long(max: usize) -> Result<(), FrameError> {
@@ -257,30 +256,16 @@ mod tests {
         #[test]
         fn stop_drops_the_rest_of_the_chunk() {
             let mut rest = Remainder::from_vec(b"fir".to_vec());
-            let mut seen = Vec::new();
-            Lines::new(64)
-                .split(&mut rest, b"st\nsecond\nthird", |l: &[u8]| {
-                    seen.push(l.to_vec());
-                    Flow::Stop
-                })
-                .unwrap();
+            let input = b"st\nsecond\nthird";
+            let seen = split_until(&mut Lines::new(64), &mut rest, input, Some(b"first"));
             assert_eq!(seen, vec![b"first".to_vec()]);
         }
 
         /// `Stop` on a line inside the read ends there too.
         #[test]
         fn stop_in_the_middle_of_a_read() {
-            let mut seen = Vec::new();
-            Lines::new(64)
-                .split(&mut Remainder::new(), b"a\nb\nc\n", |l: &[u8]| {
-                    seen.push(l.to_vec());
-                    if l == b"b" {
-                        Flow::Stop
-                    } else {
-                        Flow::Continue
-                    }
-                })
-                .unwrap();
+            let mut rest = Remainder::new();
+            let seen = split_until(&mut Lines::new(64), &mut rest, b"a\nb\nc\n", Some(b"b"));
             assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec()]);
         }
     }

@@ -194,6 +194,47 @@ pub(crate) mod testing {
         (frames, rest, Ok(()), peak)
     }
 
+    /// As [`run`] for a framing whose frames are byte slices (lines,
+    /// length-prefixed payloads), each copied out: the frames, the
+    /// remainder and the verdict.
+    pub(crate) fn frame_bytes<Fr>(
+        mut framing: Fr,
+        chunks: &[&[u8]],
+    ) -> (Vec<Vec<u8>>, Remainder, Result<(), FrameError>)
+    where
+        Fr: for<'a> Framing<Frame<'a> = &'a [u8]>,
+    {
+        let (frames, rest, res, _) = run(&mut framing, chunks, |f: &[u8]| f.to_vec());
+        (frames, rest, res)
+    }
+
+    /// Splits one read, `input` after `rest`, as a handler would see it:
+    /// each frame copied out, [`Flow::Stop`] answered to the first one
+    /// equal to `stop_at` and [`Flow::Continue`] to the others (to all, for
+    /// `None`). Returns the frames seen; panics on a framing error.
+    pub(crate) fn split_until<Fr>(
+        framing: &mut Fr,
+        rest: &mut Remainder,
+        input: &[u8],
+        stop_at: Option<&[u8]>,
+    ) -> Vec<Vec<u8>>
+    where
+        Fr: for<'a> Framing<Frame<'a> = &'a [u8]>,
+    {
+        let mut seen = Vec::new();
+        framing
+            .split(rest, input, |frame: &[u8]| {
+                seen.push(frame.to_vec());
+                if Some(frame) == stop_at {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            })
+            .expect("the input frames");
+        seen
+    }
+
     /// Cuts `data` at `cuts` (any values; taken modulo the length, sorted).
     pub(crate) fn cut<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();

@@ -385,6 +385,27 @@ impl HandoverServer {
         };
     }
 
+    /// What the poll watches under our token, with the interest each
+    /// wants: the control listener (with the loop's `interests`) and the
+    /// session in progress (only ever read: its one send is non-blocking).
+    fn sources(
+        &mut self,
+        interests: Interest,
+    ) -> impl Iterator<Item = (&mut dyn mio::event::Source, Interest)> {
+        let control = self.control.as_mut().map(|(_, listener)| {
+            let listener: &mut dyn mio::event::Source = listener;
+            (listener, interests)
+        });
+        let session = match &mut self.state {
+            State::Offered { session, .. } => {
+                let session: &mut dyn mio::event::Source = session;
+                Some((session, Interest::READABLE))
+            }
+            _ => None,
+        };
+        control.into_iter().chain(session)
+    }
+
     /// Takes `source` out of the poll, if we were registered.
     fn unregister(&self, source: &mut impl mio::event::Source) {
         if let Some((registry, _)) = &self.registration {
@@ -404,11 +425,8 @@ impl mio::event::Source for HandoverServer {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        if let Some((_, listener)) = &mut self.control {
-            registry.register(listener, token, interests)?;
-        }
-        if let State::Offered { session, .. } = &mut self.state {
-            registry.register(session, token, Interest::READABLE)?;
+        for (source, interests) in self.sources(interests) {
+            registry.register(source, token, interests)?;
         }
         self.registration = Some((registry.try_clone()?, token));
         Ok(())
@@ -420,22 +438,16 @@ impl mio::event::Source for HandoverServer {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        if let Some((_, listener)) = &mut self.control {
-            registry.reregister(listener, token, interests)?;
-        }
-        if let State::Offered { session, .. } = &mut self.state {
-            registry.reregister(session, token, Interest::READABLE)?;
+        for (source, interests) in self.sources(interests) {
+            registry.reregister(source, token, interests)?;
         }
         self.registration = Some((registry.try_clone()?, token));
         Ok(())
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        if let Some((_, listener)) = &mut self.control {
-            registry.deregister(listener)?;
-        }
-        if let State::Offered { session, .. } = &mut self.state {
-            registry.deregister(session)?;
+        for (source, _) in self.sources(Interest::READABLE) {
+            registry.deregister(source)?;
         }
         self.registration = None;
         Ok(())

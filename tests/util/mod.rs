@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netpool::{Builder, Conn, Framing, Handler, ServerThread};
+use netpool::{Builder, Conn, ConnHandle, Error, Framing, Handler, ServerThread};
 
 /// How long any single wait in a test may take before it counts as a failure.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -128,6 +128,21 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// Sends numbered lines (`0000\n`, `0001\n`, ...) through `conn` until its
+/// loop's command queue is full, and returns how many went in. The loop must
+/// be kept from taking its queue meanwhile (a handler that waits). Panics
+/// on an error other than `Full`, or if `most` sends did not fill it.
+pub fn fill_command_queue(conn: &ConnHandle, most: usize) -> usize {
+    for sent in 0..most {
+        match conn.send(format!("{sent:04}\n")) {
+            Ok(()) => {}
+            Err(Error::Full) => return sent,
+            Err(e) => panic!("a send failed, and not for a full queue: {e}"),
+        }
+    }
+    panic!("{most} sends did not fill the queue");
 }
 
 /// This process's CPU time (user + system) so far. Uses `getrusage`, which

@@ -1,10 +1,21 @@
-//! A strict reader of the Prometheus text exposition format (0.0.4), for
-//! the tests: every line must be a `# HELP`, a `# TYPE` or a sample; a
-//! family's `# TYPE` comes before its samples, which come together; values
-//! parse. And, where `python3` has `prometheus_client`, the reference
-//! parser's view of the same text.
+//! A strict reader of the Prometheus text exposition format (0.0.4) as
+//! netpool writes it, for the tests; and, where `python3` has
+//! `prometheus_client`, the reference parser's view of the same text.
+//!
+//! One file for both kinds of test: the socket tests use it as
+//! `util::prometheus`, and `src/metrics.rs` includes it (`#[path]`) for the
+//! unit tests, so that a single reader says what valid output is.
+//!
+//! Stricter than the format, on purpose: every line is a `# HELP`, a
+//! `# TYPE` or a sample; each family has its HELP, then its TYPE
+//! (`counter`, `gauge` or `histogram`, the kinds netpool writes), then its
+//! samples, all together; counters end in `_total`; no series appears twice;
+//! label values are quoted and escaped; one space before the value, and no
+//! timestamp; each histogram series has cumulative buckets with increasing
+//! bounds, ending in `+Inf` equal to `_count`, and one `_sum`. Anything else
+//! panics, naming the line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -19,6 +30,7 @@ pub struct Sample {
 /// A parsed exposition.
 #[derive(Debug, Default)]
 pub struct Exposition {
+    /// Every sample, in the order of the text.
     pub samples: Vec<Sample>,
     /// Family name to its type.
     pub types: HashMap<String, String>,
@@ -58,7 +70,7 @@ impl Exposition {
     }
 }
 
-fn is_name(s: &str) -> bool {
+fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()
@@ -66,60 +78,73 @@ fn is_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// The family a sample belongs to, given the declared types.
-fn family_of<'a>(name: &'a str, types: &HashMap<String, String>) -> &'a str {
-    for suffix in ["_bucket", "_sum", "_count"] {
-        if let Some(base) = name.strip_suffix(suffix) {
-            if types.get(base).is_some_and(|t| t == "histogram") {
-                return base;
+fn is_label_name(s: &str) -> bool {
+    is_metric_name(s) && !s.contains(':')
+}
+
+/// Parses one sample line, `name{k="v",...} value`, strictly; panics with
+/// the line on any deviation.
+pub fn parse_sample(line: &str) -> Sample {
+    let fail = |why: &str| -> ! { panic!("{why}: {line:?}") };
+    let name_end = line.find(['{', ' ']).unwrap_or_else(|| fail("no value"));
+    let name = &line[..name_end];
+    if !is_metric_name(name) {
+        fail("bad metric name");
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = BTreeMap::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        rest = after;
+        loop {
+            let eq = rest.find('=').unwrap_or_else(|| fail("label without '='"));
+            let key = &rest[..eq];
+            if !is_label_name(key) {
+                fail("bad label name");
+            }
+            rest = rest[eq + 1..]
+                .strip_prefix('"')
+                .unwrap_or_else(|| fail("label value not quoted"));
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, '\\')) => value.push('\\'),
+                        Some((_, '"')) => value.push('"'),
+                        Some((_, 'n')) => value.push('\n'),
+                        _ => fail("bad escape"),
+                    },
+                    Some((i, '"')) => break i,
+                    Some((_, '\n')) => fail("raw newline in label value"),
+                    Some((_, c)) => value.push(c),
+                    None => fail("unterminated label value"),
+                }
+            };
+            if labels.insert(key.to_string(), value).is_some() {
+                fail("label given twice");
+            }
+            rest = &rest[end + 1..];
+            if let Some(after) = rest.strip_prefix(',') {
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix('}') {
+                rest = after;
+                break;
+            } else {
+                fail("expected ',' or '}' after a label");
             }
         }
     }
-    name
-}
-
-fn parse_sample(line: &str) -> Sample {
-    let (head, value) = line.rsplit_once(' ').expect("a sample has a value");
-    let value = match value {
+    let value = rest
+        .strip_prefix(' ')
+        .unwrap_or_else(|| fail("no single space before the value"));
+    if value.contains(' ') {
+        fail("timestamps are not written, nor extra fields");
+    }
+    let value: f64 = match value {
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
-        v => v
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        v => v.parse().unwrap_or_else(|_| fail("value is not a number")),
     };
-    let (name, labels) = match head.split_once('{') {
-        None => (head, BTreeMap::new()),
-        Some((name, rest)) => {
-            let body = rest.strip_suffix('}').expect("labels end with }");
-            let mut labels = BTreeMap::new();
-            let mut chars = body.chars().peekable();
-            while chars.peek().is_some() {
-                let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-                assert!(is_name(&key), "bad label name {key:?} in {line:?}");
-                assert_eq!(chars.next(), Some('"'), "label value quoted in {line:?}");
-                let mut value = String::new();
-                loop {
-                    match chars.next().expect("label value ends") {
-                        '"' => break,
-                        '\\' => match chars.next() {
-                            Some('n') => value.push('\n'),
-                            Some(c @ ('\\' | '"')) => value.push(c),
-                            other => panic!("bad escape {other:?} in {line:?}"),
-                        },
-                        c => value.push(c),
-                    }
-                }
-                labels.insert(key, value);
-                match chars.next() {
-                    None => break,
-                    Some(',') => {}
-                    other => panic!("expected , or }} after a label, got {other:?} in {line:?}"),
-                }
-            }
-            (name, labels)
-        }
-    };
-    assert!(is_name(name), "bad metric name {name:?}");
     Sample {
         name: name.to_string(),
         labels,
@@ -127,64 +152,107 @@ fn parse_sample(line: &str) -> Sample {
     }
 }
 
-/// Parses `text`, panicking on anything the format does not allow.
+/// Parses `text`, panicking on anything the module doc does not allow.
 pub fn parse(text: &str) -> Exposition {
-    assert!(text.ends_with('\n'), "the text ends with a newline");
+    assert!(text.ends_with('\n'), "the last line ends with a newline");
     let mut e = Exposition::default();
-    let mut done: Vec<String> = Vec::new();
+    let mut helped: HashSet<String> = HashSet::new();
+    let mut finished: HashSet<String> = HashSet::new();
     let mut current: Option<String> = None;
+    let mut series: HashSet<String> = HashSet::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let (kw, name) = (parts.next().unwrap(), parts.next().expect("a family name"));
-            assert!(is_name(name), "bad family name in {line:?}");
-            match kw {
-                "HELP" => {}
-                "TYPE" => {
-                    let kind = parts.next().expect("a type");
-                    assert!(
-                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                        "bad type in {line:?}"
-                    );
-                    assert!(
-                        e.types.insert(name.to_string(), kind.to_string()).is_none(),
-                        "{name} typed twice"
-                    );
-                }
-                _ => panic!("unknown comment {line:?}"),
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _) = rest.split_once(' ').expect("HELP has text");
+            assert!(is_metric_name(name), "bad family name: {line}");
+            assert!(helped.insert(name.to_string()), "second HELP: {line}");
+            if let Some(prev) = current.replace(name.to_string()) {
+                finished.insert(prev);
             }
+            assert!(!finished.contains(name), "family split: {line}");
             continue;
         }
-        assert!(
-            !line.is_empty() && !line.starts_with('#'),
-            "bad line {line:?}"
-        );
-        let sample = parse_sample(line);
-        let family = family_of(&sample.name, &e.types).to_string();
-        assert!(
-            e.types.contains_key(&family),
-            "{family} has no # TYPE before it"
-        );
-        if current.as_deref() != Some(&family) {
-            assert!(
-                !done.contains(&family),
-                "{family}'s samples are not together"
-            );
-            if let Some(previous) = current.take() {
-                done.push(previous);
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
+            assert_eq!(current.as_deref(), Some(name), "TYPE after its HELP");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter name: {line}");
             }
-            current = Some(family.clone());
+            let first = e.types.insert(name.to_string(), kind.into()).is_none();
+            assert!(first, "typed twice: {line}");
+            continue;
         }
-        if e.types[&family] == "counter" {
+        assert!(!line.starts_with('#'), "unknown comment: {line}");
+        let s = parse_sample(line);
+        let family = current.as_deref().expect("sample before any HELP");
+        let kind = e.types.get(family).expect("sample before its TYPE");
+        if kind == "histogram" {
+            let suffix = s.name.strip_prefix(family).unwrap_or("");
             assert!(
-                sample.name.ends_with("_total"),
-                "counter {} without _total",
-                sample.name
+                ["_bucket", "_sum", "_count"].contains(&suffix),
+                "histogram sample outside its family: {line}"
             );
+        } else {
+            assert_eq!(s.name, family, "sample outside its family: {line}");
         }
-        e.samples.push(sample);
+        let key = format!("{}{:?}", s.name, s.labels);
+        assert!(series.insert(key), "series written twice: {line}");
+        e.samples.push(s);
+    }
+    for (family, kind) in &e.types {
+        if kind == "histogram" {
+            check_histogram(family, &e.samples);
+        }
     }
     e
+}
+
+/// Buckets cumulative, bounds increasing, `+Inf` last and equal to
+/// `_count`, one `_sum`, for each label set of `family`.
+fn check_histogram(family: &str, samples: &[Sample]) {
+    let others = |s: &Sample| -> BTreeMap<String, String> {
+        let mut labels = s.labels.clone();
+        labels.remove("le");
+        labels
+    };
+    let mut label_sets: Vec<BTreeMap<String, String>> = Vec::new();
+    for s in samples.iter().filter(|s| s.name.starts_with(family)) {
+        let l = others(s);
+        if !label_sets.contains(&l) {
+            label_sets.push(l);
+        }
+    }
+    assert!(
+        !label_sets.is_empty(),
+        "{family}: a histogram with no samples"
+    );
+    for set in label_sets {
+        let of = |suffix: &str| -> Vec<&Sample> {
+            samples
+                .iter()
+                .filter(|s| s.name == format!("{family}{suffix}") && others(s) == set)
+                .collect()
+        };
+        let buckets = of("_bucket");
+        assert!(buckets.len() >= 2, "{family}{set:?}: buckets");
+        let mut last_le = f64::NEG_INFINITY;
+        let mut last_count = 0.0;
+        for b in &buckets {
+            let le: f64 = match b.labels.get("le").expect("bucket has le").as_str() {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().expect("le is a number"),
+            };
+            assert!(le > last_le, "{family}{set:?}: bounds increase");
+            assert!(b.value >= last_count, "{family}{set:?}: cumulative");
+            last_le = le;
+            last_count = b.value;
+        }
+        assert_eq!(last_le, f64::INFINITY, "{family}{set:?}: ends in +Inf");
+        let count = of("_count");
+        assert_eq!(count.len(), 1);
+        assert_eq!(count[0].value, last_count, "{family}{set:?}: +Inf == count");
+        assert_eq!(of("_sum").len(), 1, "{family}{set:?}: one _sum");
+    }
 }
 
 /// What Prometheus's reference Python parser (`prometheus_client`) reads
@@ -199,7 +267,10 @@ pub fn python_reading(text: &str) -> Option<Vec<String>> {
         probe.is_ok_and(|o| o.status.success())
     });
     if !available {
-        eprintln!("note: python3 with prometheus_client not available; reference parser skipped");
+        eprintln!(
+            "note: python3 with prometheus_client not available \
+             (python3 -m pip install prometheus_client); reference parser skipped"
+        );
         return None;
     }
     let script = r#"
