@@ -100,6 +100,8 @@ mod loadgen;
 mod mio_floor;
 #[path = "suite/netpool_server.rs"]
 mod netpool_server;
+#[path = "suite/pin.rs"]
+mod pin;
 #[path = "suite/pool.rs"]
 mod pool;
 #[path = "suite/procfs.rs"]
@@ -152,9 +154,12 @@ pub enum ServerKind {
     /// The same key-value server on a current-thread tokio runtime
     /// (`suite/tokio_kv.rs`).
     TokioKv,
-    /// netpool, one loop, busy-polling 20 µs after each busy turn
-    /// (`Builder::busy_poll`, issue 12).
+    /// netpool, one loop, busy-polling 100 µs after each busy turn
+    /// (`Builder::busy_poll`, issue 12; see `busy_poll()`).
     NetpoolBusy,
+    /// netpool, one loop, writing replies once per connection at the end of
+    /// each batch of events (`Builder::write_at_turn_end`, issue 12).
+    NetpoolTurnEnd,
     /// netpool, one loop, every reply produced on a worker pool and put in
     /// its place with `Conn::defer` (issue 14).
     NetpoolOffload,
@@ -168,7 +173,7 @@ pub enum ServerKind {
 const NOT_YET_WRITTEN: &[(ServerKind, &str)] = &[];
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 15] = [
+    pub const ALL: [ServerKind; 16] = [
         ServerKind::Netpool,
         ServerKind::NetpoolMt,
         ServerKind::TokioCt,
@@ -182,6 +187,7 @@ impl ServerKind {
         ServerKind::NetpoolKvMt,
         ServerKind::TokioKv,
         ServerKind::NetpoolBusy,
+        ServerKind::NetpoolTurnEnd,
         ServerKind::NetpoolOffload,
         ServerKind::TokioOffload,
     ];
@@ -201,9 +207,24 @@ impl ServerKind {
             ServerKind::NetpoolKvMt => "netpool-kv-mt",
             ServerKind::TokioKv => "tokio-kv",
             ServerKind::NetpoolBusy => "netpool-busy",
+            ServerKind::NetpoolTurnEnd => "netpool-turn-end",
             ServerKind::NetpoolOffload => "netpool-offload",
             ServerKind::TokioOffload => "tokio-offload",
         }
+    }
+
+    /// Whether this server serves on one thread (it is pinned to the
+    /// server's CPU, see `suite/pin.rs`); the others get every CPU.
+    pub fn single_threaded(self) -> bool {
+        !matches!(
+            self,
+            ServerKind::NetpoolMt
+                | ServerKind::TokioMt
+                | ServerKind::TokioNct
+                | ServerKind::NetpoolKvMt
+                | ServerKind::NetpoolOffload
+                | ServerKind::TokioOffload
+        )
     }
 
     /// Whether this server speaks TLS.
@@ -328,6 +349,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
         let mut servers = main.clone();
         if c < 500 {
             servers.push(NetpoolBusy);
+            servers.push(NetpoolTurnEnd);
         }
         v.push(Scenario {
             id: match c {
@@ -400,7 +422,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 pipeline: p,
                 requests: n,
             },
-            servers: vec![Netpool, NetpoolBusy, TokioCt, Floor, Redis],
+            servers: vec![Netpool, NetpoolBusy, NetpoolTurnEnd, TokioCt, Floor, Redis],
             tls: false,
         });
     }
@@ -589,9 +611,11 @@ fn serve_main(args: &[String]) -> io::Result<()> {
         return Err(bad("the suite serves on loopback only".into()));
     }
     procfs::raise_nofile();
+    pin::pin_server(kind.single_threaded())?;
     match kind {
         ServerKind::Netpool => netpool_server::serve(&o, false),
-        ServerKind::NetpoolBusy => netpool_server::serve_busy(&o, BUSY_POLL),
+        ServerKind::NetpoolBusy => netpool_server::serve_busy(&o, busy_poll()),
+        ServerKind::NetpoolTurnEnd => netpool_server::serve_turn_end(&o),
         ServerKind::NetpoolMt => netpool_server::serve(&o, true),
         ServerKind::TokioCt => tokio_server::serve(&o, tokio_server::Flavor::CurrentThread),
         ServerKind::TokioMt => tokio_server::serve(&o, tokio_server::Flavor::MultiThread),
@@ -905,9 +929,19 @@ fn kv_metrics(run: &redis::Run, per_test: u64, cpu: procfs::Cpu) -> Metrics {
     m
 }
 
-/// The busy-poll budget of `netpool-busy`: about one client turnaround on
-/// this machine (issue 12 measured 20 µs).
-const BUSY_POLL: Duration = Duration::from_micros(20);
+/// The busy-poll budget of `netpool-busy`, or `NETPOOL_BENCH_BUSY_POLL_US`:
+/// a little more than one client turnaround. Pinned on different cores,
+/// a round trip on this machine takes about 80 µs (12k requests/s on one
+/// connection): 20 and 40 µs spins gained nothing, 60 µs doubled ping-c1
+/// but not rr-c1, and 100 µs gained on both (2 rounds each,
+/// `NETPOOL_BENCH_BUSY_POLL_US=N NETPOOL_BENCH_ONLY=rr-c1,ping-c1`).
+fn busy_poll() -> Duration {
+    let micros = std::env::var("NETPOOL_BENCH_BUSY_POLL_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    Duration::from_micros(micros)
+}
 
 /// An open-loop client on one connection: a PING every `1/rate` s on a
 /// schedule (a late reply delays nobody's next request), each reply's
@@ -991,6 +1025,10 @@ fn orchestrate(args: &[String]) -> i32 {
         );
     }
     let scenarios = scenarios(&cfg);
+    match pin::plan() {
+        Some(plan) => eprintln!("suite: {plan} (NETPOOL_BENCH_PIN=0: off)"),
+        None => eprintln!("suite: not pinned to CPUs"),
+    }
     let mut skips = Vec::new();
     let have_bench = redis::have("redis-benchmark");
     let have_server = redis::have("redis-server");
@@ -1274,6 +1312,12 @@ const READING: &str = "## Reading the results\n\n\
   exact). The rest is the kernel's TCP and epoll work, which is the same for \
   every server, so ratios of total CPU time can only move as far as the user \
   share allows.\n\
+- **Pinning**: single-threaded servers (netpool's one loop, tokio-ct, the \
+  floor, redis-server) run on the last CPU and the load generators on the \
+  others; multi-threaded servers get every CPU (benches/suite/pin.rs; \
+  `NETPOOL_BENCH_PIN=0` turns it off). Unpinned, a one-connection round trip \
+  here was bimodal, about 7 µs when the scheduler put client and server on \
+  one core and about 80 µs across cores, and the rounds swung by 10x.\n\
 - **Request/response with one connection** measures the machine's wake-up path \
   more than the server: every request puts both processes to sleep and wakes \
   them, and on this virtual machine that dominates both latency and CPU time. \

@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use netpool::{Conn, ConnHandle, FillError, ReplySlot, Server};
-use util::{fill_command_queue, start, wait_until, Client, DEADLINE};
+use util::{expect_lines, fill_command_queue, start, wait_until, Client, DEADLINE};
 
 /// How long a test watches for something that must not happen.
 const QUIET: Duration = Duration::from_millis(300);
@@ -130,12 +130,8 @@ fn deep_mixed_pipelines_keep_request_order() {
                     writer.write_all(&out).unwrap();
                 });
                 let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                for n in 0..LINES {
-                    line.clear();
-                    reader.read_line(&mut line).expect("a reply");
-                    assert_eq!(line, format!("{n}\n"), "connection {c}, reply {n}");
-                }
+                let what = format!("connection {c}");
+                expect_lines(&mut reader, LINES, &what, |n| format!("{n}\n"));
                 sending.join().unwrap();
             })
         })

@@ -5,13 +5,13 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use netpool::{Conn, Handler, ReplySlot, Server};
-use util::{echo, start, Client, DEADLINE};
+use util::{echo, expect_lines, start, Client, DEADLINE};
 
 fn builder() -> netpool::Builder {
     Server::builder().write_at_turn_end(true)
@@ -115,12 +115,9 @@ fn output_past_the_hold_limit_arrives_whole() {
         writer.shutdown(std::net::Shutdown::Write).unwrap();
     });
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    for n in 0..LINES {
-        line.clear();
-        reader.read_line(&mut line).expect("a reply");
-        assert_eq!(line, format!("line number {n:>12}\n"), "reply {n}");
-    }
+    expect_lines(&mut reader, LINES, "echo", |n| {
+        format!("line number {n:>12}\n")
+    });
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{} bytes after the last reply", rest.len());
@@ -158,12 +155,7 @@ fn deferred_replies_keep_their_place() {
         writer.write_all(&out).unwrap();
     });
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    for n in 0..LINES {
-        line.clear();
-        reader.read_line(&mut line).expect("a reply");
-        assert_eq!(line, format!("{n}\n"), "reply {n}");
-    }
+    expect_lines(&mut reader, LINES, "mixed", |n| format!("{n}\n"));
     sending.join().unwrap();
     server.stop(DEADLINE).unwrap();
     worker.join().unwrap();

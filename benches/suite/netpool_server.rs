@@ -59,14 +59,25 @@ pub fn serve_offload(opts: &ServeOpts) -> io::Result<()> {
 
 /// One loop, busy-polling `spin` after each busy turn (`netpool-busy`).
 pub fn serve_busy(opts: &ServeOpts, spin: std::time::Duration) -> io::Result<()> {
-    serve_with(opts, false, spin)
+    serve_with(opts, false, spin, false)
 }
 
 pub fn serve(opts: &ServeOpts, per_core: bool) -> io::Result<()> {
-    serve_with(opts, per_core, std::time::Duration::ZERO)
+    serve_with(opts, per_core, std::time::Duration::ZERO, false)
 }
 
-fn serve_with(opts: &ServeOpts, per_core: bool, spin: std::time::Duration) -> io::Result<()> {
+/// One loop, writing replies once per connection at the end of each batch
+/// of events (`netpool-turn-end`).
+pub fn serve_turn_end(opts: &ServeOpts) -> io::Result<()> {
+    serve_with(opts, false, std::time::Duration::ZERO, true)
+}
+
+fn serve_with(
+    opts: &ServeOpts,
+    per_core: bool,
+    spin: std::time::Duration,
+    turn_end: bool,
+) -> io::Result<()> {
     let overflow = match opts.overflow {
         OverflowMode::Refuse => Overflow::Refuse,
         OverflowMode::Pause => Overflow::Pause,
@@ -76,7 +87,8 @@ fn serve_with(opts: &ServeOpts, per_core: bool, spin: std::time::Duration) -> io
         .overflow(overflow)
         .refuse_message(proto::REFUSE.to_vec())
         .max_line_len(opts.max_line)
-        .busy_poll(spin);
+        .busy_poll(spin)
+        .write_at_turn_end(turn_end);
     if per_core {
         builder = builder.workers_per_core();
     }

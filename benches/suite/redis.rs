@@ -49,6 +49,8 @@ pub fn start_server() -> io::Result<(Child, SocketAddr)> {
         "--logfile",
         "",
     ]);
+    // Its serving is one thread, pinned as netpool's one loop is.
+    crate::pin::pin_command(&mut cmd, true);
     let child = Child::spawn("redis-server", cmd)?;
     child.wait_line(Duration::from_secs(10), |l| {
         l.contains("Ready to accept connections")

@@ -119,6 +119,22 @@ pub fn connect_from(source: &str, to: SocketAddr) -> Client {
     }
 }
 
+/// Reads `n` reply lines from `reader`, each of which must be
+/// `expected(i)`; `what` names the stream in a failure.
+pub fn expect_lines(
+    reader: &mut impl BufRead,
+    n: usize,
+    what: &str,
+    expected: impl Fn(usize) -> String,
+) {
+    let mut line = String::new();
+    for i in 0..n {
+        line.clear();
+        reader.read_line(&mut line).expect("a reply");
+        assert_eq!(line, expected(i), "{what}, reply {i}");
+    }
+}
+
 /// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
