@@ -102,6 +102,14 @@ impl Outbox {
         }
     }
 
+    /// Whether the connection owns heap memory for its output (the box of
+    /// what waits): false whenever nothing waits, which is what keeps an
+    /// idle connection down to its slab entry.
+    #[cfg(test)]
+    pub(crate) fn owns_memory(&self) -> bool {
+        self.waiting.is_some()
+    }
+
     /// The wire bytes to write next.
     #[inline]
     pub(crate) fn pending(&self) -> &[u8] {

@@ -520,6 +520,28 @@ mod deferred {
         assert_eq!(c.poll_action(), Action::Remove);
     }
 
+    /// Once its deferred reply and what followed it are written, even
+    /// after a short write, a connection owns no heap memory again: an idle
+    /// connection costs its slab entry alone, whatever it did before (the
+    /// headline figure, RSS per idle connection).
+    #[test]
+    fn a_connection_that_delivered_everything_owns_no_memory() {
+        let mut c = core();
+        assert!(!c.out.owns_memory(), "nothing allocated at the start");
+        let seq = defer(&mut c, b"after");
+        assert!(c.out.owns_memory(), "the reply's place, while it is owed");
+        c.out.fill(seq, b"reply ".to_vec());
+        let mut ready = c.out.take_ready().unwrap();
+        assert_eq!(ready, b"reply after");
+        c.out.push_wire(&mut ready);
+        c.handle_flushed(5, 1);
+        assert!(c.out.owns_memory(), "what the socket has not taken yet");
+        c.handle_flushed(6, 2);
+        assert!(c.out.is_empty());
+        assert!(!c.out.owns_memory(), "freed with the last byte written");
+        assert_eq!(c.partial.capacity(), 0, "and no incomplete frame kept");
+    }
+
     #[test]
     fn waiting_for_a_reply_is_neither_idle_nor_a_write_stall() {
         let t = Timeouts {
