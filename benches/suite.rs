@@ -766,10 +766,13 @@ fn run_one(cfg: &Config, sc: &Scenario, server: ServerKind) -> io::Result<Metric
                 warmup: cfg.warmup,
                 tls_ca,
             };
-            if sc.tls {
-                // One TLS connection first, closed before the baseline: the
-                // first handshake pages in the code and read-only tables of
-                // rustls and ring (about 0.4 MB here, for either server), a
+            {
+                // One connection first, closed before the baseline: the
+                // first connection pages in the code of accept, read and
+                // write (0 to 34 B a connection of file-backed pages in the
+                // 10,000's window, depending on the binary's page-cache
+                // state) and, over TLS, the code and read-only tables of
+                // rustls and ring (about 0.4 MB here, for either server): a
                 // cost paid once, not per connection.
                 let one = LoadOpts {
                     conns: 1,
