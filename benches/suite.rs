@@ -157,9 +157,10 @@ pub enum ServerKind {
     /// netpool, one loop, busy-polling 100 µs after each busy turn
     /// (`Builder::busy_poll`, issue 12; see `busy_poll()`).
     NetpoolBusy,
-    /// netpool, one loop, writing replies once per connection at the end of
-    /// each batch of events (`Builder::write_at_turn_end`, issue 12).
-    NetpoolTurnEnd,
+    /// netpool, one loop, writing each read's replies at once instead of at
+    /// the end of the turn (`Builder::write_at_turn_end(false)`, issue 12):
+    /// the evidence for the default.
+    NetpoolEachRead,
     /// netpool, one loop, every reply produced on a worker pool and put in
     /// its place with `Conn::defer` (issue 14).
     NetpoolOffload,
@@ -187,7 +188,7 @@ impl ServerKind {
         ServerKind::NetpoolKvMt,
         ServerKind::TokioKv,
         ServerKind::NetpoolBusy,
-        ServerKind::NetpoolTurnEnd,
+        ServerKind::NetpoolEachRead,
         ServerKind::NetpoolOffload,
         ServerKind::TokioOffload,
     ];
@@ -207,7 +208,7 @@ impl ServerKind {
             ServerKind::NetpoolKvMt => "netpool-kv-mt",
             ServerKind::TokioKv => "tokio-kv",
             ServerKind::NetpoolBusy => "netpool-busy",
-            ServerKind::NetpoolTurnEnd => "netpool-turn-end",
+            ServerKind::NetpoolEachRead => "netpool-each-read",
             ServerKind::NetpoolOffload => "netpool-offload",
             ServerKind::TokioOffload => "tokio-offload",
         }
@@ -349,7 +350,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
         let mut servers = main.clone();
         if c < 500 {
             servers.push(NetpoolBusy);
-            servers.push(NetpoolTurnEnd);
+            servers.push(NetpoolEachRead);
         }
         v.push(Scenario {
             id: match c {
@@ -422,7 +423,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 pipeline: p,
                 requests: n,
             },
-            servers: vec![Netpool, NetpoolBusy, NetpoolTurnEnd, TokioCt, Floor, Redis],
+            servers: vec![Netpool, NetpoolBusy, NetpoolEachRead, TokioCt, Floor, Redis],
             tls: false,
         });
     }
@@ -615,7 +616,7 @@ fn serve_main(args: &[String]) -> io::Result<()> {
     match kind {
         ServerKind::Netpool => netpool_server::serve(&o, false),
         ServerKind::NetpoolBusy => netpool_server::serve_busy(&o, busy_poll()),
-        ServerKind::NetpoolTurnEnd => netpool_server::serve_turn_end(&o),
+        ServerKind::NetpoolEachRead => netpool_server::serve_each_read(&o),
         ServerKind::NetpoolMt => netpool_server::serve(&o, true),
         ServerKind::TokioCt => tokio_server::serve(&o, tokio_server::Flavor::CurrentThread),
         ServerKind::TokioMt => tokio_server::serve(&o, tokio_server::Flavor::MultiThread),

@@ -99,7 +99,7 @@ impl Default for Config {
             alarm: None,
             events_capacity: 1024,
             busy_poll: Duration::ZERO,
-            write_at_turn_end: false,
+            write_at_turn_end: true,
             tick: Duration::ZERO,
             unix_mode: None,
             handover: None,

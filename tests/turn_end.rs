@@ -1,7 +1,9 @@
 //! Replies written at the end of the turn (`Builder::write_at_turn_end`,
-//! issue 12): held replies still leave before our FIN, in order with
-//! replies deferred to other threads, past the hold limit, and for every
-//! connection of a batch.
+//! issue 12, on by default): held replies still leave before our FIN, in
+//! order with replies deferred to other threads, past the hold limit, and
+//! for every connection of a batch. The order tests run with it off too
+//! (replies written after each read), which every other test file no
+//! longer does.
 
 mod util;
 
@@ -17,17 +19,23 @@ fn builder() -> netpool::Builder {
     Server::builder().write_at_turn_end(true)
 }
 
+/// Both ways of writing.
+const MODES: [bool; 2] = [true, false];
+
 /// A client that sends its requests and its FIN together: the loop reads
 /// the lines and the end of stream in one drive, so the replies it held
 /// must be written before the FIN that the end of stream leads to.
 #[test]
 fn held_replies_leave_before_our_fin() {
-    let server = start(builder(), echo);
-    for round in 0..50 {
-        let mut client = Client::connect(server.local_addr());
-        client.send(b"a\nb\nc\n");
-        client.shutdown_write();
-        assert_eq!(client.read_to_end(), b"a\nb\nc\n", "round {round}");
+    for at_turn_end in MODES {
+        let server = start(Server::builder().write_at_turn_end(at_turn_end), echo);
+        for round in 0..50 {
+            let mut client = Client::connect(server.local_addr());
+            client.send(b"a\nb\nc\n");
+            client.shutdown_write();
+            let what = format!("round {round}, at turn end: {at_turn_end}");
+            assert_eq!(client.read_to_end(), b"a\nb\nc\n", "{what}");
+        }
     }
 }
 
@@ -100,8 +108,14 @@ fn every_connection_of_a_batch_gets_its_replies() {
 /// order.
 #[test]
 fn output_past_the_hold_limit_arrives_whole() {
+    for at_turn_end in MODES {
+        past_the_hold_limit(at_turn_end);
+    }
+}
+
+fn past_the_hold_limit(at_turn_end: bool) {
     const LINES: usize = 200_000;
-    let server = start(builder(), echo);
+    let server = start(Server::builder().write_at_turn_end(at_turn_end), echo);
     let stream = TcpStream::connect(server.local_addr()).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     stream.set_write_timeout(Some(DEADLINE)).unwrap();
@@ -129,6 +143,12 @@ fn output_past_the_hold_limit_arrives_whole() {
 /// writes what it holds before it runs other threads' commands).
 #[test]
 fn deferred_replies_keep_their_place() {
+    for at_turn_end in MODES {
+        deferred_in_place(at_turn_end);
+    }
+}
+
+fn deferred_in_place(at_turn_end: bool) {
     const LINES: usize = 5_000;
     let (tx, rx) = mpsc::channel::<(ReplySlot, Vec<u8>)>();
     let worker = std::thread::spawn(move || {
@@ -136,7 +156,8 @@ fn deferred_replies_keep_their_place() {
             let _ = slot.send_wait(reply);
         }
     });
-    let server = start(builder(), move |line: &[u8], conn: &mut Conn| {
+    let builder = Server::builder().write_at_turn_end(at_turn_end);
+    let server = start(builder, move |line: &[u8], conn: &mut Conn| {
         let reply = [line, b"\n"].concat();
         if line.ends_with(b"0") || line.ends_with(b"5") {
             tx.send((conn.defer(), reply)).unwrap();

@@ -59,17 +59,17 @@ pub fn serve_offload(opts: &ServeOpts) -> io::Result<()> {
 
 /// One loop, busy-polling `spin` after each busy turn (`netpool-busy`).
 pub fn serve_busy(opts: &ServeOpts, spin: std::time::Duration) -> io::Result<()> {
-    serve_with(opts, false, spin, false)
+    serve_with(opts, false, spin, true)
 }
 
 pub fn serve(opts: &ServeOpts, per_core: bool) -> io::Result<()> {
-    serve_with(opts, per_core, std::time::Duration::ZERO, false)
+    serve_with(opts, per_core, std::time::Duration::ZERO, true)
 }
 
-/// One loop, writing replies once per connection at the end of each batch
-/// of events (`netpool-turn-end`).
-pub fn serve_turn_end(opts: &ServeOpts) -> io::Result<()> {
-    serve_with(opts, false, std::time::Duration::ZERO, true)
+/// One loop, writing each read's replies at once instead of at the end of
+/// the turn (`netpool-each-read`).
+pub fn serve_each_read(opts: &ServeOpts) -> io::Result<()> {
+    serve_with(opts, false, std::time::Duration::ZERO, false)
 }
 
 fn serve_with(

@@ -447,7 +447,7 @@ pub fn markdown(
         let mut pairs: Vec<(ServerKind, ServerKind)> = Vec::new();
         if sc.servers.contains(&ServerKind::Netpool) {
             for &other in &sc.servers {
-                if other != ServerKind::Netpool && other != ServerKind::NetpoolTurnEnd {
+                if other != ServerKind::Netpool {
                     pairs.push((ServerKind::Netpool, other));
                 }
             }
@@ -462,7 +462,6 @@ pub fn markdown(
             (ServerKind::TokioKv, ServerKind::Redis),
             (ServerKind::NetpoolBusy, ServerKind::TokioCt),
             (ServerKind::NetpoolBusy, ServerKind::Redis),
-            (ServerKind::NetpoolTurnEnd, ServerKind::Netpool),
             (ServerKind::NetpoolOffload, ServerKind::TokioOffload),
         ] {
             if sc.servers.contains(&a) && sc.servers.contains(&b) {

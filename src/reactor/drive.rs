@@ -446,7 +446,10 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                 self.now,
             );
         }
-        self.output_level(conn, key);
+        // All written: the output level is what `flush` saw.
+        if conn.core.out.has_wire() {
+            self.output_level(conn, key);
+        }
     }
 
     /// Writes the connection's queued output until done or the socket is
