@@ -57,7 +57,8 @@
 //!   ([`MetricsEndpoint`]: `GET /metrics` served by netpool).
 //! - **The reactor**, `reactor/`: the poll loop (`mod.rs`, start reading
 //!   here), accepting (`accept.rs`), driving one connection's socket
-//!   (`drive.rs`), framing and the handler with no I/O (`serve.rs`), several
+//!   (`drive.rs`), replies held until the end of the turn (`held.rs`),
+//!   framing and the handler with no I/O (`serve.rs`), several
 //!   loops (`distribute.rs`), handing the listeners to a successor
 //!   (`handover.rs`).
 //! - **What the loops share**: `shared.rs` (command queues, counters),

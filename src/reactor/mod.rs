@@ -47,6 +47,8 @@
 //! - `handover.rs`: giving the listeners to a successor process;
 //! - `drive.rs`: one connection's socket work, one `drive` per event,
 //!   whatever its transport;
+//! - `held.rs`: replies held during a batch of events, written once per
+//!   connection at the end of it;
 //! - `serve.rs`: framing and the handler, with no I/O;
 //! - `distribute.rs`: which loop serves a connection;
 //! - `sim.rs` (tests and fuzzing only): one connection driven with no
