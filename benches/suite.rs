@@ -1258,7 +1258,7 @@ fn benchmarks_md(cfg: &Config, md: &str, took: Duration, load: &str) -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let nproc = pin::cpus();
     let cmd_out = |prog: &str, args: &[&str]| {
         std::process::Command::new(prog)
             .args(args)

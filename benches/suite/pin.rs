@@ -52,6 +52,15 @@ pub fn plan() -> Option<String> {
     ))
 }
 
+/// How many CPUs the run has: the orchestrator is pinned to the load CPUs
+/// only, so its own count would be short.
+pub fn cpus() -> usize {
+    std::env::var(ALL_CPUS)
+        .ok()
+        .map(|v| v.split(',').count())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The CPUs a server child should run on: the server CPU if it is
 /// single-threaded, every CPU if not; `None` if the run is not pinned.
 fn for_server(single_threaded: bool) -> Option<Vec<usize>> {

@@ -662,7 +662,7 @@ fn scaling(md: &mut String, scenarios: &[Scenario], records: &[Record]) {
     if rows.is_empty() {
         return;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::pin::cpus();
     let _ = writeln!(md, "### Scaling: {cores} loops against 1\n");
     let _ = writeln!(
         md,
