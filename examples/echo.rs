@@ -22,9 +22,9 @@
 //! `--overflow pause` and watch the second one wait until the first quits.
 //! `--workers 4` runs four event loops on four threads behind the one
 //! listener and the one `--acceptors` budget (`--workers cores`: one per
-//! core); each loop gets its own copy of the handler. `--busy-poll 20` keeps
-//! the loop polling for 20 µs after each busy turn before it sleeps: lower
-//! latency for more CPU (see `Builder::busy_poll`). Ctrl-C (or SIGTERM)
+//! core); each loop gets its own copy of the handler. `--busy-poll 100`
+//! keeps the loop polling for 100 µs after each busy turn before it sleeps:
+//! lower latency for more CPU (see `Builder::busy_poll` for the size). Ctrl-C (or SIGTERM)
 //! stops it gracefully and prints the final stats, per loop too.
 //!
 //! `--metrics 127.0.0.1:9100` serves Prometheus metrics at

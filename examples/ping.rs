@@ -12,7 +12,7 @@
 //!
 //! It takes the same flags as `examples/echo.rs` (`--acceptors`, `--overflow
 //! refuse|grow[:STEP[:MAX]]|pause`, `--refuse-message`, `--max-line`,
-//! `--metrics ADDR`, `--busy-poll MICROS`: try `--busy-poll 20` with
+//! `--metrics ADDR`, `--busy-poll MICROS`: try `--busy-poll 100` with
 //! `redis-benchmark -c 1`). Poke it with `nc 127.0.0.1 7000` and type `ping`. `redis-benchmark` first sends
 //! `CONFIG GET` as RESP arrays on a side connection; each of those lines gets
 //! `-ERR unknown command`, which it reports as a warning and carries on.

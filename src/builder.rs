@@ -430,8 +430,9 @@ impl<F: Framing> Builder<F> {
     ///
     /// It trades CPU for latency. On request/response traffic the round
     /// trip is dominated by waking the loop, not by serving the request: on
-    /// a 2-core machine a 20 µs spin nearly doubled single-connection
-    /// throughput (BENCHMARKS.md, "Busy-polling"). The spin burns its core
+    /// the 2-core machine of BENCHMARKS.md a 100 µs spin gave one
+    /// connection 2 to 2.8 times tokio's requests/s (README, "Latency").
+    /// The spin burns its core
     /// while it waits, so it pays only when the loop has a core of its own
     /// (pin it, [`workers`](Builder::workers) at most the spare cores); on a
     /// machine whose cores are all busy, it takes CPU from the work.
