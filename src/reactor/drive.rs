@@ -375,6 +375,7 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
     /// (through `read_again`) at low water.
     fn flush(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
         let wire = conn.transport.seal(&mut self.write_buf, &mut self.wire_buf);
+        let mut release = false;
         if !wire.is_empty() {
             let core = &mut conn.core;
             let id = core.id;
@@ -391,29 +392,26 @@ impl<F: Framing, H: Handler<F>, T: Transport> Pipeline<F, H, T> {
                 self.held.push(key, id, wire);
             } else if held > 0 {
                 // Behind what this connection holds: all of it now, in one
-                // `write`.
+                // `write` (below).
                 self.held.push(key, id, wire);
-                if let Some(taken) = self.held.take_last(key, id) {
-                    write_now(
-                        &mut conn.stream,
-                        core,
-                        taken.bytes(),
-                        &self.shared,
-                        self.now,
-                    );
-                }
+                release = true;
             } else {
                 write_now(&mut conn.stream, core, wire, &self.shared, self.now);
             }
             wire.clear();
         }
-        self.output_level(conn, key);
+        if release {
+            self.release(conn, key);
+        } else {
+            self.output_level(conn, key);
+        }
     }
 
-    /// Writes now what `conn` holds for the end of the turn, if anything:
-    /// it stopped being open while it was driven (it closes, or was
-    /// throttled), and its replies must leave before whatever follows
-    /// them (our FIN, close_notify).
+    /// Writes now what `conn` holds for the end of the turn, if anything,
+    /// then applies the water marks: it stopped being open while it was
+    /// driven (it closes, or was throttled), and its replies must leave
+    /// before whatever follows them (our FIN, close_notify); or its held
+    /// replies passed the hold limit.
     pub(super) fn release(&mut self, conn: &mut Connection<H::State, T>, key: usize) {
         let Some(taken) = self.held.take_last(key, conn.core.id) else {
             return;
