@@ -560,17 +560,20 @@ pub(crate) fn peer(addr: SocketAddr, proxied: bool, unix: Option<&Peer>) -> Peer
     }
 }
 
-impl<'a> Conn<'a, dyn Any> {
-    /// This context with the state seen as `U`, if it is one (for closures
-    /// run on the loop from another thread, typed by their caller).
-    pub(crate) fn downcast<U: 'static>(&mut self) -> Option<Conn<'_, U>> {
-        let state = self.state.downcast_mut::<U>()?;
+impl<S: ?Sized> Conn<'_, S> {
+    /// This context, borrowed again with its state seen through `view`
+    /// (`None` if `view` declines): the one place that lists every field,
+    /// for [`downcast`](Conn::downcast) and [`erase`](Conn::erase).
+    fn with_state<U: ?Sized>(
+        &mut self,
+        view: impl FnOnce(&mut S) -> Option<&mut U>,
+    ) -> Option<Conn<'_, U>> {
         Some(Conn {
             id: self.id,
             peer: self.peer,
             proxy: self.proxy,
             unix: self.unix,
-            state,
+            state: view(&mut *self.state)?,
             out: &mut *self.out,
             outbox: &mut *self.outbox,
             room: self.room,
@@ -583,24 +586,21 @@ impl<'a> Conn<'a, dyn Any> {
     }
 }
 
-impl<'a, S: 'static> Conn<'a, S> {
+impl Conn<'_, dyn Any> {
+    /// This context with the state seen as `U`, if it is one (for closures
+    /// run on the loop from another thread, typed by their caller).
+    pub(crate) fn downcast<U: 'static>(&mut self) -> Option<Conn<'_, U>> {
+        self.with_state(|state| state.downcast_mut::<U>())
+    }
+}
+
+impl<S: 'static> Conn<'_, S> {
     /// This context with its state type erased, for a closure that does not
     /// know the handler's type.
     pub(crate) fn erase(&mut self) -> Conn<'_, dyn Any> {
-        Conn {
-            id: self.id,
-            peer: self.peer,
-            proxy: self.proxy,
-            unix: self.unix,
-            state: &mut *self.state as &mut dyn Any,
-            out: &mut *self.out,
-            outbox: &mut *self.outbox,
-            room: self.room,
-            verdict: &mut *self.verdict,
-            held: &mut *self.held,
-            key: self.key,
-            shared: self.shared,
-            session: self.session,
+        match self.with_state(|state| Some(state as &mut dyn Any)) {
+            Some(conn) => conn,
+            None => unreachable!("the view always gives the state"),
         }
     }
 }
